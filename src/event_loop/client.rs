@@ -1,0 +1,166 @@
+//! One client connection: reading with fds (SCM_RIGHTS), line framing,
+//! in-order reply slots and a bounded output queue.
+
+use crate::protocol::{Framed, LineBuffer, MAX_LINE};
+use mio::net::UnixStream;
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+use std::collections::VecDeque;
+use std::io::{self, IoSliceMut, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// Output a client may leave unread before it is disconnected.
+pub const MAX_OUTPUT: usize = 1 << 20;
+/// Requests a client may have in flight before archon stops reading from it.
+pub const MAX_PENDING: usize = 64;
+/// Fds accepted with one read (more are closed and the request refused).
+const MAX_FDS: usize = 4;
+
+pub struct Client {
+    pub stream: UnixStream,
+    input: LineBuffer,
+    /// Fds received and not yet given to a request.
+    pub fds: Vec<OwnedFd>,
+    /// More fds were sent than fit: the next request is refused.
+    pub fds_truncated: bool,
+    out: Vec<u8>,
+    slots: VecDeque<(u64, Option<String>)>,
+    next_seq: u64,
+    pub subscribed: bool,
+    /// The peer will send nothing more (EOF or the line cap was hit).
+    pub read_done: bool,
+    /// Close once the output is flushed.
+    pub closing: bool,
+}
+
+pub enum ReadOutcome {
+    Line(Vec<u8>),
+    TooLong,
+    Nothing,
+}
+
+impl Client {
+    pub fn new(stream: UnixStream) -> Self {
+        Client {
+            stream,
+            input: LineBuffer::new(MAX_LINE),
+            fds: Vec::new(),
+            fds_truncated: false,
+            out: Vec::new(),
+            slots: VecDeque::new(),
+            next_seq: 0,
+            subscribed: false,
+            read_done: false,
+            closing: false,
+        }
+    }
+
+    pub fn can_take_request(&self) -> bool {
+        self.slots.len() < MAX_PENDING && !self.closing
+    }
+
+    /// Reads what the socket has (bounded by the line cap) and returns the
+    /// next complete line. Call repeatedly until `Nothing`.
+    pub fn next_request(&mut self) -> io::Result<ReadOutcome> {
+        loop {
+            match self.input.next_line() {
+                Framed::Line(l) => return Ok(ReadOutcome::Line(l)),
+                Framed::TooLong => return Ok(ReadOutcome::TooLong),
+                Framed::Incomplete => {}
+            }
+            if self.read_done {
+                return Ok(ReadOutcome::Nothing);
+            }
+            let room = self.input.room().clamp(1, 16 * 1024);
+            let mut buf = vec![0u8; room];
+            let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; MAX_FDS]);
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let res = recvmsg::<()>(
+                self.stream.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+            );
+            let (n, truncated) = match res {
+                Ok(msg) => {
+                    for c in msg.cmsgs().into_iter().flatten() {
+                        if let ControlMessageOwned::ScmRights(fds) = c {
+                            for fd in fds {
+                                // SAFETY: the kernel just installed this fd for us.
+                                self.fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                            }
+                        }
+                    }
+                    (msg.bytes, msg.flags.contains(MsgFlags::MSG_CTRUNC))
+                }
+                Err(nix::errno::Errno::EAGAIN) => return Ok(ReadOutcome::Nothing),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(io::Error::from(e)),
+            };
+            if truncated {
+                self.fds_truncated = true;
+            }
+            if n == 0 {
+                self.read_done = true;
+                if !self.input.is_empty() {
+                    // A last line without LF still counts as a request.
+                    self.input.extend(b"\n");
+                }
+                continue;
+            }
+            self.input.extend(&buf[..n]);
+        }
+    }
+
+    pub fn open_slot(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.slots.push_back((seq, None));
+        seq
+    }
+
+    /// Fills a reply slot; replies leave in request order.
+    pub fn fill_slot(&mut self, seq: u64, text: String) {
+        if let Some(slot) = self.slots.iter_mut().find(|(s, _)| *s == seq) {
+            slot.1 = Some(text);
+        }
+        while let Some((_, Some(_))) = self.slots.front() {
+            if let Some((_, Some(text))) = self.slots.pop_front() {
+                self.out.extend_from_slice(text.as_bytes());
+            }
+        }
+    }
+
+    /// Queues an event row (outside the reply order).
+    pub fn push_event(&mut self, text: &str) {
+        self.out.extend_from_slice(text.as_bytes());
+    }
+
+    pub fn over_limit(&self) -> bool {
+        self.out.len() > MAX_OUTPUT
+    }
+
+    /// Writes as much queued output as the socket takes.
+    pub fn flush(&mut self) -> io::Result<()> {
+        while !self.out.is_empty() {
+            match self.stream.write(&self.out) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Done: nothing more to read or answer, and the output is flushed.
+    pub fn finished(&self) -> bool {
+        (self.read_done || self.closing)
+            && self.slots.is_empty()
+            && self.out.is_empty()
+            && !self.subscribed
+            || (self.closing && self.out.is_empty())
+    }
+}

@@ -1,0 +1,68 @@
+//! The listening socket: stale-socket detection, mode, backlog.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::UnixStream as StdStream;
+use std::path::Path;
+
+/// Binds `path`, replacing a stale socket left by a dead archon; refuses when
+/// another archon answers there or the path is not a socket.
+pub fn bind(path: &Path, mode: u32) -> Result<mio::net::UnixListener, String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => match StdStream::connect(path) {
+            Ok(_) => {
+                return Err(format!(
+                    "another archon is answering on {}; refusing to start",
+                    path.display()
+                ))
+            }
+            Err(_) => {
+                log::info!("removing stale socket path={}", path.display());
+                std::fs::remove_file(path)
+                    .map_err(|e| format!("cannot remove stale {}: {e}", path.display()))?;
+            }
+        },
+        Ok(_) => return Err(format!("{} exists and is not a socket", path.display())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot inspect {}: {e}", path.display())),
+    }
+    use nix::sys::socket::{
+        bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+    };
+    let fd: OwnedFd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(|e| format!("socket: {e}"))?;
+    let addr =
+        UnixAddr::new(path).map_err(|e| format!("bad socket path {}: {e}", path.display()))?;
+    // The socket must never be reachable with a wider mode than asked, even
+    // for the instant between bind and chmod.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o777));
+    let bound = bind(fd.as_raw_fd(), &addr);
+    nix::sys::stat::umask(old);
+    bound.map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
+    listen(&fd, Backlog::new(4096).unwrap_or(Backlog::MAXCONN))
+        .map_err(|e| format!("listen: {e}"))?;
+    // SAFETY: fd is a listening Unix socket we own.
+    Ok(unsafe { mio::net::UnixListener::from_raw_fd(fd.into_raw_fd()) })
+}
+
+/// The uid of the peer, as of its connect().
+pub fn peer_uid(stream: &mio::net::UnixStream) -> u32 {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    // SAFETY: borrowing the raw fd for the duration of the call only.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    getsockopt(&fd, PeerCredentials)
+        .map(|c| c.uid())
+        .unwrap_or(u32::MAX)
+}

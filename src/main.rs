@@ -1,0 +1,53 @@
+//! `archon`: thin. Arguments -> options -> the event loop -> exit code.
+
+use archon::cli::{self, Parsed};
+use archon::{event_loop::EventLoop, platform};
+
+fn main() {
+    std::process::exit(run());
+}
+
+fn run() -> i32 {
+    platform::ensure_stdio_open();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let opts = match cli::parse(&args, platform::uid()) {
+        Ok(Parsed::Run(o)) => o,
+        Ok(Parsed::Help) => {
+            println!("{}", cli::USAGE);
+            return 0;
+        }
+        Ok(Parsed::Version) => {
+            println!("archon {}", env!("CARGO_PKG_VERSION"));
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("archon: {e}\n{}", cli::USAGE);
+            return 2;
+        }
+    };
+    init_logging(&opts.log_level);
+    let nofile = platform::raise_nofile();
+    match EventLoop::new(opts, nofile) {
+        Ok(lp) => lp.run(),
+        Err(e) => {
+            log::error!("{e}");
+            1
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    use std::io::Write;
+    let filter = level.parse().unwrap_or(log::LevelFilter::Info);
+    env_logger::Builder::new()
+        .filter_level(filter)
+        .format(|buf, rec| {
+            writeln!(
+                buf,
+                "archon: {} {}",
+                rec.level().as_str().to_lowercase(),
+                rec.args()
+            )
+        })
+        .init();
+}

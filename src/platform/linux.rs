@@ -1,0 +1,415 @@
+//! Linux backend: clone3(CLONE_PIDFD) so a pidfd exists from the moment the
+//! child does, pidfd signalling, the single waitpid(-1) reaper, PIDFD_GET_INFO
+//! for processes archon did not start, signalfd set-up.
+//!
+//! Between clone3 and execve the child calls only async-signal-safe syscalls
+//! and never allocates: everything it needs is prepared in `SpawnSpec`.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Why a program could not be started, with the code a shell would report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecError {
+    pub code: i32,
+    pub reason: String,
+}
+
+fn is_executable(path: &Path) -> Result<(), ExecError> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| ExecError {
+        code: 127,
+        reason: "program name contains NUL".into(),
+    })?;
+    let meta = std::fs::metadata(path).map_err(|e| ExecError {
+        code: if e.kind() == io::ErrorKind::NotFound {
+            127
+        } else {
+            126
+        },
+        reason: format!("{}: {e}", path.display()),
+    })?;
+    if meta.is_dir() {
+        return Err(ExecError {
+            code: 126,
+            reason: format!("{}: is a directory", path.display()),
+        });
+    }
+    // SAFETY: c is a valid NUL-terminated path.
+    if unsafe { libc::access(c.as_ptr(), libc::X_OK) } != 0 {
+        return Err(ExecError {
+            code: 126,
+            reason: format!("{}: {}", path.display(), io::Error::last_os_error()),
+        });
+    }
+    Ok(())
+}
+
+/// Resolves argv[0] like execvp: names with a slash are used as given, others
+/// are searched in `path_var`. Done in the parent so that "not found" (127)
+/// and "not executable" (126) are known before anything is forked.
+pub fn resolve_program(argv0: &str, path_var: Option<&str>) -> Result<CString, ExecError> {
+    let to_c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes()).map_err(|_| ExecError {
+            code: 127,
+            reason: "program name contains NUL".into(),
+        })
+    };
+    if argv0.contains('/') {
+        let p = Path::new(argv0);
+        is_executable(p)?;
+        return to_c(p);
+    }
+    let search = path_var.unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    let mut denied: Option<ExecError> = None;
+    for dir in search.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let cand = Path::new(dir).join(argv0);
+        match is_executable(&cand) {
+            Ok(()) => return to_c(&cand),
+            Err(e) if e.code == 126 && cand.exists() => {
+                denied.get_or_insert(e);
+            }
+            Err(_) => {}
+        }
+    }
+    Err(denied.unwrap_or(ExecError {
+        code: 127,
+        reason: format!("{argv0}: command not found"),
+    }))
+}
+
+/// Everything the child needs, prepared before clone3.
+pub struct SpawnSpec {
+    pub program: CString,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+    /// Fds that become 0, 1, 2 (each must be >= 3 or equal to its target).
+    pub stdio: [RawFd; 3],
+    /// The RLIMIT_NOFILE archon itself started with, restored in the child.
+    pub nofile: libc::rlimit,
+}
+
+pub struct Spawned {
+    pub pid: i32,
+    pub pidfd: OwnedFd,
+}
+
+pub fn to_cstrings<I, S>(items: I) -> Option<Vec<CString>>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<Vec<u8>>,
+{
+    items.into_iter().map(|s| CString::new(s).ok()).collect()
+}
+
+/// Starts a child in its own process group, with default signal handling,
+/// an empty mask and the given stdio, and returns its pidfd.
+pub fn spawn(spec: &SpawnSpec) -> io::Result<Spawned> {
+    let mut argv: Vec<*const libc::c_char> = spec.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = spec.envp.iter().map(|a| a.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let mut pidfd: libc::c_int = -1;
+    // SAFETY: zeroed clone_args is the documented "no options" value.
+    let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
+    args.flags = libc::CLONE_PIDFD as u64;
+    args.pidfd = &mut pidfd as *mut libc::c_int as u64;
+    args.exit_signal = libc::SIGCHLD as u64;
+    // SAFETY: clone3 without a stack behaves like fork; the child branch only
+    // makes async-signal-safe calls on memory prepared above and never returns.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut libc::clone_args,
+            std::mem::size_of::<libc::clone_args>(),
+        )
+    };
+    let pid = cvt(ret)?;
+    if pid == 0 {
+        // SAFETY: in the child; see above.
+        unsafe { child_exec(spec, &argv, &envp) }
+    }
+    // SAFETY: the kernel wrote a fresh pidfd (CLONE_PIDFD implies O_CLOEXEC).
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    Ok(Spawned {
+        pid: pid as i32,
+        pidfd,
+    })
+}
+
+unsafe fn child_exec(
+    spec: &SpawnSpec,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> ! {
+    let mut set: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut set);
+    for sig in 1..libc::SIGRTMAX() {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+    libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    libc::setpgid(0, 0);
+    for (target, &fd) in spec.stdio.iter().enumerate() {
+        let target = target as RawFd;
+        if fd == target {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+        } else if libc::dup2(fd, target) < 0 {
+            libc::_exit(127);
+        }
+    }
+    libc::setrlimit(libc::RLIMIT_NOFILE, &spec.nofile);
+    libc::execve(spec.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
+    let errno = *libc::__errno_location();
+    libc::_exit(if errno == libc::ENOENT { 127 } else { 126 });
+}
+
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall; the fd returned is owned by us.
+    let fd = cvt(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    // SAFETY: fresh fd from the kernel (pidfds are always close-on-exec).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+pub fn pidfd_send_signal(pidfd: &impl AsRawFd, sig: i32) -> io::Result<()> {
+    // SAFETY: plain syscall with no info pointer.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    })
+    .map(|_| ())
+}
+
+/// Signals a whole process group. Safe against reuse only while the group
+/// leader is unreaped or the group still has members (the kernel does not
+/// hand out a pid that is still a live process group id).
+pub fn kill_group(pgid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: plain syscall.
+    cvt(unsafe { libc::kill(-pgid, sig) } as libc::c_long).map(|_| ())
+}
+
+/// How a process ended, as the kernel reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawExit {
+    Code(i32),
+    Signal(i32),
+}
+
+fn decode_wait_status(status: libc::c_int) -> Option<RawExit> {
+    if libc::WIFEXITED(status) {
+        Some(RawExit::Code(libc::WEXITSTATUS(status)))
+    } else if libc::WIFSIGNALED(status) {
+        Some(RawExit::Signal(libc::WTERMSIG(status)))
+    } else {
+        None
+    }
+}
+
+/// The one reaper: reaps one exited child of archon (tracked or orphan).
+/// Stopped or continued children are not reported. None when nothing is left.
+pub fn reap_one() -> Option<(i32, RawExit)> {
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: plain syscall.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            return None;
+        }
+        if let Some(exit) = decode_wait_status(status) {
+            return Some((pid, exit));
+        }
+    }
+}
+
+/// What PIDFD_GET_INFO says of a process archon is not the parent of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PidfdExit {
+    Exited(RawExit),
+    /// Not reaped by its parent yet (or still running).
+    NotYet,
+    /// This kernel cannot tell (before 6.15).
+    Unsupported,
+}
+
+pub fn pidfd_exit_info(pidfd: &impl AsRawFd) -> PidfdExit {
+    // SAFETY: pidfd_info is plain data; zero is a valid request.
+    let mut info: libc::pidfd_info = unsafe { std::mem::zeroed() };
+    info.mask = libc::PIDFD_INFO_EXIT as u64;
+    // SAFETY: the ioctl writes at most size_of::<pidfd_info>() bytes into info.
+    let ret = unsafe { libc::ioctl(pidfd.as_raw_fd(), libc::PIDFD_GET_INFO, &mut info) };
+    if ret < 0 {
+        return match io::Error::last_os_error().raw_os_error() {
+            Some(libc::ESRCH) => PidfdExit::NotYet,
+            _ => PidfdExit::Unsupported,
+        };
+    }
+    if info.mask & libc::PIDFD_INFO_EXIT as u64 == 0 {
+        return PidfdExit::NotYet;
+    }
+    match decode_wait_status(info.exit_code) {
+        Some(e) => PidfdExit::Exited(e),
+        None => PidfdExit::Unsupported,
+    }
+}
+
+/// True when the process behind the pidfd has exited (the pidfd polls readable).
+pub fn pidfd_exited(pidfd: &impl AsRawFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout: never blocks.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0 && pfd.revents & (libc::POLLIN | libc::POLLHUP) != 0
+}
+
+/// Checks that `fd` is a pidfd and returns the pid it refers to.
+pub fn pidfd_pid(fd: &impl AsRawFd) -> Result<i32, String> {
+    let raw = fd.as_raw_fd();
+    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{raw}"))
+        .map_err(|e| format!("cannot inspect fd: {e}"))?;
+    let pid = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .and_then(|v| v.trim().parse::<i32>().ok())
+        .ok_or_else(|| "fd is not a pidfd".to_string())?;
+    // Signal 0 through it: EBADF would mean it is not a pidfd after all.
+    match pidfd_send_signal(fd, 0) {
+        Ok(()) => Ok(pid),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(pid),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(pid),
+        Err(_) => Err("fd is not a pidfd".into()),
+    }
+}
+
+/// The command line of a process, for `Status` of monitored processes.
+pub fn proc_cmdline(pid: i32) -> Vec<String> {
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(bytes) => bytes
+            .split(|&b| b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Makes archon a child subreaper so orphans of its children come back to it.
+pub fn set_child_subreaper() -> io::Result<()> {
+    // SAFETY: plain prctl.
+    cvt(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } as libc::c_long)
+        .map(|_| ())
+}
+
+/// Raises the soft fd limit to the hard one; returns the original limit,
+/// which children get back.
+pub fn raise_nofile() -> libc::rlimit {
+    let mut lim = libc::rlimit {
+        rlim_cur: 1024,
+        rlim_max: 1024,
+    };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raised);
+        }
+    }
+    lim
+}
+
+/// Makes sure 0, 1 and 2 are open (on /dev/null if not), so no socket or
+/// pidfd is ever given one of those numbers.
+pub fn ensure_stdio_open() {
+    for fd in 0..3 {
+        // SAFETY: fcntl F_GETFD only queries.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            let path = c"/dev/null";
+            // SAFETY: valid path; the fd is deliberately leaked to fill the slot.
+            unsafe { libc::open(path.as_ptr(), libc::O_RDWR) };
+        }
+    }
+}
+
+/// The signals archon handles itself, blocked and read through a signalfd.
+pub fn handled_signals() -> Vec<i32> {
+    let mut v = vec![
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGCHLD,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGPWR,
+    ];
+    v.sort_unstable();
+    v
+}
+
+/// Blocks `signals`, ignores SIGPIPE, and returns a non-blocking signalfd.
+pub fn signalfd(signals: &[i32]) -> io::Result<OwnedFd> {
+    // SAFETY: sigset manipulation on a local, then plain syscalls.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in signals {
+            libc::sigaddset(&mut set, s);
+        }
+        if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        let fd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// Reads one pending signal from a signalfd; None when drained.
+pub fn read_signal(fd: &impl AsRawFd) -> Option<i32> {
+    // SAFETY: signalfd_siginfo is plain data; read writes at most its size.
+    unsafe {
+        let mut info: libc::signalfd_siginfo = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        let n = libc::read(
+            fd.as_raw_fd(),
+            &mut info as *mut _ as *mut libc::c_void,
+            size,
+        );
+        (n == size as isize).then_some(info.ssi_signo as i32)
+    }
+}
+
+pub fn uid() -> u32 {
+    // SAFETY: getuid cannot fail.
+    unsafe { libc::getuid() }
+}
+
+pub fn cstr_lossy(c: &CStr) -> String {
+    c.to_string_lossy().into_owned()
+}

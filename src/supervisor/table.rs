@@ -1,0 +1,549 @@
+//! Entries, effects and the transitions between states.
+
+use super::{SIGKILL, SIGTERM};
+use crate::protocol::{ErrorKind, EventRow, ProcessRow, Reply};
+use std::collections::BTreeMap;
+
+/// How many exited daemon/monitor records are kept.
+pub const MAX_EXITED: usize = 1024;
+
+/// Time as the caller sees it: `mono` for deadlines, `wall` for display (ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clock {
+    pub mono: u64,
+    pub wall: u64,
+}
+
+/// Where a reply goes: a client connection and the request's sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReplyTo {
+    pub client: u64,
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Run,
+    Daemon,
+    Monitor,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Run => "run",
+            Kind::Daemon => "daemon",
+            Kind::Monitor => "monitor",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Running,
+    Stopping,
+    Exited,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Running => "running",
+            State::Stopping => "stopping",
+            State::Exited => "exited",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    /// Signal number and name.
+    Signal(i32, String),
+    /// The process is gone but the kernel could not say how.
+    Unknown,
+}
+
+impl Exit {
+    /// The code a shell would report: the status, or 128+N.
+    pub fn shell_code(&self) -> Option<i32> {
+        match self {
+            Exit::Code(c) => Some(*c),
+            Exit::Signal(n, _) => Some(128 + n),
+            Exit::Unknown => None,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self.shell_code() {
+            Some(c) => c.to_string(),
+            None => "unknown".into(),
+        }
+    }
+
+    pub fn reply(&self) -> Reply {
+        match self {
+            Exit::Code(c) => Reply::ExitStatus(*c, None),
+            Exit::Signal(n, name) => Reply::ExitStatus(128 + n, Some(name.clone())),
+            Exit::Unknown => Reply::error(ErrorKind::Internal, "exit status unknown"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: u64,
+    pub kind: Kind,
+    pub pid: i32,
+    pub state: State,
+    pub argv: Vec<String>,
+    pub started_wall: u64,
+    pub exited_wall: Option<u64>,
+    pub exit: Option<Exit>,
+    /// The `Run` request waiting for this process's exit.
+    pub owner: Option<ReplyTo>,
+    /// `Stop` requests waiting for this process to be gone.
+    pub stop_waiters: Vec<ReplyTo>,
+    /// When SIGKILL follows the SIGTERM already sent.
+    pub kill_at: Option<u64>,
+}
+
+/// What the event loop must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Signal the process through its pidfd; `group` also signals its
+    /// process group (for `Run` commands, which lead their own group).
+    Signal {
+        id: u64,
+        pid: i32,
+        signo: i32,
+        group: bool,
+    },
+    Reply {
+        to: ReplyTo,
+        reply: Reply,
+    },
+    Event(EventRow),
+    /// Stop watching the process: close its pidfd.
+    Forget {
+        id: u64,
+    },
+}
+
+#[derive(Debug, Default)]
+pub struct Supervisor {
+    entries: BTreeMap<u64, Entry>,
+    next_id: u64,
+    exited_order: std::collections::VecDeque<u64>,
+}
+
+fn fmt_time(ms: u64) -> String {
+    format!("{}.{:03}", ms / 1000, ms % 1000)
+}
+
+impl Supervisor {
+    pub fn new() -> Self {
+        Supervisor {
+            next_id: 1,
+            ..Default::default()
+        }
+    }
+
+    pub fn get(&self, id: u64) -> Option<&Entry> {
+        self.entries.get(&id)
+    }
+
+    /// The live entry (not exited) for a pid, if any.
+    pub fn find_live_pid(&self, pid: i32) -> Option<u64> {
+        self.entries
+            .values()
+            .find(|e| e.pid == pid && e.state != State::Exited)
+            .map(|e| e.id)
+    }
+
+    pub fn live_count(&self, pred: impl Fn(&Entry) -> bool) -> usize {
+        self.entries
+            .values()
+            .filter(|e| e.state != State::Exited && pred(e))
+            .count()
+    }
+
+    fn event(&self, e: &Entry, now: Clock, state: &str) -> Effect {
+        Effect::Event(EventRow {
+            time: fmt_time(now.wall),
+            id: e.id,
+            kind: e.kind.as_str().into(),
+            pid: e.pid,
+            state: state.into(),
+            status: e.exit.as_ref().map(Exit::describe).unwrap_or_default(),
+        })
+    }
+
+    /// A process now exists and is watched. Returns its id and the effects.
+    pub fn started(
+        &mut self,
+        kind: Kind,
+        pid: i32,
+        argv: Vec<String>,
+        owner: Option<ReplyTo>,
+        now: Clock,
+    ) -> (u64, Vec<Effect>) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let entry = Entry {
+            id,
+            kind,
+            pid,
+            state: State::Running,
+            argv,
+            started_wall: now.wall,
+            exited_wall: None,
+            exit: None,
+            owner,
+            stop_waiters: Vec::new(),
+            kill_at: None,
+        };
+        let fx = vec![self.event(&entry, now, "started")];
+        self.entries.insert(id, entry);
+        (id, fx)
+    }
+
+    /// The process is gone.
+    pub fn exited(&mut self, id: u64, exit: Exit, now: Clock) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        let Some(e) = self.entries.get_mut(&id) else {
+            return fx;
+        };
+        match e.state {
+            State::Exited => return fx,
+            State::Running | State::Stopping => {}
+        }
+        e.state = State::Exited;
+        e.exit = Some(exit.clone());
+        e.exited_wall = Some(now.wall);
+        e.kill_at = None;
+        if let Some(to) = e.owner.take() {
+            fx.push(Effect::Reply {
+                to,
+                reply: exit.reply(),
+            });
+        }
+        for to in e.stop_waiters.drain(..) {
+            fx.push(Effect::Reply {
+                to,
+                reply: Reply::Ok(vec![id.to_string(), exit.describe()]),
+            });
+        }
+        let kind = e.kind;
+        let snapshot = e.clone();
+        fx.push(self.event(&snapshot, now, "exited"));
+        fx.push(Effect::Forget { id });
+        match kind {
+            Kind::Run => {
+                self.entries.remove(&id);
+            }
+            Kind::Daemon | Kind::Monitor => {
+                self.exited_order.push_back(id);
+                while self.exited_order.len() > MAX_EXITED {
+                    if let Some(old) = self.exited_order.pop_front() {
+                        self.entries.remove(&old);
+                    }
+                }
+            }
+        }
+        fx
+    }
+
+    /// A better exit status arrived for an exited monitor entry.
+    pub fn exit_learned(&mut self, id: u64, exit: Exit, now: Clock) -> Vec<Effect> {
+        match self.entries.get_mut(&id) {
+            Some(e) if e.state == State::Exited && e.exit == Some(Exit::Unknown) => {
+                e.exit = Some(exit);
+                let snapshot = e.clone();
+                vec![self.event(&snapshot, now, "status")]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// `Stop,<id>[,<grace>]`: SIGTERM now, SIGKILL after the grace period;
+    /// the requester is answered once the process is gone.
+    pub fn stop(
+        &mut self,
+        id: u64,
+        grace_ms: u64,
+        requester: Option<ReplyTo>,
+        now: Clock,
+    ) -> Result<Vec<Effect>, Reply> {
+        let e = self
+            .entries
+            .get_mut(&id)
+            .ok_or_else(|| Reply::error(ErrorKind::NoSuchId, format!("no process {id}")))?;
+        match e.state {
+            State::Exited => {
+                let status = e.exit.as_ref().map(Exit::describe).unwrap_or_default();
+                Ok(match requester {
+                    Some(to) => vec![Effect::Reply {
+                        to,
+                        reply: Reply::Ok(vec![id.to_string(), status]),
+                    }],
+                    None => Vec::new(),
+                })
+            }
+            State::Stopping => {
+                e.stop_waiters.extend(requester);
+                let deadline = now.mono + grace_ms;
+                e.kill_at = Some(e.kill_at.map_or(deadline, |k| k.min(deadline)));
+                Ok(Vec::new())
+            }
+            State::Running => {
+                e.state = State::Stopping;
+                e.stop_waiters.extend(requester);
+                e.kill_at = Some(now.mono + grace_ms);
+                let group = e.kind == Kind::Run;
+                let signal = Effect::Signal {
+                    id,
+                    pid: e.pid,
+                    signo: SIGTERM,
+                    group,
+                };
+                let snapshot = e.clone();
+                Ok(vec![signal, self.event(&snapshot, now, "stopping")])
+            }
+        }
+    }
+
+    /// A client went away: its `Run` commands are terminated and it is no
+    /// longer waiting for anything.
+    pub fn client_gone(&mut self, client: u64, grace_ms: u64, now: Clock) -> Vec<Effect> {
+        let mut orphaned = Vec::new();
+        for e in self.entries.values_mut() {
+            e.stop_waiters.retain(|w| w.client != client);
+            if e.owner.is_some_and(|o| o.client == client) {
+                e.owner = None;
+                orphaned.push(e.id);
+            }
+        }
+        let mut fx = Vec::new();
+        for id in orphaned {
+            fx.extend(self.stop(id, grace_ms, None, now).unwrap_or_default());
+        }
+        fx
+    }
+
+    /// Begins an orderly shutdown: every process archon started is stopped,
+    /// and every `Run` caller is answered with `Error,shutting-down`.
+    pub fn shutdown(&mut self, grace_ms: u64, now: Clock) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        let ids: Vec<u64> = self
+            .entries
+            .values()
+            .filter(|e| e.kind != Kind::Monitor && e.state != State::Exited)
+            .map(|e| e.id)
+            .collect();
+        for id in ids {
+            if let Some(to) = self.entries.get_mut(&id).and_then(|e| e.owner.take()) {
+                fx.push(Effect::Reply {
+                    to,
+                    reply: Reply::error(ErrorKind::ShuttingDown, "archon is shutting down"),
+                });
+            }
+            fx.extend(self.stop(id, grace_ms, None, now).unwrap_or_default());
+        }
+        fx
+    }
+
+    /// Makes every pending SIGKILL due now (a second shutdown signal).
+    pub fn hurry(&mut self, now: Clock) -> Vec<Effect> {
+        for e in self.entries.values_mut() {
+            if e.kill_at.is_some() {
+                e.kill_at = Some(now.mono);
+            }
+        }
+        self.tick(now)
+    }
+
+    /// Time passed: sends the SIGKILLs that are due.
+    pub fn tick(&mut self, now: Clock) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        for e in self.entries.values_mut() {
+            if e.kill_at.is_some_and(|k| k <= now.mono) {
+                e.kill_at = None;
+                fx.push(Effect::Signal {
+                    id: e.id,
+                    pid: e.pid,
+                    signo: SIGKILL,
+                    group: e.kind == Kind::Run,
+                });
+            }
+        }
+        fx
+    }
+
+    /// The earliest pending deadline (monotonic ms).
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.entries.values().filter_map(|e| e.kill_at).min()
+    }
+
+    /// Processes archon started that are still alive.
+    pub fn started_alive(&self) -> usize {
+        self.live_count(|e| e.kind != Kind::Monitor)
+    }
+
+    pub fn rows(&self, only: Option<u64>) -> Result<Vec<ProcessRow>, Reply> {
+        if let Some(id) = only {
+            if !self.entries.contains_key(&id) {
+                return Err(Reply::error(
+                    ErrorKind::NoSuchId,
+                    format!("no process {id}"),
+                ));
+            }
+        }
+        Ok(self
+            .entries
+            .values()
+            .filter(|e| only.is_none_or(|id| id == e.id))
+            .map(|e| ProcessRow {
+                id: e.id,
+                kind: e.kind.as_str().into(),
+                pid: e.pid,
+                state: e.state.as_str().into(),
+                started: fmt_time(e.started_wall),
+                exited: e.exited_wall.map(fmt_time).unwrap_or_default(),
+                status: e.exit.as_ref().map(Exit::describe).unwrap_or_default(),
+                argv: e.argv.clone(),
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: u64) -> Clock {
+        Clock {
+            mono: ms,
+            wall: 1_000_000 + ms,
+        }
+    }
+
+    const C: ReplyTo = ReplyTo { client: 7, seq: 1 };
+
+    #[test]
+    fn run_exit_replies_to_owner_and_leaves_table() {
+        let mut s = Supervisor::new();
+        let (id, _) = s.started(Kind::Run, 100, vec!["true".into()], Some(C), at(0));
+        let fx = s.exited(id, Exit::Code(3), at(5));
+        assert!(fx.contains(&Effect::Reply {
+            to: C,
+            reply: Reply::ExitStatus(3, None)
+        }));
+        assert!(fx.contains(&Effect::Forget { id }));
+        assert!(s.get(id).is_none());
+    }
+
+    #[test]
+    fn stop_escalates_after_grace_and_answers_waiter() {
+        let mut s = Supervisor::new();
+        let (id, _) = s.started(Kind::Daemon, 100, vec!["d".into()], None, at(0));
+        let fx = s.stop(id, 1000, Some(C), at(10)).unwrap();
+        assert!(matches!(
+            fx[0],
+            Effect::Signal {
+                signo: SIGTERM,
+                group: false,
+                ..
+            }
+        ));
+        assert_eq!(s.next_deadline(), Some(1010));
+        assert!(s.tick(at(1009)).is_empty());
+        let fx = s.tick(at(1010));
+        assert!(matches!(fx[0], Effect::Signal { signo: SIGKILL, .. }));
+        assert_eq!(s.next_deadline(), None);
+        let fx = s.exited(id, Exit::Signal(9, "KILL".into()), at(1020));
+        assert!(fx.contains(&Effect::Reply {
+            to: C,
+            reply: Reply::Ok(vec![id.to_string(), "137".into()])
+        }));
+        assert_eq!(s.get(id).map(|e| e.state), Some(State::Exited));
+    }
+
+    #[test]
+    fn stop_of_exited_answers_at_once_and_unknown_id_errors() {
+        let mut s = Supervisor::new();
+        let (id, _) = s.started(Kind::Daemon, 100, vec![], None, at(0));
+        s.exited(id, Exit::Code(0), at(1));
+        let fx = s.stop(id, 10, Some(C), at(2)).unwrap();
+        assert_eq!(fx.len(), 1);
+        let err = s.stop(99, 10, Some(C), at(2)).unwrap_err();
+        assert!(matches!(err, Reply::Error(ErrorKind::NoSuchId, _)));
+    }
+
+    #[test]
+    fn client_gone_terminates_its_run_commands_group_wide() {
+        let mut s = Supervisor::new();
+        let (id, _) = s.started(Kind::Run, 100, vec![], Some(C), at(0));
+        let (other, _) = s.started(
+            Kind::Run,
+            101,
+            vec![],
+            Some(ReplyTo { client: 8, seq: 1 }),
+            at(0),
+        );
+        let fx = s.client_gone(7, 500, at(1));
+        assert!(fx.contains(&Effect::Signal {
+            id,
+            pid: 100,
+            signo: SIGTERM,
+            group: true
+        }));
+        assert!(!fx
+            .iter()
+            .any(|f| matches!(f, Effect::Signal { id, .. } if *id == other)));
+        let fx = s.exited(id, Exit::Signal(15, "TERM".into()), at(2));
+        assert!(!fx.iter().any(|f| matches!(f, Effect::Reply { .. })));
+    }
+
+    #[test]
+    fn shutdown_spares_monitors_and_answers_run_callers() {
+        let mut s = Supervisor::new();
+        let (r, _) = s.started(Kind::Run, 1, vec![], Some(C), at(0));
+        let (m, _) = s.started(Kind::Monitor, 2, vec![], None, at(0));
+        let fx = s.shutdown(100, at(1));
+        assert!(fx.iter().any(|f| matches!(
+            f,
+            Effect::Reply {
+                reply: Reply::Error(ErrorKind::ShuttingDown, _),
+                ..
+            }
+        )));
+        assert!(fx
+            .iter()
+            .any(|f| matches!(f, Effect::Signal { id, .. } if *id == r)));
+        assert!(!fx
+            .iter()
+            .any(|f| matches!(f, Effect::Signal { id, .. } if *id == m)));
+        assert_eq!(s.started_alive(), 1);
+    }
+
+    #[test]
+    fn exited_records_are_bounded() {
+        let mut s = Supervisor::new();
+        for i in 0..(MAX_EXITED as i32 + 10) {
+            let (id, _) = s.started(Kind::Daemon, i + 2, vec![], None, at(0));
+            s.exited(id, Exit::Code(0), at(1));
+        }
+        assert_eq!(s.rows(None).unwrap().len(), MAX_EXITED);
+    }
+
+    #[test]
+    fn monitor_status_can_be_learned_later() {
+        let mut s = Supervisor::new();
+        let (id, _) = s.started(Kind::Monitor, 5, vec![], None, at(0));
+        s.exited(id, Exit::Unknown, at(1));
+        let fx = s.exit_learned(id, Exit::Code(4), at(2));
+        assert_eq!(fx.len(), 1);
+        assert_eq!(s.rows(Some(id)).unwrap()[0].status, "4");
+    }
+}
