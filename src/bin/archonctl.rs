@@ -1,1 +1,316 @@
-fn main() {}
+//! `archonctl`: argv -> Request -> socket (+fds) -> reply lines -> exit code.
+//! Depends on `protocol` only (plus the socket path default).
+
+use archon::protocol::{Command, ReplyLine, Request, SignalSpec};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use std::io::{BufRead, BufReader, IoSlice, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+const USAGE: &str = "usage: archonctl [--socket PATH] [--csv] COMMAND [ARGS...]
+
+commands (protocol verb in brackets):
+  run [-e NAME=VALUE]... [--] CMD [ARGS...]    run a command with this terminal's stdin/stdout/stderr [Run]
+  start [-e NAME=VALUE]... [--] CMD [ARGS...]  start a supervised daemon, print its id [StartDaemon]
+  monitor PID                                  watch a process through a pidfd passed to archon [MonitorFD]
+  monitor-pid PID                              watch a process, archon opens the pidfd [MonitorPid]
+  status [ID]                                  show the process table [Status]
+  stop ID [GRACE_SECONDS]                      SIGTERM, then SIGKILL after the grace period [Stop]
+  signal ID SIGNAL                             send a signal by name or number [Signal]
+  subscribe                                    print state changes as they happen [Subscribe]
+  version                                      show archon's version [Version]
+
+exit status: 0 Ok, 1 Error reply or archon unreachable, 2 usage error;
+run exits with the command's status, or 125 when archon could not run it.";
+
+/// Exit status of `run` when archon itself refused or failed the request.
+const RUN_FAILED: i32 = 125;
+
+fn main() {
+    std::process::exit(real_main());
+}
+
+struct Ctl {
+    socket: PathBuf,
+    csv: bool,
+}
+
+fn usage(msg: &str) -> i32 {
+    eprintln!("archonctl: {msg}\n{USAGE}");
+    2
+}
+
+fn real_main() -> i32 {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let mut ctl = Ctl {
+        socket: archon::cli::default_socket(uid),
+        csv: false,
+    };
+    while let Some(first) = args.first().cloned() {
+        match first.as_str() {
+            "-s" | "--socket" => {
+                if args.len() < 2 {
+                    return usage("--socket needs a path");
+                }
+                ctl.socket = PathBuf::from(args.remove(1));
+                args.remove(0);
+            }
+            s if s.starts_with("--socket=") => {
+                ctl.socket = PathBuf::from(&s["--socket=".len()..]);
+                args.remove(0);
+            }
+            "--csv" => {
+                ctl.csv = true;
+                args.remove(0);
+            }
+            "-h" | "--help" | "help" => {
+                println!("{USAGE}");
+                return 0;
+            }
+            _ => break,
+        }
+    }
+    if args.is_empty() {
+        return usage("no command given");
+    }
+    let cmd = args.remove(0);
+    let req = match build_request(&cmd, &args) {
+        Ok(r) => r,
+        Err(msg) => return usage(&msg),
+    };
+    let monitor_pid = if cmd == "monitor" {
+        args.first().and_then(|s| s.parse::<i32>().ok())
+    } else {
+        None
+    };
+    match ctl.execute(&cmd, &req, monitor_pid) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("archonctl: {e}");
+            if cmd == "run" {
+                RUN_FAILED
+            } else {
+                1
+            }
+        }
+    }
+}
+
+fn parse_command(args: &[String]) -> Result<Command, String> {
+    let mut env = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--" => {
+                i += 1;
+                break;
+            }
+            "-e" | "--env" => {
+                let kv = args.get(i + 1).ok_or("-e needs NAME=VALUE")?;
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| format!("not NAME=VALUE: {kv}"))?;
+                env.push((k.to_string(), v.to_string()));
+                i += 2;
+            }
+            _ => break,
+        }
+    }
+    let argv = args[i..].to_vec();
+    if argv.is_empty() {
+        return Err("no command to run".into());
+    }
+    Ok(Command { argv, env })
+}
+
+fn one_id(args: &[String], what: &str) -> Result<u64, String> {
+    args.first()
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|id| *id > 0)
+        .ok_or_else(|| format!("{what} needs a process id"))
+}
+
+fn build_request(cmd: &str, args: &[String]) -> Result<Request, String> {
+    let max = |n: usize| {
+        if args.len() > n {
+            Err(format!("too many arguments for {cmd}"))
+        } else {
+            Ok(())
+        }
+    };
+    Ok(match cmd {
+        "run" => Request::Run(parse_command(args)?),
+        "start" => Request::StartDaemon(parse_command(args)?),
+        "monitor" | "monitor-pid" => {
+            max(1)?;
+            let pid = args
+                .first()
+                .and_then(|s| s.parse::<i32>().ok())
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("{cmd} needs a pid"))?;
+            if cmd == "monitor" {
+                Request::MonitorFd
+            } else {
+                Request::MonitorPid(pid)
+            }
+        }
+        "status" => {
+            max(1)?;
+            match args.first() {
+                Some(_) => Request::Status(Some(one_id(args, "status")?)),
+                None => Request::Status(None),
+            }
+        }
+        "stop" => {
+            max(2)?;
+            let id = one_id(args, "stop")?;
+            let grace_ms = match args.get(1) {
+                Some(g) => Some(
+                    archon::cli::parse_seconds(g)
+                        .ok_or_else(|| format!("bad grace period: {g}"))?,
+                ),
+                None => None,
+            };
+            Request::Stop { id, grace_ms }
+        }
+        "signal" => {
+            max(2)?;
+            let id = one_id(args, "signal")?;
+            let sig = args.get(1).ok_or("signal needs a signal name or number")?;
+            let signal = match sig.parse::<i32>() {
+                Ok(n) => SignalSpec::Number(n),
+                Err(_) => SignalSpec::Name(sig.to_ascii_uppercase()),
+            };
+            Request::Signal { id, signal }
+        }
+        "subscribe" => {
+            max(0)?;
+            Request::Subscribe
+        }
+        "version" => {
+            max(0)?;
+            Request::Version
+        }
+        other => return Err(format!("unknown command: {other}")),
+    })
+}
+
+fn pidfd_open(pid: i32) -> Result<std::os::fd::OwnedFd, String> {
+    archon::platform::pidfd_open(pid).map_err(|e| format!("pidfd_open {pid}: {e}"))
+}
+
+impl Ctl {
+    fn execute(&self, cmd: &str, req: &Request, monitor_pid: Option<i32>) -> Result<i32, String> {
+        let stream = UnixStream::connect(&self.socket)
+            .map_err(|e| format!("cannot connect to {}: {e}", self.socket.display()))?;
+        let wire = req.encode();
+        let mut keep = None;
+        let fds: Vec<RawFd> = match req {
+            Request::Run(_) => vec![0, 1, 2],
+            Request::MonitorFd => {
+                let pid = monitor_pid.ok_or("monitor needs a pid")?;
+                let fd = pidfd_open(pid)?;
+                let raw = fd.as_raw_fd();
+                keep = Some(fd);
+                vec![raw]
+            }
+            _ => Vec::new(),
+        };
+        let iov = [IoSlice::new(wire.as_bytes())];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
+        let sent = sendmsg::<()>(stream.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None)
+            .map_err(|e| format!("send: {e}"))?;
+        if sent < wire.len() {
+            (&stream)
+                .write_all(&wire.as_bytes()[sent..])
+                .map_err(|e| format!("send: {e}"))?;
+        }
+        drop(keep);
+        let mut reader = BufReader::new(&stream);
+        let mut rows = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            let n = reader
+                .read_until(b'\n', &mut line)
+                .map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err("archon closed the connection without a reply".into());
+            }
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            }
+            if self.csv {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(&line);
+                let _ = out.write_all(b"\n");
+                let _ = out.flush();
+            }
+            let reply = ReplyLine::decode(&line)?;
+            match reply {
+                ReplyLine::Process(row) => rows.push(row),
+                ReplyLine::Event(ev) => {
+                    if !self.csv {
+                        println!(
+                            "{} id={} kind={} pid={} state={} status={}",
+                            ev.time, ev.id, ev.kind, ev.pid, ev.state, ev.status
+                        );
+                    }
+                }
+                ReplyLine::Error(kind, msg) => {
+                    if !self.csv {
+                        eprintln!("archonctl: {kind}: {msg}");
+                    }
+                    return Ok(if cmd == "run" { RUN_FAILED } else { 1 });
+                }
+                ReplyLine::ExitStatus(code, _) => return Ok(code),
+                ReplyLine::Ok(fields) => {
+                    if !self.csv {
+                        self.print_ok(cmd, &fields, &rows);
+                    }
+                    if cmd == "subscribe" {
+                        continue;
+                    }
+                    return Ok(0);
+                }
+            }
+        }
+    }
+
+    fn print_ok(&self, cmd: &str, fields: &[String], rows: &[archon::protocol::ProcessRow]) {
+        match cmd {
+            "status" => {
+                println!(
+                    "{:>5} {:<8} {:>8} {:<9} {:>7}  COMMAND",
+                    "ID", "KIND", "PID", "STATE", "STATUS"
+                );
+                for r in rows {
+                    println!(
+                        "{:>5} {:<8} {:>8} {:<9} {:>7}  {}",
+                        r.id,
+                        r.kind,
+                        r.pid,
+                        r.state,
+                        if r.status.is_empty() { "-" } else { &r.status },
+                        r.argv.join(" ")
+                    );
+                }
+            }
+            "version" => println!("{}", fields.join(" ")),
+            "stop" => println!(
+                "stopped {} status {}",
+                fields.first().map_or("", |s| s),
+                fields.get(1).map_or("", |s| s)
+            ),
+            "subscribe" | "signal" => {}
+            _ => {
+                if let Some(id) = fields.first() {
+                    println!("{id}");
+                }
+            }
+        }
+    }
+}

@@ -12,8 +12,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 pub const MAX_OUTPUT: usize = 1 << 20;
 /// Requests a client may have in flight before archon stops reading from it.
 pub const MAX_PENDING: usize = 64;
-/// Fds accepted with one read (more are closed and the request refused).
-const MAX_FDS: usize = 4;
+/// Room for SCM_MAX_FD (253), the most the kernel passes in one message, so
+/// no fd is ever truncated away uncounted (nix cannot see fds in a truncated
+/// control message, and they would leak).
+const MAX_FDS: usize = 253;
+/// Bytes swallowed from a connection being closed before giving up on it.
+const MAX_DISCARD: usize = 16 << 20;
 
 pub struct Client {
     pub stream: UnixStream,
@@ -30,6 +34,8 @@ pub struct Client {
     pub read_done: bool,
     /// Close once the output is flushed.
     pub closing: bool,
+    shut: bool,
+    discarded: usize,
 }
 
 pub enum ReadOutcome {
@@ -51,6 +57,8 @@ impl Client {
             subscribed: false,
             read_done: false,
             closing: false,
+            shut: false,
+            discarded: 0,
         }
     }
 
@@ -157,10 +165,38 @@ impl Client {
 
     /// Done: nothing more to read or answer, and the output is flushed.
     pub fn finished(&self) -> bool {
-        (self.read_done || self.closing)
+        !self.closing
+            && self.read_done
             && self.slots.is_empty()
             && self.out.is_empty()
             && !self.subscribed
-            || (self.closing && self.out.is_empty())
+    }
+
+    /// For a connection being closed after `too-long`: once the reply is
+    /// out, shut down our side and swallow what the peer still sends, so it
+    /// reads the reply instead of a reset. True when it may be dropped.
+    pub fn drain_for_close(&mut self) -> bool {
+        if !self.out.is_empty() {
+            return false;
+        }
+        if !self.shut {
+            self.shut = true;
+            let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        }
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match std::io::Read::read(&mut self.stream, &mut buf) {
+                Ok(0) => return true,
+                Ok(n) => {
+                    self.discarded += n;
+                    if self.discarded > MAX_DISCARD {
+                        return true;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return true,
+            }
+        }
     }
 }

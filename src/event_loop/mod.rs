@@ -206,18 +206,24 @@ impl EventLoop {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
                     // Free the reserve fd, take the connection and refuse it,
                     // so the pending queue drains instead of waking us forever.
+                    // (Linux reports EMFILE before looking at the queue, so
+                    // an empty queue shows up only once the reserve is free.)
                     self.reserve_fd = None;
-                    if let Ok((mut s, _)) = self.listener.accept() {
-                        use std::io::Write;
-                        let _ = s.write(
-                            Reply::error(ErrorKind::Limit, "out of file descriptors")
-                                .encode()
-                                .as_bytes(),
-                        );
+                    match self.listener.accept() {
+                        Ok((mut s, _)) => {
+                            use std::io::Write;
+                            let reply = Reply::error(ErrorKind::Limit, "out of file descriptors");
+                            let _ = s.write(reply.encode().as_bytes());
+                            log::warn!("out of file descriptors; refused a connection");
+                        }
+                        Err(_) => {
+                            self.reserve_fd = reserve();
+                            return;
+                        }
                     }
                     self.reserve_fd = reserve();
-                    log::warn!("out of file descriptors; refused a connection");
                     if self.reserve_fd.is_none() {
+                        // drop_client retries once a descriptor is free.
                         return;
                     }
                 }
@@ -265,6 +271,11 @@ impl EventLoop {
             let now = self.now();
             let fx = self.sup.client_gone(cid, self.opts.grace_ms, now);
             self.apply(fx);
+            if self.reserve_fd.is_none() && !self.shutting_down {
+                self.reserve_fd = reserve();
+                // Connections may have queued while no reserve was held.
+                self.accept_all();
+            }
         }
     }
 
@@ -318,7 +329,11 @@ impl EventLoop {
             self.drop_client(cid, &format!("write error: {e}"));
             return;
         }
-        if c.over_limit() {
+        if c.closing {
+            if c.drain_for_close() {
+                self.drop_client(cid, "closed after an error");
+            }
+        } else if c.over_limit() {
             log::warn!("client does not read its replies; disconnecting client={cid}");
             self.drop_client(cid, "output over limit");
         } else if c.finished() {

@@ -155,9 +155,9 @@ unsafe fn child_exec(
 ) -> ! {
     let mut set: libc::sigset_t = std::mem::zeroed();
     libc::sigemptyset(&mut set);
-    for sig in 1..libc::SIGRTMAX() {
+    for sig in 1..=libc::SIGRTMAX() {
         if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-            libc::signal(sig, libc::SIG_DFL);
+            set_default(sig);
         }
     }
     libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
@@ -171,10 +171,44 @@ unsafe fn child_exec(
             libc::_exit(127);
         }
     }
+    // Nothing but 0, 1 and 2 crosses exec, not even fds archon inherited.
+    libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
     libc::setrlimit(libc::RLIMIT_NOFILE, &spec.nofile);
     libc::execve(spec.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
     let errno = *libc::__errno_location();
     libc::_exit(if errno == libc::ENOENT { 127 } else { 126 });
+}
+
+/// Resets a signal to SIG_DFL with the raw syscall: glibc's wrappers refuse
+/// 32 and 33 (reserved for its threads), which a parent may still have left
+/// ignored.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+unsafe fn set_default(sig: i32) {
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let act = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    libc::syscall(
+        libc::SYS_rt_sigaction,
+        sig,
+        &act as *const KernelSigaction,
+        std::ptr::null_mut::<KernelSigaction>(),
+        8usize,
+    );
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+unsafe fn set_default(sig: i32) {
+    libc::signal(sig, libc::SIG_DFL);
 }
 
 pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {

@@ -1,0 +1,606 @@
+//! Integration tests: the real `archon` binary on a temp socket.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod util;
+
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use util::*;
+
+fn h(actions: &str) -> String {
+    let mut s = String::from(HELPER);
+    for a in actions.split(' ').filter(|a| !a.is_empty()) {
+        s.push(',');
+        s.push_str(a);
+    }
+    s
+}
+
+/// Runs `Run,<fields>` with a pipe as stdout and returns (reply, output).
+fn run_capture(d: &Daemon, fields: &str) -> (String, String) {
+    let (mut rd, wr) = std::io::pipe().unwrap();
+    let mut c = d.conn();
+    c.send_with_fds(format!("Run,{fields}\n").as_bytes(), &[0, wr.as_raw_fd()]);
+    drop(wr);
+    let reply = c.reply();
+    let mut out = String::new();
+    rd.read_to_string(&mut out).unwrap();
+    (last(&reply).to_string(), out)
+}
+
+#[test]
+fn version_and_socket_mode() {
+    let d = Daemon::start("version");
+    let r = d.ask("Version");
+    assert!(r[0].starts_with("Ok,archon,"), "{r:?}");
+    assert!(r[0].ends_with(",protocol=1"));
+    let mode = std::fs::metadata(&d.sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn run_reports_exit_codes_like_a_shell() {
+    let d = Daemon::start("exitcodes");
+    for (act, want) in [
+        ("exit 0", "ExitStatus,0"),
+        ("exit 42", "ExitStatus,42"),
+        ("exit 255", "ExitStatus,255"),
+        ("kill-self TERM", "ExitStatus,143,TERM"),
+        ("kill-self KILL", "ExitStatus,137,KILL"),
+        ("kill-self SEGV", "ExitStatus,139,SEGV"),
+    ] {
+        assert_eq!(last(&d.ask(&format!("Run,{}", h(act)))), want, "{act}");
+    }
+    assert_eq!(last(&d.ask("Run,/no/such/program")), "ExitStatus,127");
+    assert_eq!(last(&d.ask("Run,no-such-program-archon")), "ExitStatus,127");
+    let f = d.dir.join("not-exec");
+    std::fs::write(&f, "x").unwrap();
+    assert_eq!(
+        last(&d.ask(&format!("Run,{}", f.display()))),
+        "ExitStatus,126"
+    );
+    assert!(d.log().contains("command not found"));
+}
+
+#[test]
+fn run_environment_and_argv_forms() {
+    let d = Daemon::start("env");
+    let (r, out) = run_capture(&d, &format!("{},FOO=bar,\"ARCHON_X=a, b\"", h("print env")));
+    assert_eq!(r, "ExitStatus,0");
+    let vars: Vec<&str> = out.trim_end().split('\u{1f}').collect();
+    assert!(
+        vars.contains(&"FOO=bar") && vars.contains(&"ARCHON_X=a, b"),
+        "{vars:?}"
+    );
+    assert!(
+        vars.iter().any(|v| v.starts_with("PATH=")),
+        "archon's own environment is inherited"
+    );
+    // An explicit empty field keeps NAME=value-looking arguments in argv.
+    let (r, out) = run_capture(
+        &d,
+        &format!(
+            "{},if=/dev/zero,\"with,comma\",\" sp \",",
+            h("print argv --")
+        ),
+    );
+    assert_eq!(r, "ExitStatus,0");
+    let argv: Vec<&str> = out.trim_end_matches('\n').split('\u{1f}').collect();
+    assert_eq!(
+        &argv[1..],
+        ["print", "argv", "--", "if=/dev/zero", "with,comma", " sp "]
+    );
+}
+
+#[test]
+fn child_starts_clean() {
+    let d = Daemon::start("clean");
+    // cat, not the Rust helper: Rust's runtime ignores SIGPIPE by itself.
+    let (_, out) = run_capture(&d, "/bin/cat,/proc/self/status");
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(field("SigBlk:"), "0000000000000000", "signal mask");
+    assert_eq!(field("SigIgn:"), "0000000000000000", "ignored signals");
+    let (_, out) = run_capture(&d, &h("print pgid print pid print fds"));
+    let l: Vec<&str> = out.lines().collect();
+    assert_eq!(l[0], l[1], "leads its own process group");
+    // 0, 1, 2 and the fd read_dir itself opened: nothing of archon's leaks.
+    let fds: Vec<&str> = l[2].split(',').collect();
+    assert_eq!(fds.len(), 4, "{fds:?}");
+}
+
+#[test]
+fn run_with_passed_stdin() {
+    let d = Daemon::start("stdin");
+    let path = d.dir.join("in");
+    std::fs::write(&path, b"byte\x00exact\n\xff").unwrap();
+    let input = std::fs::File::open(&path).unwrap();
+    let outp = d.dir.join("out");
+    let output = std::fs::File::create(&outp).unwrap();
+    let mut c = d.conn();
+    c.send_with_fds(
+        format!("Run,{}\n", h("cat")).as_bytes(),
+        &[input.as_raw_fd(), output.as_raw_fd()],
+    );
+    assert_eq!(last(&c.reply()), "ExitStatus,0");
+    assert_eq!(std::fs::read(&outp).unwrap(), b"byte\x00exact\n\xff");
+}
+
+#[test]
+fn daemon_lifecycle_status_stop_signal_and_events() {
+    let d = Daemon::start("daemon");
+    let mut sub = d.conn();
+    assert_eq!(sub.request("Subscribe"), ["Ok"]);
+    let id = ok_id(&d.ask(&format!("StartDaemon,{}", h("hang"))));
+    let ev = sub.event(|f| f[2] == id.to_string() && f[5] == "started");
+    assert!(ev.contains(",daemon,"));
+    let r = row(&d, id);
+    assert_eq!((r[2].as_str(), r[4].as_str()), ("daemon", "running"));
+    let pid: i32 = r[3].parse().unwrap();
+    assert!(pid_alive(pid));
+    // Stop replies once the process is gone.
+    assert_eq!(d.ask(&format!("Stop,{id}")), [format!("Ok,{id},143")]);
+    assert!(!pid_alive(pid));
+    sub.event(|f| f[2] == id.to_string() && f[5] == "exited" && f[6] == "143");
+    let r = row(&d, id);
+    assert_eq!((r[4].as_str(), r[7].as_str()), ("exited", "143"));
+    assert!(!r[6].is_empty(), "exit time recorded");
+    // Signal reaches a second daemon; its death is recorded.
+    let id2 = ok_id(&d.ask(&format!("StartDaemon,{}", h("hang"))));
+    assert_eq!(d.ask(&format!("Signal,{id2},USR1")), ["Ok"]);
+    sub.event(|f| f[2] == id2.to_string() && f[5] == "exited" && f[6] == "138");
+    assert_eq!(
+        last(&d.ask(&format!("Signal,{id2},TERM"))),
+        format!("Error,not-running,process {id2} has exited")
+    );
+    assert!(last(&d.ask("Signal,9999,TERM")).starts_with("Error,no-such-id,"));
+    assert!(last(&d.ask("Signal,1,NOSUCHSIG")).starts_with("Error,bad-request,"));
+    assert!(last(&d.ask("Stop,9999")).starts_with("Error,no-such-id,"));
+    // Stop of an exited process answers at once.
+    assert_eq!(d.ask(&format!("Stop,{id}")), [format!("Ok,{id},143")]);
+    assert!(last(&d.ask("StartDaemon,/no/such/daemon")).starts_with("Error,spawn,"));
+}
+
+#[test]
+fn stop_escalates_to_sigkill_after_grace() {
+    let d = Daemon::start("escalate");
+    let pidf = d.dir.join("pid");
+    let id = ok_id(&d.ask(&format!(
+        "StartDaemon,{}",
+        h(&format!("ignore TERM pidfile {} hang", pidf.display()))
+    )));
+    wait_for("pidfile", || pidf.exists());
+    assert_eq!(d.ask(&format!("Stop,{id},0.2")), [format!("Ok,{id},137")]);
+}
+
+#[test]
+fn monitor_fd_with_real_pidfd_reports_status() {
+    let d = Daemon::start("monitorfd");
+    let mut child = std::process::Command::new(HELPER)
+        .args(["sleep", "30"])
+        .spawn()
+        .unwrap();
+    let pidfd = archon::platform::pidfd_open(child.id() as i32).unwrap();
+    let mut c = d.conn();
+    c.send_with_fds(b"MonitorFD\n", &[pidfd.as_raw_fd()]);
+    let id = ok_id(&c.reply());
+    drop(pidfd);
+    let mut sub = d.conn();
+    sub.request("Subscribe");
+    let r = row(&d, id);
+    assert_eq!((r[2].as_str(), r[4].as_str()), ("monitor", "running"));
+    assert_eq!(r[3], child.id().to_string());
+    assert!(r[8..].contains(&"sleep".to_string()), "{r:?}");
+    child.kill().unwrap();
+    sub.event(|f| f[2] == id.to_string() && f[5] == "exited");
+    child.wait().unwrap();
+    // The status arrives once the real parent (this test) has reaped it,
+    // where the kernel supports PIDFD_GET_INFO; "unknown" otherwise.
+    wait_for("monitored exit status", || {
+        let r = row(&d, id);
+        r[7] == "137" || (r[7] == "unknown" && !d.log().is_empty() && kernel_before_6_15())
+    });
+}
+
+fn kernel_before_6_15() -> bool {
+    let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut it = rel.split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let (a, b) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    (a, b) < (6, 15)
+}
+
+#[test]
+fn monitor_pid_and_bad_fds_are_refused_and_closed() {
+    let d = Daemon::start("monitorbad");
+    let mut child = std::process::Command::new(HELPER)
+        .args(["sleep", "30"])
+        .spawn()
+        .unwrap();
+    let id = ok_id(&d.ask(&format!("MonitorPid,{}", child.id())));
+    assert_eq!(row(&d, id)[2], "monitor");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_for("monitor exit", || row(&d, id)[4] == "exited");
+    assert!(last(&d.ask("MonitorPid,999999999")).starts_with("Error,"));
+    let before = d.fd_count();
+    let mut c = d.conn();
+    assert!(c.request("MonitorFD")[0].starts_with("Error,bad-fd,"));
+    let file = std::fs::File::open("/dev/null").unwrap();
+    c.send_with_fds(b"MonitorFD\n", &[file.as_raw_fd()]);
+    assert!(c.reply()[0].starts_with("Error,bad-fd,"));
+    let (s1, _s2) = UnixStream::pair().unwrap();
+    c.send_with_fds(b"MonitorFD\n", &[s1.as_raw_fd()]);
+    assert!(c.reply()[0].starts_with("Error,bad-fd,"));
+    let many: Vec<i32> = (0..200).map(|_| file.as_raw_fd()).collect();
+    c.send_with_fds(b"MonitorFD\n", &many);
+    assert!(c.reply()[0].starts_with("Error,bad-fd,"));
+    c.send_with_fds(b"Status\n", &[file.as_raw_fd()]);
+    assert!(c.reply()[0].starts_with("Error,bad-fd,"));
+    assert_eq!(c.request("Version").len(), 1, "connection still usable");
+    drop(c);
+    wait_for("received fds closed", || {
+        let n = d.fd_count();
+        if n > before {
+            eprintln!(
+                "fds now {n} before {before}: {:?}",
+                std::fs::read_dir(format!("/proc/{}/fd", d.pid()))
+                    .unwrap()
+                    .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                    .collect::<Vec<_>>()
+            );
+        }
+        n <= before
+    });
+}
+
+#[test]
+fn bad_input_gets_errors_and_the_connection_survives() {
+    let d = Daemon::start("badinput");
+    let mut c = d.conn();
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"Frobnicate\n".to_vec(), "Error,unknown-verb,"),
+        (b"\n".to_vec(), "Error,bad-request,"),
+        (b"Run\n".to_vec(), "Error,bad-request,"),
+        (b"Stop\n".to_vec(), "Error,bad-request,"),
+        (b"Signal,1\n".to_vec(), "Error,bad-request,"),
+        (b"Status,abc\n".to_vec(), "Error,bad-request,"),
+        (b"Run,\"/bin/true\n".to_vec(), "Error,bad-request,"),
+        (b"Run,/bin/tr\"ue\n".to_vec(), "Error,bad-request,"),
+        (b"Run,/bin/true\x00\n".to_vec(), "Error,bad-request,"),
+        (b"Version\r\n".to_vec(), "Error,bad-request,"),
+        (
+            format!("Run{}\n", ",x".repeat(10_000)).into_bytes(),
+            "Error,bad-request,",
+        ),
+    ];
+    for (bytes, want) in cases {
+        c.send(&bytes);
+        let r = c.reply();
+        assert!(
+            r[0].starts_with(want),
+            "{:?} -> {r:?}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    assert!(c.request("Version")[0].starts_with("Ok,archon"));
+    // Over the line limit: an error, then the connection is closed.
+    let mut big = d.conn();
+    let blob = vec![b'x'; 200 * 1024];
+    let _ = std::io::Write::write_all(&mut big.reader.get_mut(), &blob);
+    let r = big.line().unwrap();
+    assert!(r.starts_with("Error,too-long,"), "{r}");
+    assert_eq!(big.line(), None, "closed after too-long");
+    // A client that disconnects mid-request.
+    {
+        let mut half = d.conn();
+        half.send(b"Run,/bin/sle");
+    }
+    assert!(c.request("Version")[0].starts_with("Ok,archon"));
+}
+
+#[test]
+fn requests_on_one_connection_are_answered_in_order() {
+    let d = Daemon::start("order");
+    let go = d.dir.join("go");
+    let mut c = d.conn();
+    c.send(
+        format!(
+            "Run,{}\nVersion\nRun,{}\n",
+            h(&format!("wait-file {}", go.display())),
+            h("exit 7")
+        )
+        .as_bytes(),
+    );
+    // The other connection is served while the first waits.
+    assert!(d.ask("Version")[0].starts_with("Ok,"));
+    std::fs::write(&go, "").unwrap();
+    assert_eq!(c.reply(), ["ExitStatus,0"]);
+    assert!(c.reply()[0].starts_with("Ok,archon"));
+    assert_eq!(c.reply(), ["ExitStatus,7"]);
+}
+
+#[test]
+fn fifty_concurrent_runs_all_complete() {
+    let d = Daemon::start("fifty");
+    let go = d.dir.join("go");
+    let mut conns = Vec::new();
+    for i in 0..50 {
+        let mut c = d.conn();
+        let started = d.dir.join(format!("started-{i}"));
+        c.send(
+            format!(
+                "Run,{}\n",
+                h(&format!(
+                    "touch {} wait-file {} exit 3",
+                    started.display(),
+                    go.display()
+                ))
+            )
+            .as_bytes(),
+        );
+        conns.push(c);
+    }
+    wait_for("all 50 commands running", || {
+        (0..50).all(|i| d.dir.join(format!("started-{i}")).exists())
+    });
+    std::fs::write(&go, "").unwrap();
+    for mut c in conns {
+        assert_eq!(c.reply(), ["ExitStatus,3"]);
+    }
+}
+
+#[test]
+fn run_is_terminated_when_its_client_disconnects() {
+    let d = Daemon::start("disconnect");
+    let pidf = d.dir.join("pid");
+    let mut c = d.conn();
+    c.send(
+        format!(
+            "Run,{}\n",
+            h(&format!("pidfile {} orphan 0 hang", pidf.display()))
+        )
+        .as_bytes(),
+    );
+    wait_for("pidfile", || pidf.exists());
+    let pid: i32 = std::fs::read_to_string(&pidf).unwrap().parse().unwrap();
+    drop(c);
+    wait_for("command terminated and reaped", || pid_gone(pid));
+    assert!(d.ask("Status")[0] == "Ok", "the run entry left the table");
+}
+
+#[test]
+fn slow_reader_is_disconnected_and_others_are_served() {
+    let d = Daemon::start("slowreader");
+    let mut slow = d.conn();
+    slow.request("Subscribe");
+    let many: String = "Status\n".repeat(2000);
+    for _ in 0..5 {
+        if std::io::Write::write_all(&mut slow.reader.get_mut(), many.as_bytes()).is_err() {
+            break;
+        }
+    }
+    // Fill the table so each Status is large, then keep asking without reading.
+    for _ in 0..40 {
+        d.ask(&format!("StartDaemon,{}", h("hang")));
+    }
+    let _ = std::io::Write::write_all(
+        &mut slow.reader.get_mut(),
+        "Status\n".repeat(20000).as_bytes(),
+    );
+    assert!(d.ask("Version")[0].starts_with("Ok,"));
+    wait_for("slow reader disconnected", || {
+        d.log().contains("does not read its replies")
+    });
+}
+
+#[test]
+fn a_thousand_connections_at_once() {
+    let d = Daemon::start("thousand");
+    let mut conns: Vec<Conn> = (0..1000).map(|_| d.conn()).collect();
+    for c in conns.iter_mut() {
+        c.send(b"Version\n");
+    }
+    for c in conns.iter_mut() {
+        assert!(c.reply()[0].starts_with("Ok,archon"));
+    }
+}
+
+#[test]
+fn fd_exhaustion_does_not_stop_service() {
+    let d = Daemon::start_with("emfile", &[], |cmd| unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 40,
+                rlim_max: 40,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            Ok(())
+        });
+    });
+    // Connections archon cannot take are answered `Error,limit` and closed;
+    // the client may see that line, EOF, or a reset, depending on timing.
+    let mut conns = Vec::new();
+    let mut refused = 0;
+    for _ in 0..60 {
+        let s = UnixStream::connect(&d.sock).unwrap();
+        let mut c = Conn::new(s);
+        let _ = std::io::Write::write_all(&mut c.reader.get_mut(), b"Version\n");
+        let mut line = String::new();
+        match std::io::BufRead::read_line(&mut c.reader, &mut line) {
+            Ok(_) if line.starts_with("Ok,archon") => conns.push(c),
+            Ok(_) => {
+                assert!(
+                    line.is_empty() || line.starts_with("Error,limit,"),
+                    "{line}"
+                );
+                refused += 1;
+            }
+            Err(_) => refused += 1,
+        }
+    }
+    assert!(refused > 0, "the limit was reached");
+    drop(conns);
+    wait_for("service after fd exhaustion", || {
+        let Ok(mut s) = UnixStream::connect(&d.sock) else {
+            return false;
+        };
+        if std::io::Write::write_all(&mut s, b"Version\n").is_err() {
+            return false;
+        }
+        let mut line = String::new();
+        let mut r = std::io::BufReader::new(s);
+        std::io::BufRead::read_line(&mut r, &mut line).is_ok() && line.starts_with("Ok,archon")
+    });
+}
+
+#[test]
+fn sigterm_stops_everything_and_removes_the_socket() {
+    let mut d = Daemon::start("shutdown");
+    let pidf = d.dir.join("pid");
+    ok_id(&d.ask(&format!(
+        "StartDaemon,{}",
+        h(&format!("pidfile {} hang", pidf.display()))
+    )));
+    wait_for("pidfile", || pidf.exists());
+    let pid: i32 = std::fs::read_to_string(&pidf).unwrap().parse().unwrap();
+    let mut waiting = d.conn();
+    waiting.send(format!("Run,{}\n", h("ignore TERM hang")).as_bytes());
+    assert!(d.ask("Version")[0].starts_with("Ok"));
+    let st = d.terminate();
+    assert_eq!(st.code(), Some(0));
+    assert!(last(&waiting.reply()).starts_with("Error,shutting-down,"));
+    assert!(pid_gone(pid) || !pid_alive(pid));
+    assert!(!d.sock.exists(), "socket removed");
+}
+
+#[test]
+fn stale_socket_is_replaced_but_a_live_archon_is_not() {
+    let d = Daemon::start("stale");
+    let out = std::process::Command::new(ARCHON)
+        .arg("--socket")
+        .arg(&d.sock)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another archon"));
+    let dir = temp_dir("stale2");
+    let sock = dir.join("s");
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    let mut child = std::process::Command::new(ARCHON)
+        .arg("--socket")
+        .arg(&sock)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("archon on a stale path", || {
+        UnixStream::connect(&sock).is_ok()
+    });
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn archonctl_every_subcommand() {
+    let d = Daemon::start("ctl");
+    let o = d.ctl(&["version"]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).starts_with("archon "));
+    let o = d.ctl(&["--csv", "version"]);
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("Ok,archon,"));
+    let o = d.ctl(&["run", "--", HELPER, "exit", "9"]);
+    assert_eq!(o.status.code(), Some(9));
+    let o = d.ctl(&["run", "-e", "X=y z", HELPER, "print", "env"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("X=y z"),
+        "run output reaches the caller"
+    );
+    let o = d.ctl(&["start", HELPER, "hang"]);
+    assert!(o.status.success());
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let o = d.ctl(&["status"]);
+    let s = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(s.contains("running") && s.contains("daemon"), "{s}");
+    assert!(d.ctl(&["status", &id]).status.success());
+    assert_eq!(d.ctl(&["status", "999"]).status.code(), Some(1));
+    assert!(d.ctl(&["signal", &id, "CONT"]).status.success());
+    let o = d.ctl(&["stop", &id, "1"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("status 143"));
+    let mut child = std::process::Command::new(HELPER)
+        .args(["sleep", "30"])
+        .spawn()
+        .unwrap();
+    let o = d.ctl(&["monitor", &child.id().to_string()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = d.ctl(&["monitor-pid", &child.id().to_string()]);
+    assert!(o.status.success());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(d.ctl(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(d.ctl(&[]).status.code(), Some(2));
+    let o = std::process::Command::new(CTL)
+        .args(["--socket", "/nonexistent/s", "version"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    // subscribe prints events as they come.
+    let mut sub = std::process::Command::new(CTL)
+        .args(["--socket", d.sock.to_str().unwrap(), "--csv", "subscribe"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(sub.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "Ok\n");
+    d.ctl(&["run", "true"]);
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert!(line.starts_with("Event,"), "{line}");
+    sub.kill().unwrap();
+    sub.wait().unwrap();
+}
+
+#[test]
+fn spec_verbs_are_documented_and_in_archonctl() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let spec = std::fs::read_to_string(format!("{root}/protocol/SPEC.md")).unwrap();
+    let man = std::fs::read_to_string(format!("{root}/man/archon-protocol.7")).unwrap();
+    let ctl_man = std::fs::read_to_string(format!("{root}/man/archonctl.8")).unwrap();
+    let help = std::process::Command::new(CTL)
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).to_string();
+    let spec_verbs: Vec<&str> = spec
+        .lines()
+        .filter_map(|l| l.strip_prefix("### `"))
+        .filter_map(|l| l.split(['`', ',']).next())
+        .collect();
+    assert_eq!(
+        spec_verbs,
+        archon::protocol::VERBS,
+        "SPEC.md and the codec agree on the verbs"
+    );
+    for v in spec_verbs {
+        assert!(man.contains(v), "{v} missing from archon-protocol.7");
+        assert!(
+            help.contains(&format!("[{v}]")),
+            "{v} missing from archonctl --help"
+        );
+        assert!(ctl_man.contains(v), "{v} missing from archonctl.8");
+    }
+    for k in archon::protocol::ErrorKind::ALL {
+        assert!(
+            spec.contains(&format!("`{}`", k.token())),
+            "error token {k} not in SPEC.md"
+        );
+    }
+}

@@ -1,0 +1,267 @@
+//! Shared harness: a real archon on a temp socket, killed on drop; a line
+//! client; deadlines instead of sleeps.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, IoSlice, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub const ARCHON: &str = env!("CARGO_BIN_EXE_archon");
+pub const CTL: &str = env!("CARGO_BIN_EXE_archonctl");
+pub const HELPER: &str = env!("CARGO_BIN_EXE_archon-testhelper");
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("archon-test-{}-{name}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Polls `cond` until it holds or the deadline passes (then panics with `what`).
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        if start.elapsed() > DEADLINE {
+            panic!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+pub fn pid_alive(pid: i32) -> bool {
+    // A zombie still has /proc/PID; look at its state.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+pub fn pid_gone(pid: i32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+pub struct Daemon {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub sock: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(name: &str) -> Daemon {
+        Self::start_with(name, &[], |_| {})
+    }
+
+    pub fn start_with(name: &str, args: &[&str], tweak: impl FnOnce(&mut Command)) -> Daemon {
+        let dir = temp_dir(name);
+        let sock = dir.join("archon.sock");
+        let mut cmd = Command::new(ARCHON);
+        cmd.arg("--socket")
+            .arg(&sock)
+            .arg("--grace")
+            .arg("2")
+            .args(args)
+            .env("ARCHON_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(
+                std::fs::File::create(dir.join("archon.out")).unwrap(),
+            ))
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join("archon.log")).unwrap(),
+            ));
+        tweak(&mut cmd);
+        let child = cmd.spawn().unwrap();
+        let d = Daemon { child, dir, sock };
+        wait_for("archon's socket", || UnixStream::connect(&d.sock).is_ok());
+        d
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn conn(&self) -> Conn {
+        Conn::new(UnixStream::connect(&self.sock).unwrap())
+    }
+
+    /// One request on a fresh connection; returns every reply line.
+    pub fn ask(&self, line: &str) -> Vec<String> {
+        self.conn().request(line)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("archon.log")).unwrap_or_default()
+    }
+
+    pub fn ctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(CTL)
+            .arg("--socket")
+            .arg(&self.sock)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            if start.elapsed() > DEADLINE {
+                panic!("archon did not exit after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- archon log ---\n{}", self.log());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub struct Conn {
+    pub reader: BufReader<UnixStream>,
+}
+
+pub fn is_final(line: &str) -> bool {
+    line == "Ok"
+        || line.starts_with("Ok,")
+        || line.starts_with("Error,")
+        || line.starts_with("ExitStatus,")
+}
+
+impl Conn {
+    pub fn new(s: UnixStream) -> Conn {
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        Conn {
+            reader: BufReader::new(s),
+        }
+    }
+
+    pub fn stream(&self) -> &UnixStream {
+        self.reader.get_ref()
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).unwrap();
+    }
+
+    pub fn send_with_fds(&mut self, bytes: &[u8], fds: &[RawFd]) {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        let iov = [IoSlice::new(bytes)];
+        let cmsg = [ControlMessage::ScmRights(fds)];
+        let n = sendmsg::<()>(
+            self.stream().as_raw_fd(),
+            &iov,
+            &cmsg,
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(n, bytes.len());
+    }
+
+    /// Reads one line; None at EOF.
+    pub fn line(&mut self) -> Option<String> {
+        let mut s = String::new();
+        match self.reader.read_line(&mut s) {
+            Ok(0) => None,
+            Ok(_) => Some(s.trim_end_matches('\n').to_string()),
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+
+    /// Reads lines up to and including the final one of a reply (events skipped).
+    pub fn reply(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        loop {
+            let l = self.line().expect("connection closed before the reply");
+            if l.starts_with("Event,") {
+                continue;
+            }
+            let fin = is_final(&l);
+            out.push(l);
+            if fin {
+                return out;
+            }
+        }
+    }
+
+    pub fn request(&mut self, line: &str) -> Vec<String> {
+        self.send(format!("{line}\n").as_bytes());
+        self.reply()
+    }
+
+    /// Reads until an event line matching `pred`.
+    pub fn event(&mut self, pred: impl Fn(&[&str]) -> bool) -> String {
+        loop {
+            let l = self
+                .line()
+                .expect("connection closed while waiting for an event");
+            let f: Vec<&str> = l.split(',').collect();
+            if f[0] == "Event" && pred(&f) {
+                return l;
+            }
+        }
+    }
+}
+
+/// The last reply line of a request.
+pub fn last(lines: &[String]) -> &str {
+    lines.last().map(String::as_str).unwrap_or("")
+}
+
+/// Id from an `Ok,<id>` line.
+pub fn ok_id(lines: &[String]) -> u64 {
+    let l = last(lines);
+    l.strip_prefix("Ok,")
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not Ok,<id>: {l}"))
+}
+
+/// The `Process` row for an id.
+pub fn row(d: &Daemon, id: u64) -> Vec<String> {
+    let lines = d.ask(&format!("Status,{id}"));
+    assert_eq!(last(&lines), "Ok", "{lines:?}");
+    lines[0].split(',').map(String::from).collect()
+}
