@@ -582,7 +582,7 @@ fn spec_verbs_are_documented_and_in_archonctl() {
     let spec_verbs: Vec<&str> = spec
         .lines()
         .filter_map(|l| l.strip_prefix("### `"))
-        .filter_map(|l| l.split(['`', ',']).next())
+        .filter_map(|l| l.split(['`', ',', '[']).next())
         .collect();
     assert_eq!(
         spec_verbs,
