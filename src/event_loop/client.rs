@@ -18,6 +18,8 @@ pub const MAX_PENDING: usize = 64;
 const MAX_FDS: usize = 253;
 /// Bytes swallowed from a connection being closed before giving up on it.
 const MAX_DISCARD: usize = 16 << 20;
+/// Bytes read per recvmsg (requests are small; a long line takes several).
+const READ_CHUNK: usize = 4096;
 
 pub struct Client {
     pub stream: UnixStream,
@@ -36,6 +38,8 @@ pub struct Client {
     pub closing: bool,
     shut: bool,
     discarded: usize,
+    /// Registered for WRITABLE too (only while output is waiting).
+    pub want_write: bool,
 }
 
 pub enum ReadOutcome {
@@ -59,6 +63,7 @@ impl Client {
             closing: false,
             shut: false,
             discarded: 0,
+            want_write: false,
         }
     }
 
@@ -78,10 +83,11 @@ impl Client {
             if self.read_done {
                 return Ok(ReadOutcome::Nothing);
             }
-            let room = self.input.room().clamp(1, 16 * 1024);
-            let mut buf = vec![0u8; room];
+            let room = self.input.room().clamp(1, READ_CHUNK);
+            let mut chunk = [0u8; READ_CHUNK];
+            let buf = &mut chunk[..room];
             let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; MAX_FDS]);
-            let mut iov = [IoSliceMut::new(&mut buf)];
+            let mut iov = [IoSliceMut::new(buf)];
             let res = recvmsg::<()>(
                 self.stream.as_raw_fd(),
                 &mut iov,
@@ -115,7 +121,7 @@ impl Client {
                 }
                 continue;
             }
-            self.input.extend(&buf[..n]);
+            self.input.extend(&chunk[..n]);
         }
     }
 
@@ -141,6 +147,10 @@ impl Client {
     /// Queues an event row (outside the reply order).
     pub fn push_event(&mut self, text: &str) {
         self.out.extend_from_slice(text.as_bytes());
+    }
+
+    pub fn output_waiting(&self) -> bool {
+        !self.out.is_empty()
     }
 
     pub fn over_limit(&self) -> bool {

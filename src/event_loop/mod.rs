@@ -248,11 +248,11 @@ impl EventLoop {
         let cid = self.next_client;
         self.next_client += 1;
         let token = Token(CLIENT_BASE + cid as usize);
-        if let Err(e) = self.poll.registry().register(
-            &mut stream,
-            token,
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, token, Interest::READABLE)
+        {
             log::warn!("cannot register client error={e}");
             return;
         }
@@ -328,6 +328,24 @@ impl EventLoop {
         if let Err(e) = c.flush() {
             self.drop_client(cid, &format!("write error: {e}"));
             return;
+        }
+        // WRITABLE interest only while output waits: no wake-up per reply.
+        let want = c.output_waiting();
+        if want != c.want_write {
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let token = Token(CLIENT_BASE + cid as usize);
+            if let Err(e) = self
+                .poll
+                .registry()
+                .reregister(&mut c.stream, token, interest)
+            {
+                log::warn!("cannot reregister client={cid} error={e}");
+            }
+            c.want_write = want;
         }
         if c.closing {
             if c.drain_for_close() {

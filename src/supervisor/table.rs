@@ -2,7 +2,7 @@
 
 use super::{SIGKILL, SIGTERM};
 use crate::protocol::{ErrorKind, EventRow, ProcessRow, Reply};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// How many exited daemon/monitor records are kept.
 pub const MAX_EXITED: usize = 1024;
@@ -133,6 +133,8 @@ pub enum Effect {
 #[derive(Debug, Default)]
 pub struct Supervisor {
     entries: BTreeMap<u64, Entry>,
+    /// pid -> id of the live (not exited) entries: the reaper's routing table.
+    live_pids: HashMap<i32, u64>,
     next_id: u64,
     exited_order: std::collections::VecDeque<u64>,
 }
@@ -155,10 +157,7 @@ impl Supervisor {
 
     /// The live entry (not exited) for a pid, if any.
     pub fn find_live_pid(&self, pid: i32) -> Option<u64> {
-        self.entries
-            .values()
-            .find(|e| e.pid == pid && e.state != State::Exited)
-            .map(|e| e.id)
+        self.live_pids.get(&pid).copied()
     }
 
     pub fn live_count(&self, pred: impl Fn(&Entry) -> bool) -> usize {
@@ -204,6 +203,7 @@ impl Supervisor {
             kill_at: None,
         };
         let fx = vec![self.event(&entry, now, "started")];
+        self.live_pids.insert(pid, id);
         self.entries.insert(id, entry);
         (id, fx)
     }
@@ -219,6 +219,7 @@ impl Supervisor {
             State::Running | State::Stopping => {}
         }
         e.state = State::Exited;
+        let pid = e.pid;
         e.exit = Some(exit.clone());
         e.exited_wall = Some(now.wall);
         e.kill_at = None;
@@ -238,6 +239,9 @@ impl Supervisor {
         let snapshot = e.clone();
         fx.push(self.event(&snapshot, now, "exited"));
         fx.push(Effect::Forget { id });
+        if self.live_pids.get(&pid) == Some(&id) {
+            self.live_pids.remove(&pid);
+        }
         match kind {
             Kind::Run => {
                 self.entries.remove(&id);
@@ -391,29 +395,26 @@ impl Supervisor {
     }
 
     pub fn rows(&self, only: Option<u64>) -> Result<Vec<ProcessRow>, Reply> {
-        if let Some(id) = only {
-            if !self.entries.contains_key(&id) {
-                return Err(Reply::error(
+        let row = |e: &Entry| ProcessRow {
+            id: e.id,
+            kind: e.kind.as_str().into(),
+            pid: e.pid,
+            state: e.state.as_str().into(),
+            started: fmt_time(e.started_wall),
+            exited: e.exited_wall.map(fmt_time).unwrap_or_default(),
+            status: e.exit.as_ref().map(Exit::describe).unwrap_or_default(),
+            argv: e.argv.clone(),
+        };
+        match only {
+            Some(id) => match self.entries.get(&id) {
+                Some(e) => Ok(vec![row(e)]),
+                None => Err(Reply::error(
                     ErrorKind::NoSuchId,
                     format!("no process {id}"),
-                ));
-            }
+                )),
+            },
+            None => Ok(self.entries.values().map(row).collect()),
         }
-        Ok(self
-            .entries
-            .values()
-            .filter(|e| only.is_none_or(|id| id == e.id))
-            .map(|e| ProcessRow {
-                id: e.id,
-                kind: e.kind.as_str().into(),
-                pid: e.pid,
-                state: e.state.as_str().into(),
-                started: fmt_time(e.started_wall),
-                exited: e.exited_wall.map(fmt_time).unwrap_or_default(),
-                status: e.exit.as_ref().map(Exit::describe).unwrap_or_default(),
-                argv: e.argv.clone(),
-            })
-            .collect())
     }
 }
 

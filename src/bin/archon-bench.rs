@@ -1,0 +1,404 @@
+//! The benchmark: measures archon against baselines taken in the same run on
+//! the same machine and prints each figure as a ratio, as a table and as
+//! JSON. Run with `cargo run --release --bin archon-bench` (see BENCHMARKS.md).
+//! Options: `--quick` (fewer iterations, 2 s idle), `--json FILE`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Row {
+    name: &'static str,
+    archon: f64,
+    baseline: f64,
+    unit: &'static str,
+    /// Ratio archon/baseline; for throughput, higher is better.
+    ratio: f64,
+    target: &'static str,
+    pass: bool,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn bin_dir() -> PathBuf {
+    std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+struct Archon {
+    child: Child,
+    sock: PathBuf,
+    dir: PathBuf,
+}
+
+impl Archon {
+    fn start() -> Archon {
+        let dir = std::env::temp_dir().join(format!("archon-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("s");
+        let child = Command::new(bin_dir().join("archon"))
+            .arg("--socket")
+            .arg(&sock)
+            .arg("--log-level")
+            .arg("warn")
+            .arg("--grace")
+            .arg("1")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while UnixStream::connect(&sock).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "archon did not start"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Archon { child, sock, dir }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Archon {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Conn {
+    r: BufReader<UnixStream>,
+}
+
+impl Conn {
+    fn new(sock: &Path) -> Conn {
+        Conn {
+            r: BufReader::new(UnixStream::connect(sock).unwrap()),
+        }
+    }
+    fn ask(&mut self, line: &str) -> String {
+        self.r.get_mut().write_all(line.as_bytes()).unwrap();
+        let mut last = String::new();
+        loop {
+            let mut l = String::new();
+            self.r.read_line(&mut l).unwrap();
+            assert!(!l.is_empty(), "archon closed the connection");
+            let fin = l.starts_with("Ok") || l.starts_with("Error") || l.starts_with("ExitStatus");
+            last = if fin { l } else { last };
+            if fin {
+                return last;
+            }
+        }
+    }
+}
+
+fn time_it(n: usize, mut f: impl FnMut()) -> Vec<f64> {
+    (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect()
+}
+
+fn proc_field(pid: u32, file: &str, key: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = stat.rsplit(')').next().unwrap();
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+fn all_execd(pids: &[u32], comm: &str) -> bool {
+    pids.iter()
+        .all(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == comm))
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let json_path = std::env::args().skip_while(|a| a != "--json").nth(1);
+    let n = if quick { 100 } else { 500 };
+    let daemons = 1000;
+    let idle_secs = if quick { 2 } else { 10 };
+    let mut rows = Vec::new();
+    let a = Archon::start();
+
+    // 1. Run /bin/true round trip vs fork/exec/wait by the bench itself.
+    let mut c = Conn::new(&a.sock);
+    for _ in 0..20 {
+        c.ask("Run,/bin/true,\n");
+    }
+    let mut via = time_it(n, || {
+        assert_eq!(c.ask("Run,/bin/true,\n"), "ExitStatus,0\n")
+    });
+    let mut direct = time_it(n, || {
+        Command::new("/bin/true")
+            .stdin(Stdio::null())
+            .status()
+            .unwrap();
+    });
+    let (m1, m0) = (median(&mut via), median(&mut direct));
+    rows.push(Row {
+        name: "Run /bin/true round trip (median)",
+        archon: m1,
+        baseline: m0,
+        unit: "us",
+        ratio: m1 / m0,
+        target: "<= 1.10",
+        pass: m1 / m0 <= 1.10,
+    });
+
+    // 2. 16 concurrent clients vs 16 threads spawning directly: throughput.
+    let per = n / 4;
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..16 {
+            s.spawn(|| {
+                let mut c = Conn::new(&a.sock);
+                for _ in 0..per {
+                    c.ask("Run,/bin/true,\n");
+                }
+            });
+        }
+    });
+    let thr_archon = (16 * per) as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..16 {
+            s.spawn(|| {
+                for _ in 0..per {
+                    Command::new("/bin/true")
+                        .stdin(Stdio::null())
+                        .status()
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let thr_direct = (16 * per) as f64 / t.elapsed().as_secs_f64();
+    rows.push(Row {
+        name: "16 concurrent Run clients (throughput)",
+        archon: thr_archon,
+        baseline: thr_direct,
+        unit: "runs/s",
+        ratio: thr_archon / thr_direct,
+        target: ">= 0.85",
+        pass: thr_archon / thr_direct >= 0.85,
+    });
+
+    // 3. StartDaemon of 1000 sleeps until all have exec'd, vs a direct loop.
+    let pss_before = proc_field(a.pid(), "smaps_rollup", "Pss:");
+    let t = Instant::now();
+    let mut ids = Vec::new();
+    for _ in 0..daemons {
+        let r = c.ask("StartDaemon,sleep,100000,\n");
+        ids.push(r.trim().strip_prefix("Ok,").unwrap().to_string());
+    }
+    let status = {
+        c.r.get_mut().write_all(b"Status\n").unwrap();
+        let mut pids = Vec::new();
+        loop {
+            let mut l = String::new();
+            c.r.read_line(&mut l).unwrap();
+            if l.starts_with("Ok") {
+                break pids;
+            }
+            let f: Vec<&str> = l.split(',').collect();
+            if f[2] == "daemon" && f[4] == "running" {
+                pids.push(f[3].parse::<u32>().unwrap());
+            }
+        }
+    };
+    while !all_execd(&status, "sleep") {
+        std::thread::yield_now();
+    }
+    let t_archon = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let mut direct_children: Vec<Child> = (0..daemons)
+        .map(|_| {
+            Command::new("sleep")
+                .arg("100000")
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let dpids: Vec<u32> = direct_children.iter().map(|c| c.id()).collect();
+    while !all_execd(&dpids, "sleep") {
+        std::thread::yield_now();
+    }
+    let t_direct = t.elapsed().as_secs_f64() * 1e3;
+    for ch in direct_children.iter_mut() {
+        let _ = ch.kill();
+        let _ = ch.wait();
+    }
+    rows.push(Row {
+        name: "StartDaemon x1000 until exec'd",
+        archon: t_archon,
+        baseline: t_direct,
+        unit: "ms",
+        ratio: t_archon / t_direct,
+        target: "<= 1.15",
+        pass: t_archon / t_direct <= 1.15,
+    });
+    let pss_after = proc_field(a.pid(), "smaps_rollup", "Pss:");
+    let rss_after = proc_field(a.pid(), "smaps_rollup", "Rss:");
+    let per_proc = (pss_after.saturating_sub(pss_before)) as f64 * 1024.0 / daemons as f64;
+    rows.push(Row {
+        name: "archon PSS with 1000 daemons",
+        archon: pss_after as f64,
+        baseline: 4096.0,
+        unit: "KiB",
+        ratio: pss_after as f64 / 4096.0,
+        target: "<= 1.00 (4 MiB)",
+        pass: pss_after <= 4096,
+    });
+    rows.push(Row {
+        name: "PSS added per daemon",
+        archon: per_proc,
+        baseline: 2048.0,
+        unit: "bytes",
+        ratio: per_proc / 2048.0,
+        target: "<= 1.00 (2 KiB)",
+        pass: per_proc <= 2048.0,
+    });
+
+    // 4. Status,<id> round trip vs a trivial line echo over a Unix socket.
+    let echo_path = a.dir.join("echo");
+    let listener = UnixListener::bind(&echo_path).unwrap();
+    std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut w = s;
+        let mut l = String::new();
+        while r.read_line(&mut l).unwrap_or(0) > 0 {
+            w.write_all(b"Ok\n").unwrap();
+            l.clear();
+        }
+    });
+    let mut echo = Conn::new(&echo_path);
+    let req = format!("Status,{}\n", ids[0]);
+    let mut st = time_it(n * 4, || {
+        c.ask(&req);
+    });
+    let mut ec = time_it(n * 4, || {
+        echo.ask("Status\n");
+    });
+    let (s1, s0) = (median(&mut st), median(&mut ec));
+    rows.push(Row {
+        name: "Status,<id> round trip vs echo (median)",
+        archon: s1,
+        baseline: s0,
+        unit: "us",
+        ratio: s1 / s0,
+        target: "<= 1.5",
+        pass: s1 / s0 <= 1.5,
+    });
+
+    // 5. archonctl status ID wall time vs spawning /bin/true.
+    let ctl = bin_dir().join("archonctl");
+    let mut w1 = time_it(n / 2, || {
+        let o = Command::new(&ctl)
+            .arg("--socket")
+            .arg(&a.sock)
+            .args(["status", &ids[0]])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(o.success());
+    });
+    let mut w0 = time_it(n / 2, || {
+        Command::new("/bin/true")
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+    });
+    let (c1, c0) = (median(&mut w1), median(&mut w0));
+    rows.push(Row {
+        name: "archonctl status ID vs /bin/true (median)",
+        archon: c1,
+        baseline: c0,
+        unit: "us",
+        ratio: c1 / c0,
+        target: "<= 1.10",
+        pass: c1 / c0 <= 1.10,
+    });
+
+    // 6. Idle with 1000 processes: CPU time and context switches.
+    let pid = a.pid();
+    let cs0 = proc_field(pid, "status", "voluntary_ctxt_switches:")
+        + proc_field(pid, "status", "nonvoluntary_ctxt_switches:");
+    let cpu0 = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(idle_secs));
+    let cs1 = proc_field(pid, "status", "voluntary_ctxt_switches:")
+        + proc_field(pid, "status", "nonvoluntary_ctxt_switches:");
+    let cpu1 = cpu_ticks(pid);
+    rows.push(Row {
+        name: "idle wake-ups (context switches)",
+        archon: (cs1 - cs0) as f64,
+        baseline: 0.0,
+        unit: "count",
+        ratio: (cs1 - cs0) as f64,
+        target: "0",
+        pass: cs1 == cs0,
+    });
+    rows.push(Row {
+        name: "idle CPU time",
+        archon: (cpu1 - cpu0) as f64,
+        baseline: 0.0,
+        unit: "ticks",
+        ratio: (cpu1 - cpu0) as f64,
+        target: "0",
+        pass: cpu1 == cpu0,
+    });
+
+    println!(
+        "{:<44} {:>12} {:>12} {:>7} {:>8} {:>16} result",
+        "measure", "archon", "baseline", "unit", "ratio", "target"
+    );
+    for r in &rows {
+        println!(
+            "{:<44} {:>12.1} {:>12.1} {:>7} {:>8.3} {:>16} {}",
+            r.name,
+            r.archon,
+            r.baseline,
+            r.unit,
+            r.ratio,
+            r.target,
+            if r.pass { "ok" } else { "MISSED" }
+        );
+    }
+    println!("archon RSS after 1000 daemons: {rss_after} KiB; idle measured over {idle_secs} s");
+    let json: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{{\"name\":\"{}\",\"archon\":{:.3},\"baseline\":{:.3},\"unit\":\"{}\",\"ratio\":{:.4},\"target\":\"{}\",\"pass\":{}}}", r.name, r.archon, r.baseline, r.unit, r.ratio, r.target, r.pass))
+        .collect();
+    let json = format!("[\n  {}\n]\n", json.join(",\n  "));
+    match json_path {
+        Some(p) => std::fs::write(p, json).unwrap(),
+        None => print!("{json}"),
+    }
+    drop(c);
+}
