@@ -604,3 +604,22 @@ fn spec_verbs_are_documented_and_in_archonctl() {
         );
     }
 }
+
+#[test]
+fn thousands_of_pipelined_requests_that_complete_at_once() {
+    let d = Daemon::start("pipelined");
+    let id = ok_id(&d.ask(&format!("StartDaemon,{}", h("exit 0"))));
+    wait_for("daemon exit", || row(&d, id)[4] == "exited");
+    let mut c = d.conn();
+    let n = 8000;
+    let batch = format!("Stop,{id}\n").repeat(n);
+    let writer = {
+        let mut s = c.stream().try_clone().unwrap();
+        std::thread::spawn(move || std::io::Write::write_all(&mut s, batch.as_bytes()).unwrap())
+    };
+    for _ in 0..n {
+        assert_eq!(c.reply(), [format!("Ok,{id},0")]);
+    }
+    writer.join().unwrap();
+    assert!(d.ask("Version")[0].starts_with("Ok,archon"));
+}

@@ -52,6 +52,8 @@ pub struct EventLoop {
     base_env: Vec<(String, String)>,
     nofile: libc::rlimit,
     shutting_down: bool,
+    /// Clients whose reply slots freed up during this iteration.
+    resume: Vec<u64>,
 }
 
 fn reserve() -> Option<File> {
@@ -94,6 +96,7 @@ impl EventLoop {
             base_env,
             nofile,
             shutting_down: false,
+            resume: Vec::new(),
         })
     }
 
@@ -144,6 +147,11 @@ impl EventLoop {
             let now = self.now();
             let fx = self.sup.tick(now);
             self.apply(fx);
+            while let Some(cid) = self.resume.pop() {
+                if self.clients.get(&cid).is_some_and(|c| c.can_take_request()) {
+                    self.service_client(cid);
+                }
+            }
             if self.shutting_down && self.sup.started_alive() == 0 {
                 return self.finish_shutdown();
             }
@@ -364,14 +372,10 @@ impl EventLoop {
             c.fill_slot(to.seq, reply.encode());
         }
         self.flush_client(to.client);
-        // A slot freed may let a back-pressured client go on.
-        if self
-            .clients
-            .get(&to.client)
-            .is_some_and(|c| c.can_take_request())
-        {
-            self.service_client(to.client);
-        }
+        // A slot freed may let a back-pressured client go on; that happens
+        // after the current event, not here (no recursion, whatever the
+        // client pipelined).
+        self.resume.push(to.client);
     }
 
     fn handle_line(&mut self, cid: u64, line: &[u8]) {
