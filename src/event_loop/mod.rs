@@ -54,6 +54,7 @@ pub struct EventLoop {
     shutting_down: bool,
     /// Clients whose reply slots freed up during this iteration.
     resume: Vec<u64>,
+    ignored_signals: Vec<i32>,
 }
 
 fn reserve() -> Option<File> {
@@ -97,6 +98,7 @@ impl EventLoop {
             nofile,
             shutting_down: false,
             resume: Vec::new(),
+            ignored_signals: platform::ignored_signals(),
         })
     }
 
@@ -569,6 +571,7 @@ impl EventLoop {
             envp,
             stdio,
             nofile: self.nofile,
+            ignored_signals: self.ignored_signals.clone(),
         };
         platform::spawn(&spec).map_err(SpawnFail::Os)
     }
