@@ -187,6 +187,10 @@ fn monitor_fd_with_real_pidfd_reports_status() {
         .args(["sleep", "30"])
         .spawn()
         .unwrap();
+    // A vfork parent resumes before the kernel has set up the new argv.
+    wait_for("child's argv", || {
+        !archon::platform::proc_cmdline(child.id() as i32).is_empty()
+    });
     let pidfd = archon::platform::pidfd_open(child.id() as i32).unwrap();
     let mut c = d.conn();
     c.send_with_fds(b"MonitorFD\n", &[pidfd.as_raw_fd()]);

@@ -27,6 +27,8 @@ fn run_script(d: &Daemon, script: &str, client: &str) {
         .arg(format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR")))
         .env("ARCHON_SOCKET", &d.sock)
         .env("ARCHON_CLIENT", client)
+        // A reply that never comes fails the test instead of hanging it.
+        .env("ARCHON_WAIT", "30")
         .output()
         .unwrap();
     assert!(
