@@ -106,6 +106,15 @@ impl Conn {
     }
 }
 
+/// The baseline's unit of work: spawn /bin/true and wait for it.
+fn run_true() {
+    Command::new("/bin/true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+}
+
 fn time_it(n: usize, mut f: impl FnMut()) -> Vec<f64> {
     (0..n)
         .map(|_| {
@@ -154,10 +163,7 @@ fn main() {
         assert_eq!(c.ask("Run,/bin/true,\n"), "ExitStatus,0\n")
     });
     let mut direct = time_it(n, || {
-        Command::new("/bin/true")
-            .stdin(Stdio::null())
-            .status()
-            .unwrap();
+        run_true();
     });
     let (m1, m0) = (median(&mut via), median(&mut direct));
     rows.push(Row {
@@ -189,10 +195,7 @@ fn main() {
         for _ in 0..16 {
             s.spawn(|| {
                 for _ in 0..per {
-                    Command::new("/bin/true")
-                        .stdin(Stdio::null())
-                        .status()
-                        .unwrap();
+                    run_true();
                 }
             });
         }
@@ -330,10 +333,7 @@ fn main() {
         assert!(o.success());
     });
     let mut w0 = time_it(n / 2, || {
-        Command::new("/bin/true")
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
+        run_true();
     });
     let (c1, c0) = (median(&mut w1), median(&mut w0));
     rows.push(Row {
