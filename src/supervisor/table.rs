@@ -2,7 +2,7 @@
 
 use super::{SIGKILL, SIGTERM};
 use crate::protocol::{ErrorKind, EventRow, ProcessRow, Reply};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// How many exited daemon/monitor records are kept.
 pub const MAX_EXITED: usize = 1024;
@@ -135,6 +135,9 @@ pub struct Supervisor {
     entries: BTreeMap<u64, Entry>,
     /// pid -> id of the live (not exited) entries: the reaper's routing table.
     live_pids: HashMap<i32, u64>,
+    /// (kill_at, id) of every entry with a pending SIGKILL, so timers cost
+    /// O(log n) instead of a scan of the table on every loop iteration.
+    deadlines: BTreeSet<(u64, u64)>,
     next_id: u64,
     exited_order: std::collections::VecDeque<u64>,
 }
@@ -222,7 +225,9 @@ impl Supervisor {
         let pid = e.pid;
         e.exit = Some(exit.clone());
         e.exited_wall = Some(now.wall);
-        e.kill_at = None;
+        if let Some(k) = e.kill_at.take() {
+            self.deadlines.remove(&(k, id));
+        }
         if let Some(to) = e.owner.take() {
             fx.push(Effect::Reply {
                 to,
@@ -297,13 +302,19 @@ impl Supervisor {
             State::Stopping => {
                 e.stop_waiters.extend(requester);
                 let deadline = now.mono + grace_ms;
-                e.kill_at = Some(e.kill_at.map_or(deadline, |k| k.min(deadline)));
+                if let Some(k) = e.kill_at {
+                    self.deadlines.remove(&(k, id));
+                }
+                let k = e.kill_at.map_or(deadline, |k| k.min(deadline));
+                e.kill_at = Some(k);
+                self.deadlines.insert((k, id));
                 Ok(Vec::new())
             }
             State::Running => {
                 e.state = State::Stopping;
                 e.stop_waiters.extend(requester);
                 e.kill_at = Some(now.mono + grace_ms);
+                self.deadlines.insert((now.mono + grace_ms, id));
                 let group = e.kind == Kind::Run;
                 let signal = Effect::Signal {
                     id,
@@ -359,9 +370,10 @@ impl Supervisor {
 
     /// Makes every pending SIGKILL due now (a second shutdown signal).
     pub fn hurry(&mut self, now: Clock) -> Vec<Effect> {
-        for e in self.entries.values_mut() {
-            if e.kill_at.is_some() {
+        for (_, id) in std::mem::take(&mut self.deadlines) {
+            if let Some(e) = self.entries.get_mut(&id) {
                 e.kill_at = Some(now.mono);
+                self.deadlines.insert((now.mono, id));
             }
         }
         self.tick(now)
@@ -370,11 +382,15 @@ impl Supervisor {
     /// Time passed: sends the SIGKILLs that are due.
     pub fn tick(&mut self, now: Clock) -> Vec<Effect> {
         let mut fx = Vec::new();
-        for e in self.entries.values_mut() {
-            if e.kill_at.is_some_and(|k| k <= now.mono) {
+        while let Some(&(k, id)) = self.deadlines.first() {
+            if k > now.mono {
+                break;
+            }
+            self.deadlines.pop_first();
+            if let Some(e) = self.entries.get_mut(&id) {
                 e.kill_at = None;
                 fx.push(Effect::Signal {
-                    id: e.id,
+                    id,
                     pid: e.pid,
                     signo: SIGKILL,
                     group: e.kind == Kind::Run,
@@ -386,7 +402,7 @@ impl Supervisor {
 
     /// The earliest pending deadline (monotonic ms).
     pub fn next_deadline(&self) -> Option<u64> {
-        self.entries.values().filter_map(|e| e.kill_at).min()
+        self.deadlines.first().map(|&(k, _)| k)
     }
 
     /// Processes archon started that are still alive.
@@ -526,6 +542,29 @@ mod tests {
             .iter()
             .any(|f| matches!(f, Effect::Signal { id, .. } if *id == m)));
         assert_eq!(s.started_alive(), 1);
+    }
+
+    #[test]
+    fn deadlines_follow_stops_exits_and_hurry() {
+        let mut s = Supervisor::new();
+        let (a, _) = s.started(Kind::Daemon, 10, vec![], None, at(0));
+        let (b, _) = s.started(Kind::Daemon, 11, vec![], None, at(0));
+        s.stop(a, 500, None, at(0)).unwrap();
+        s.stop(b, 300, None, at(0)).unwrap();
+        assert_eq!(s.next_deadline(), Some(300));
+        // A second Stop with a shorter grace moves the deadline earlier.
+        s.stop(a, 100, None, at(100)).unwrap();
+        assert_eq!(s.next_deadline(), Some(200));
+        s.exited(a, Exit::Code(0), at(150));
+        assert_eq!(s.next_deadline(), Some(300));
+        let fx = s.hurry(at(160));
+        assert!(fx.contains(&Effect::Signal {
+            id: b,
+            pid: 11,
+            signo: SIGKILL,
+            group: false
+        }));
+        assert_eq!(s.next_deadline(), None);
     }
 
     #[test]
