@@ -42,6 +42,7 @@ for _ in $(seq 1 2000); do
     [ -n "$seen" ] && break
 done
 kill -- "-$sub" 2>/dev/null || true
+wait "$sub" 2>/dev/null || true
 [ -n "$seen" ] || { echo "FAIL: no started+exited events: $(cat "$events")" >&2; exit 1; }
 rm -f "$events"
 
