@@ -54,6 +54,9 @@ pub struct EventLoop {
     shutting_down: bool,
     /// Clients whose reply slots freed up during this iteration.
     resume: Vec<u64>,
+    /// Clients that sent `Subscribe`: events go to these without a scan of
+    /// every connection.
+    subscribers: std::collections::BTreeSet<u64>,
     ignored_signals: Vec<i32>,
 }
 
@@ -98,6 +101,7 @@ impl EventLoop {
             nofile,
             shutting_down: false,
             resume: Vec::new(),
+            subscribers: std::collections::BTreeSet::new(),
             ignored_signals: platform::ignored_signals(),
         })
     }
@@ -276,6 +280,7 @@ impl EventLoop {
 
     fn drop_client(&mut self, cid: u64, why: &str) {
         if let Some(mut c) = self.clients.remove(&cid) {
+            self.subscribers.remove(&cid);
             log::debug!("client gone client={cid} reason={why}");
             let _ = self.poll.registry().deregister(&mut c.stream);
             let now = self.now();
@@ -434,6 +439,7 @@ impl EventLoop {
             Request::Subscribe => {
                 if let Some(c) = self.clients.get_mut(&to.client) {
                     c.subscribed = true;
+                    self.subscribers.insert(to.client);
                 }
                 Some(Reply::Ok(Vec::new()))
             }
@@ -708,12 +714,7 @@ impl EventLoop {
                 Effect::Reply { to, reply } => self.reply_to(to, &reply),
                 Effect::Event(row) => {
                     let text = row.encode();
-                    let subs: Vec<u64> = self
-                        .clients
-                        .iter()
-                        .filter(|(_, c)| c.subscribed)
-                        .map(|(k, _)| *k)
-                        .collect();
+                    let subs: Vec<u64> = self.subscribers.iter().copied().collect();
                     for cid in subs {
                         if let Some(c) = self.clients.get_mut(&cid) {
                             c.push_event(&text);

@@ -5,7 +5,7 @@
 //! Between clone3 and execve the child calls only async-signal-safe syscalls
 //! and never allocates: everything it needs is prepared in `SpawnSpec`.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -539,10 +539,6 @@ pub fn read_signal(fd: &impl AsRawFd) -> Option<i32> {
 pub fn uid() -> u32 {
     // SAFETY: getuid cannot fail.
     unsafe { libc::getuid() }
-}
-
-pub fn cstr_lossy(c: &CStr) -> String {
-    c.to_string_lossy().into_owned()
 }
 
 #[cfg(test)]

@@ -396,14 +396,6 @@ pub enum ReplyLine {
 }
 
 impl ReplyLine {
-    /// True when this line ends a reply (everything but rows and events).
-    pub fn is_final(&self) -> bool {
-        matches!(
-            self,
-            ReplyLine::Ok(_) | ReplyLine::Error(..) | ReplyLine::ExitStatus(..)
-        )
-    }
-
     pub fn decode(line: &[u8]) -> Result<ReplyLine, String> {
         let f = decode_record(line, usize::MAX).map_err(|e| e.to_string())?;
         let num = |s: &str| s.parse::<i64>().map_err(|_| format!("bad number: {s}"));

@@ -163,13 +163,6 @@ impl Supervisor {
         self.live_pids.get(&pid).copied()
     }
 
-    pub fn live_count(&self, pred: impl Fn(&Entry) -> bool) -> usize {
-        self.entries
-            .values()
-            .filter(|e| e.state != State::Exited && pred(e))
-            .count()
-    }
-
     fn event(&self, e: &Entry, now: Clock, state: &str) -> Effect {
         Effect::Event(EventRow {
             time: fmt_time(now.wall),
@@ -407,7 +400,14 @@ impl Supervisor {
 
     /// Processes archon started that are still alive.
     pub fn started_alive(&self) -> usize {
-        self.live_count(|e| e.kind != Kind::Monitor)
+        self.live_pids
+            .values()
+            .filter(|id| {
+                self.entries
+                    .get(id)
+                    .is_some_and(|e| e.kind != Kind::Monitor)
+            })
+            .count()
     }
 
     pub fn rows(&self, only: Option<u64>) -> Result<Vec<ProcessRow>, Reply> {
