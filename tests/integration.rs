@@ -183,10 +183,7 @@ fn stop_escalates_to_sigkill_after_grace() {
 #[test]
 fn monitor_fd_with_real_pidfd_reports_status() {
     let d = Daemon::start("monitorfd");
-    let mut child = std::process::Command::new(HELPER)
-        .args(["sleep", "30"])
-        .spawn()
-        .unwrap();
+    let mut child = spawn_helper(&["sleep", "30"]);
     // A vfork parent resumes before the kernel has set up the new argv.
     wait_for("child's argv", || {
         !archon::platform::proc_cmdline(child.id() as i32).is_empty()
@@ -202,9 +199,9 @@ fn monitor_fd_with_real_pidfd_reports_status() {
     assert_eq!((r[2].as_str(), r[4].as_str()), ("monitor", "running"));
     assert_eq!(r[3], child.id().to_string());
     assert!(r[8..].contains(&"sleep".to_string()), "{r:?}");
-    child.kill().unwrap();
+    child.kill();
     sub.event(|f| f[2] == id.to_string() && f[5] == "exited");
-    child.wait().unwrap();
+    child.wait();
     // The status arrives once the real parent (this test) has reaped it,
     // where the kernel supports PIDFD_GET_INFO; "unknown" otherwise.
     wait_for("monitored exit status", || {
@@ -223,14 +220,11 @@ fn kernel_before_6_15() -> bool {
 #[test]
 fn monitor_pid_and_bad_fds_are_refused_and_closed() {
     let d = Daemon::start("monitorbad");
-    let mut child = std::process::Command::new(HELPER)
-        .args(["sleep", "30"])
-        .spawn()
-        .unwrap();
+    let mut child = spawn_helper(&["sleep", "30"]);
     let id = ok_id(&d.ask(&format!("MonitorPid,{}", child.id())));
     assert_eq!(row(&d, id)[2], "monitor");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
+    child.wait();
     wait_for("monitor exit", || row(&d, id)[4] == "exited");
     assert!(last(&d.ask("MonitorPid,999999999")).starts_with("Error,"));
     let before = d.fd_count();
@@ -537,16 +531,13 @@ fn archonctl_every_subcommand() {
     assert!(d.ctl(&["signal", &id, "CONT"]).status.success());
     let o = d.ctl(&["stop", &id, "1"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("status 143"));
-    let mut child = std::process::Command::new(HELPER)
-        .args(["sleep", "30"])
-        .spawn()
-        .unwrap();
+    let mut child = spawn_helper(&["sleep", "30"]);
     let o = d.ctl(&["monitor", &child.id().to_string()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = d.ctl(&["monitor-pid", &child.id().to_string()]);
     assert!(o.status.success());
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
+    child.wait();
     assert_eq!(d.ctl(&["frobnicate"]).status.code(), Some(2));
     assert_eq!(d.ctl(&[]).status.code(), Some(2));
     let o = std::process::Command::new(CTL)
@@ -626,4 +617,44 @@ fn thousands_of_pipelined_requests_that_complete_at_once() {
     }
     writer.join().unwrap();
     assert!(d.ask("Version")[0].starts_with("Ok,archon"));
+}
+
+/// The loop trusts a short read as "drained" (no second recvmsg): requests
+/// split across writes, a request arriving with the EOF, and requests before
+/// and after one carrying an fd must all still be answered.
+#[test]
+fn split_requests_eof_with_data_and_fds_after_data() {
+    let d = Daemon::start("shortread");
+    // A line in three pieces, each a separate write the loop may see alone.
+    let mut c = d.conn();
+    for piece in [&b"Ver"[..], b"si", b"on\nVersion\n"] {
+        c.send(piece);
+        std::thread::yield_now();
+    }
+    assert!(c.reply()[0].starts_with("Ok,archon"));
+    assert!(c.reply()[0].starts_with("Ok,archon"));
+    // Data and EOF together: both requests are answered, then the close.
+    for _ in 0..50 {
+        let mut c = d.conn();
+        c.send(b"Version\nVersion");
+        c.stream().shutdown(std::net::Shutdown::Write).unwrap();
+        assert!(c.reply()[0].starts_with("Ok,archon"));
+        assert!(c.reply()[0].starts_with("Ok,archon"));
+        assert_eq!(c.line(), None);
+    }
+    // A plain request, then at once a request carrying a pidfd.
+    let mut child = spawn_helper(&["hang"]);
+    let pidfd = archon::platform::pidfd_open(child.id() as i32).unwrap();
+    let mut c = d.conn();
+    c.send(b"Version\n");
+    c.send_with_fds(b"MonitorFD\n", &[pidfd.as_raw_fd()]);
+    // A read stops after a segment with fds: what follows is still read.
+    c.send(b"Version\n");
+    let r = c.reply();
+    assert!(r[0].starts_with("Ok,archon"), "{r:?}");
+    let id = ok_id(&c.reply());
+    assert!(c.reply()[0].starts_with("Ok,archon"));
+    assert_eq!(row(&d, id)[4], "running");
+    child.kill();
+    child.wait();
 }

@@ -1,5 +1,14 @@
 //! `archonctl`: argv -> Request -> socket (+fds) -> reply lines -> exit code.
 //! Depends on `protocol` only (plus the socket path default).
+//!
+//! `no_main`: archonctl is started once per shell command, so its start-up
+//! is most of its cost. Rust's runtime set-up (reading `/proc/self/maps` for
+//! the stack guard, a signal stack, polling fds 0-2, ignoring SIGPIPE) costs
+//! more than the request itself and buys nothing here: SIGPIPE keeps its
+//! default (so `archonctl status | head` ends quietly, as C tools do) and
+//! writes to the socket use MSG_NOSIGNAL. `std::env::args` still works
+//! (glibc hands argv to std's `.init_array` hook).
+#![no_main]
 
 use archon::protocol::{Command, ReplyLine, Request, SignalSpec};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
@@ -27,8 +36,12 @@ run exits with the command's status, or 125 when archon could not run it.";
 /// Exit status of `run` when archon itself refused or failed the request.
 const RUN_FAILED: i32 = 125;
 
-fn main() {
-    std::process::exit(real_main());
+#[unsafe(no_mangle)]
+extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    let code = real_main();
+    // Flush what println! buffered; exit() would not run Rust destructors.
+    let _ = std::io::stdout().flush();
+    code
 }
 
 struct Ctl {
@@ -222,12 +235,21 @@ impl Ctl {
         let iov = [IoSlice::new(wire.as_bytes())];
         let cmsg = [ControlMessage::ScmRights(&fds)];
         let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
-        let sent = sendmsg::<()>(stream.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None)
+        let mut sent = sendmsg::<()>(
+            stream.as_raw_fd(),
+            &iov,
+            cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map_err(|e| format!("send: {e}"))?;
+        while sent < wire.len() {
+            sent += nix::sys::socket::send(
+                stream.as_raw_fd(),
+                &wire.as_bytes()[sent..],
+                MsgFlags::MSG_NOSIGNAL,
+            )
             .map_err(|e| format!("send: {e}"))?;
-        if sent < wire.len() {
-            (&stream)
-                .write_all(&wire.as_bytes()[sent..])
-                .map_err(|e| format!("send: {e}"))?;
         }
         drop(keep);
         let mut reader = BufReader::new(&stream);

@@ -24,10 +24,11 @@ const READ_CHUNK: usize = 4096;
 pub struct Client {
     pub stream: UnixStream,
     input: LineBuffer,
-    /// Fds received and not yet given to a request.
-    pub fds: Vec<OwnedFd>,
-    /// More fds were sent than fit: the next request is refused.
-    pub fds_truncated: bool,
+    /// Fds received and not yet given to a request, in arrival order, each
+    /// batch with the stream offset just past the data it came with.
+    fds: VecDeque<FdBatch>,
+    /// Bytes received so far: the stream offset of the next byte.
+    received: u64,
     out: Vec<u8>,
     slots: VecDeque<(u64, Option<String>)>,
     next_seq: u64,
@@ -40,10 +41,32 @@ pub struct Client {
     discarded: usize,
     /// Registered for WRITABLE too (only while output is waiting).
     pub want_write: bool,
+    /// This service pass may trust a short read as "the socket is drained".
+    short_read_ok: bool,
+    /// A short read without fds happened in this pass.
+    drained: bool,
+}
+
+/// The fds of one `recvmsg`. The kernel ends a stream read right after a
+/// segment that carries fds, so they came with the last byte of that read:
+/// they belong to the request line that contains that byte.
+struct FdBatch {
+    end: u64,
+    fds: Vec<OwnedFd>,
+    /// The control message was cut short (more fds than archon accepts).
+    truncated: bool,
+}
+
+/// A request line and the fds sent with it.
+pub struct Request {
+    pub line: Vec<u8>,
+    pub fds: Vec<OwnedFd>,
+    /// More fds were sent with it than fit: the request must be refused.
+    pub fds_truncated: bool,
 }
 
 pub enum ReadOutcome {
-    Line(Vec<u8>),
+    Line(Request),
     TooLong,
     Nothing,
 }
@@ -53,8 +76,8 @@ impl Client {
         Client {
             stream,
             input: LineBuffer::new(MAX_LINE),
-            fds: Vec::new(),
-            fds_truncated: false,
+            fds: VecDeque::new(),
+            received: 0,
             out: Vec::new(),
             slots: VecDeque::new(),
             next_seq: 0,
@@ -64,7 +87,22 @@ impl Client {
             shut: false,
             discarded: 0,
             want_write: false,
+            short_read_ok: false,
+            drained: false,
         }
+    }
+
+    /// Starts a service pass. With `edge`, a `recvmsg` that returns less
+    /// than asked, with no fds, ends the pass without a second `recvmsg`
+    /// to reach EAGAIN: a Unix stream socket fills the buffer from every
+    /// queued segment unless one carries fds (then the read stops after
+    /// it), so a short fd-less read saw an empty queue, and anything that
+    /// arrives later raises a new edge. A hang-up already reported with the
+    /// event (`edge` false) or any other pass reads until EAGAIN, so no EOF
+    /// is missed.
+    pub fn begin_service(&mut self, edge: bool) {
+        self.short_read_ok = edge;
+        self.drained = false;
     }
 
     pub fn can_take_request(&self) -> bool {
@@ -76,11 +114,25 @@ impl Client {
     pub fn next_request(&mut self) -> io::Result<ReadOutcome> {
         loop {
             match self.input.next_line() {
-                Framed::Line(l) => return Ok(ReadOutcome::Line(l)),
+                Framed::Line(line) => {
+                    let end = self.input.consumed();
+                    let mut req = Request {
+                        line,
+                        fds: Vec::new(),
+                        fds_truncated: false,
+                    };
+                    while self.fds.front().is_some_and(|b| b.end <= end) {
+                        if let Some(b) = self.fds.pop_front() {
+                            req.fds.extend(b.fds);
+                            req.fds_truncated |= b.truncated;
+                        }
+                    }
+                    return Ok(ReadOutcome::Line(req));
+                }
                 Framed::TooLong => return Ok(ReadOutcome::TooLong),
                 Framed::Incomplete => {}
             }
-            if self.read_done {
+            if self.read_done || self.drained {
                 return Ok(ReadOutcome::Nothing);
             }
             let room = self.input.room().clamp(1, READ_CHUNK);
@@ -94,25 +146,37 @@ impl Client {
                 Some(&mut cmsg),
                 MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
             );
-            let (n, truncated) = match res {
+            let n = match res {
                 Ok(msg) => {
+                    let mut got = Vec::new();
                     for c in msg.cmsgs().into_iter().flatten() {
                         if let ControlMessageOwned::ScmRights(fds) = c {
                             for fd in fds {
                                 // SAFETY: the kernel just installed this fd for us.
-                                self.fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                                got.push(unsafe { OwnedFd::from_raw_fd(fd) });
                             }
                         }
                     }
-                    (msg.bytes, msg.flags.contains(MsgFlags::MSG_CTRUNC))
+                    let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
+                    let got_fds = !got.is_empty();
+                    if got_fds || truncated {
+                        self.fds.push_back(FdBatch {
+                            end: self.received + msg.bytes as u64,
+                            fds: got,
+                            truncated,
+                        });
+                    }
+                    self.drained = self.short_read_ok
+                        && msg.bytes > 0
+                        && msg.bytes < room
+                        && !got_fds
+                        && !truncated;
+                    msg.bytes
                 }
                 Err(nix::errno::Errno::EAGAIN) => return Ok(ReadOutcome::Nothing),
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(io::Error::from(e)),
             };
-            if truncated {
-                self.fds_truncated = true;
-            }
             if n == 0 {
                 self.read_done = true;
                 if !self.input.is_empty() {
@@ -122,6 +186,7 @@ impl Client {
                 continue;
             }
             self.input.extend(&chunk[..n]);
+            self.received += n as u64;
         }
     }
 

@@ -141,10 +141,10 @@ impl EventLoop {
                         let cid = (t - CLIENT_BASE) as u64;
                         if ev.is_write_closed() || ev.is_error() {
                             // Requests sent before the hang-up are still handled.
-                            self.service_client(cid);
+                            self.service_client(cid, false);
                             self.drop_client(cid, "hung up");
                         } else {
-                            self.service_client(cid);
+                            self.service_client(cid, !ev.is_read_closed());
                         }
                     }
                     Token(id) => self.process_event(id as u64),
@@ -155,7 +155,7 @@ impl EventLoop {
             self.apply(fx);
             while let Some(cid) = self.resume.pop() {
                 if self.clients.get(&cid).is_some_and(|c| c.can_take_request()) {
-                    self.service_client(cid);
+                    self.service_client(cid, false);
                 }
             }
             if self.shutting_down && self.sup.started_alive() == 0 {
@@ -273,7 +273,7 @@ impl EventLoop {
         let uid = listener::peer_uid(&stream);
         log::debug!("client connected client={cid} uid={uid}");
         self.clients.insert(cid, Client::new(stream));
-        self.service_client(cid);
+        self.service_client(cid, false);
     }
 
     // ----- clients ---------------------------------------------------------
@@ -295,8 +295,13 @@ impl EventLoop {
     }
 
     /// Reads and handles requests while the client may send more, flushes,
-    /// and closes it when it is done or misbehaving.
-    fn service_client(&mut self, cid: u64) {
+    /// and closes it when it is done or misbehaving. `edge` is true when a
+    /// readable event without a hang-up brought us here: then a short read
+    /// may stand for "drained" (see `Client::next_request`).
+    fn service_client(&mut self, cid: u64, edge: bool) {
+        if let Some(c) = self.clients.get_mut(&cid) {
+            c.begin_service(edge);
+        }
         loop {
             let Some(c) = self.clients.get_mut(&cid) else {
                 return;
@@ -305,12 +310,12 @@ impl EventLoop {
                 break;
             }
             match c.next_request() {
-                Ok(ReadOutcome::Line(line)) => {
+                Ok(ReadOutcome::Line(req)) => {
                     log::trace!(
                         "request client={cid} line={:?}",
-                        String::from_utf8_lossy(&line)
+                        String::from_utf8_lossy(&req.line)
                     );
-                    self.handle_line(cid, &line);
+                    self.handle_line(cid, req);
                 }
                 Ok(ReadOutcome::TooLong) => {
                     let seq = c.open_slot();
@@ -385,17 +390,16 @@ impl EventLoop {
         self.resume.push(to.client);
     }
 
-    fn handle_line(&mut self, cid: u64, line: &[u8]) {
+    fn handle_line(&mut self, cid: u64, raw: client::Request) {
         let Some(c) = self.clients.get_mut(&cid) else {
             return;
         };
         let seq = c.open_slot();
-        let fds = std::mem::take(&mut c.fds);
-        let truncated = std::mem::take(&mut c.fds_truncated);
+        let fds = raw.fds;
         let to = ReplyTo { client: cid, seq };
-        let answer = match parse_request(line) {
+        let answer = match parse_request(&raw.line) {
             Err((kind, msg)) => Some(Reply::error(kind, msg)),
-            Ok(_) if truncated => Some(Reply::error(
+            Ok(_) if raw.fds_truncated => Some(Reply::error(
                 ErrorKind::BadFd,
                 "too many fds sent with the request",
             )),

@@ -18,6 +18,9 @@ pub struct LineBuffer {
     cap: usize,
     scanned: usize,
     overflowed: bool,
+    /// Bytes handed out as lines so far, LFs included: the stream offset
+    /// just past the last line returned.
+    consumed: u64,
 }
 
 impl LineBuffer {
@@ -27,6 +30,7 @@ impl LineBuffer {
             cap,
             scanned: 0,
             overflowed: false,
+            consumed: 0,
         }
     }
 
@@ -52,6 +56,7 @@ impl LineBuffer {
         if let Some(pos) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
             let end = self.scanned + pos;
             let mut line: Vec<u8> = self.buf.drain(..=end).collect();
+            self.consumed += line.len() as u64;
             line.pop();
             self.scanned = 0;
             if line.len() >= self.cap {
@@ -67,6 +72,11 @@ impl LineBuffer {
             return Framed::TooLong;
         }
         Framed::Incomplete
+    }
+
+    /// Stream offset just past the last line returned (its LF included).
+    pub fn consumed(&self) -> u64 {
+        self.consumed
     }
 
     pub fn is_empty(&self) -> bool {
@@ -86,6 +96,18 @@ mod tests {
         assert_eq!(b.next_line(), Framed::Incomplete);
         b.extend(b"tus\n");
         assert_eq!(b.next_line(), Framed::Line(b"Status".to_vec()));
+    }
+
+    #[test]
+    fn consumed_counts_stream_offsets() {
+        let mut b = LineBuffer::new(16);
+        b.extend(b"ab\ncd");
+        assert_eq!(b.consumed(), 0);
+        assert_eq!(b.next_line(), Framed::Line(b"ab".to_vec()));
+        assert_eq!(b.consumed(), 3);
+        b.extend(b"e\n");
+        assert_eq!(b.next_line(), Framed::Line(b"cde".to_vec()));
+        assert_eq!(b.consumed(), 7);
     }
 
     #[test]

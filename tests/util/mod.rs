@@ -265,3 +265,38 @@ pub fn row(d: &Daemon, id: u64) -> Vec<String> {
     assert_eq!(last(&lines), "Ok", "{lines:?}");
     lines[0].split(',').map(String::from).collect()
 }
+
+/// A helper process started by a test directly (not through archon): killed
+/// and reaped on drop, so a failing test leaves nothing behind and never
+/// holds the test runner's output pipe open.
+pub struct Spawned(pub std::process::Child);
+
+pub fn spawn_helper(args: &[&str]) -> Spawned {
+    Spawned(
+        Command::new(HELPER)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+impl Spawned {
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+    }
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.0.wait().unwrap()
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
