@@ -1,9 +1,25 @@
 //! Command-line options of `archon`, and the default socket path shared with
 //! `archonctl`. Pure parsing; no I/O besides reading the environment.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
-pub const USAGE: &str = "usage: archon [--socket PATH] [--socket-mode OCTAL] [--log-level LEVEL] [--grace SECONDS]\n       archon --help | --version";
+pub const USAGE: &str = "usage: archon [OPTIONS] [--] [CMD [ARGS...]]
+       archon --help | --version
+
+With CMD, archon runs it as the main child (entrypoint mode), forwards
+signals to it, and exits with its status once it has exited and everything
+else is stopped. Without CMD, archon supervises what the socket asks for.
+
+options:
+  -s, --socket PATH        control socket (default: $ARCHON_SOCKET, else
+                           /run/archon/archon.sock for root)
+      --socket-mode OCTAL  mode of the socket file (default 600)
+      --no-socket          no control socket
+  -l, --log-level LEVEL    error, warn, info, debug, trace or off ($ARCHON_LOG)
+      --grace SECONDS      SIGTERM-to-SIGKILL grace period (default 10)
+  -g, --forward-to-group   forward signals to the main child's process group
+      --no-subreaper       when not PID 1, do not become a child subreaper";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
@@ -11,6 +27,15 @@ pub struct Options {
     pub socket_mode: u32,
     pub log_level: String,
     pub grace_ms: u64,
+    /// Serve the control socket (off with `--no-socket`).
+    pub use_socket: bool,
+    /// The main child's argv (entrypoint mode), empty without one. Kept as
+    /// bytes: it is passed to exec exactly as given.
+    pub command: Vec<OsString>,
+    /// Forward signals to the main child's whole process group.
+    pub forward_group: bool,
+    /// Become a child subreaper when not PID 1.
+    pub subreaper: bool,
 }
 
 /// `$ARCHON_SOCKET`, else `/run/archon/archon.sock` for root, else
@@ -39,23 +64,41 @@ pub fn parse_seconds(s: &str) -> Option<u64> {
     (v.is_finite() && (0.0..=86400.0).contains(&v)).then(|| (v * 1000.0).round() as u64)
 }
 
-pub fn parse(args: &[String], uid: u32) -> Result<Parsed, String> {
+pub fn parse(args: &[OsString], uid: u32) -> Result<Parsed, String> {
     let mut opts = Options {
         socket: default_socket(uid),
         socket_mode: 0o600,
         log_level: std::env::var("ARCHON_LOG").unwrap_or_else(|_| "info".into()),
         grace_ms: 10_000,
+        use_socket: true,
+        command: Vec::new(),
+        forward_group: false,
+        subreaper: true,
     };
     let mut it = args.iter();
-    while let Some(arg) = it.next() {
+    while let Some(raw) = it.next() {
+        if raw == "--" {
+            opts.command = it.cloned().collect();
+            if opts.command.is_empty() {
+                return Err("no command after --".into());
+            }
+            break;
+        }
+        let arg = match raw.to_str() {
+            Some(a) if a.starts_with('-') && a != "-" => a,
+            _ => {
+                opts.command = std::iter::once(raw).chain(it).cloned().collect();
+                break;
+            }
+        };
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg.as_str(), None),
+            _ => (arg, None),
         };
         let mut value = |name: &str| {
             inline
                 .clone()
-                .or_else(|| it.next().cloned())
+                .or_else(|| it.next().and_then(|v| v.to_str()).map(String::from))
                 .ok_or_else(|| format!("{name} needs a value"))
         };
         match flag {
@@ -81,6 +124,9 @@ pub fn parse(args: &[String], uid: u32) -> Result<Parsed, String> {
                 opts.grace_ms =
                     parse_seconds(&v).ok_or_else(|| format!("bad grace period: {v}"))?;
             }
+            "--no-socket" => opts.use_socket = false,
+            "-g" | "--forward-to-group" => opts.forward_group = true,
+            "--no-subreaper" => opts.subreaper = false,
             other => return Err(format!("unknown option: {other}")),
         }
     }
@@ -91,8 +137,8 @@ pub fn parse(args: &[String], uid: u32) -> Result<Parsed, String> {
 mod tests {
     use super::*;
 
-    fn a(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
+    fn a(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
     }
 
     #[test]
@@ -109,5 +155,23 @@ mod tests {
         assert!(parse(&a(&["--bogus"]), 0).is_err());
         assert!(parse(&a(&["--socket"]), 0).is_err());
         assert!(parse(&a(&["--socket-mode", "999"]), 0).is_err());
+        assert!(o.command.is_empty() && o.use_socket && o.subreaper);
+    }
+
+    #[test]
+    fn entrypoint_command() {
+        let cmd = |v: &[&str]| match parse(&a(v), 0) {
+            Ok(Parsed::Run(o)) => (o.command, o.forward_group, o.subreaper),
+            _ => panic!("parse failed: {v:?}"),
+        };
+        assert_eq!(cmd(&["--", "app", "-x"]).0, a(&["app", "-x"]));
+        // Options after the command belong to it.
+        assert_eq!(
+            cmd(&["-g", "app", "--grace", "1"]),
+            (a(&["app", "--grace", "1"]), true, true)
+        );
+        assert!(!cmd(&["--no-subreaper", "--", "--weird"]).2);
+        assert_eq!(cmd(&["--", "--weird"]).0, a(&["--weird"]));
+        assert!(parse(&a(&["--"]), 0).is_err());
     }
 }

@@ -9,7 +9,7 @@ fn main() {
 
 fn run() -> i32 {
     platform::ensure_stdio_open();
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let opts = match cli::parse(&args, platform::uid()) {
         Ok(Parsed::Run(o)) => o,
         Ok(Parsed::Help) => {

@@ -10,7 +10,7 @@
 //! (glibc hands argv to std's `.init_array` hook).
 #![no_main]
 
-use archon::protocol::{Command, ReplyLine, Request, SignalSpec};
+use archon::protocol::{Command, PowerAction, ReplyLine, Request, SignalSpec};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use std::io::{BufRead, BufReader, IoSlice, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -29,6 +29,8 @@ commands (protocol verb in brackets):
   signal ID SIGNAL                             send a signal by name or number [Signal]
   subscribe                                    print state changes as they happen [Subscribe]
   version                                      show archon's version [Version]
+  poweroff | reboot | halt                     orderly shutdown, then (as init) power off,
+                                               reboot or halt; root only [Poweroff] [Reboot] [Halt]
 
 exit status: 0 Ok, 1 Error reply or archon unreachable, 2 usage error;
 run exits with the command's status, or 125 when archon could not run it.";
@@ -206,6 +208,18 @@ fn build_request(cmd: &str, args: &[String]) -> Result<Request, String> {
         "version" => {
             max(0)?;
             Request::Version
+        }
+        "poweroff" => {
+            max(0)?;
+            Request::Power(PowerAction::Poweroff)
+        }
+        "reboot" => {
+            max(0)?;
+            Request::Power(PowerAction::Reboot)
+        }
+        "halt" => {
+            max(0)?;
+            Request::Power(PowerAction::Halt)
         }
         other => return Err(format!("unknown command: {other}")),
     })

@@ -23,6 +23,8 @@ const READ_CHUNK: usize = 4096;
 
 pub struct Client {
     pub stream: UnixStream,
+    /// The peer's uid (SO_PEERCRED at accept), for root-only verbs.
+    pub uid: u32,
     input: LineBuffer,
     /// Fds received and not yet given to a request, in arrival order, each
     /// batch with the stream offset just past the data it came with.
@@ -72,9 +74,10 @@ pub enum ReadOutcome {
 }
 
 impl Client {
-    pub fn new(stream: UnixStream) -> Self {
+    pub fn new(stream: UnixStream, uid: u32) -> Self {
         Client {
             stream,
+            uid,
             input: LineBuffer::new(MAX_LINE),
             fds: VecDeque::new(),
             received: 0,

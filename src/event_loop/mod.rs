@@ -11,7 +11,7 @@ mod listener;
 use crate::cli::Options;
 use crate::platform::{self, RawExit};
 use crate::protocol::{
-    parse_request, Command, ErrorKind, Reply, Request, SignalSpec, PROTOCOL_VERSION,
+    parse_request, Command, ErrorKind, PowerAction, Reply, Request, SignalSpec, PROTOCOL_VERSION,
 };
 use crate::supervisor::{Clock, Effect, Exit, Kind, ReplyTo, Supervisor};
 use client::{Client, ReadOutcome};
@@ -28,6 +28,8 @@ const LISTENER: Token = Token(usize::MAX);
 const SIGNALS: Token = Token(usize::MAX - 1);
 /// Client tokens live above this; process tokens (their ids) below.
 const CLIENT_BASE: usize = 1 << 40;
+/// Pidfds of the final sweep (PID 1 only) live above this, by pid.
+const SWEEP_BASE: usize = 1 << 41;
 /// Connections served at once; more are told `Error,limit` and closed.
 pub const MAX_CLIENTS: usize = 8192;
 
@@ -36,10 +38,20 @@ struct Watched {
     kind: Kind,
 }
 
+/// The last step of a shutdown as PID 1: every process still in the
+/// namespace gets SIGTERM, then SIGKILL after the grace period.
+struct Sweep {
+    killed: bool,
+    deadline: u64,
+    /// Pidfds of the processes found, so their exit wakes the loop even when
+    /// they are not archon's children.
+    watched: HashMap<i32, OwnedFd>,
+}
+
 pub struct EventLoop {
     poll: Poll,
     opts: Options,
-    listener: mio::net::UnixListener,
+    listener: Option<mio::net::UnixListener>,
     signals: OwnedFd,
     clients: HashMap<u64, Client>,
     next_client: u64,
@@ -58,6 +70,15 @@ pub struct EventLoop {
     /// every connection.
     subscribers: std::collections::BTreeSet<u64>,
     ignored_signals: Vec<i32>,
+    /// archon is PID 1 (of the system or of a container).
+    pid1: bool,
+    /// archon is PID 1 of the system itself: it must never exit.
+    system_init: bool,
+    /// Poweroff, Reboot or Halt was asked for (verb or signal).
+    power: Option<PowerAction>,
+    sweep: Option<Sweep>,
+    /// archon's exit status when not the main command's (exec failure).
+    exit_code: Option<i32>,
 }
 
 fn reserve() -> Option<File> {
@@ -70,10 +91,43 @@ impl EventLoop {
         let signals = platform::signalfd(&platform::handled_signals())
             .map_err(|e| format!("signalfd: {e}"))?;
         let poll = Poll::new().map_err(|e| format!("epoll: {e}"))?;
-        let mut listener = listener::bind(&opts.socket, opts.socket_mode)?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)
-            .map_err(|e| format!("register listener: {e}"))?;
+        let entrypoint = !opts.command.is_empty();
+        if !entrypoint && !opts.use_socket {
+            return Err("nothing to do: give a command, or leave the socket on".into());
+        }
+        let listener = if opts.use_socket {
+            match listener::bind(&opts.socket, opts.socket_mode) {
+                Ok(mut l) => {
+                    poll.registry()
+                        .register(&mut l, LISTENER, Interest::READABLE)
+                        .map_err(|e| format!("register listener: {e}"))?;
+                    Some(l)
+                }
+                // The main command matters more than the socket.
+                Err(e) if entrypoint => {
+                    log::warn!("running without a control socket: {e}");
+                    None
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        let pid1 = platform::getpid() == 1;
+        let system_init = platform::is_system_init();
+        if system_init {
+            if let Err(e) = platform::ctrl_alt_del_to_sigint() {
+                log::warn!("cannot route Ctrl-Alt-Del to SIGINT error={e}");
+            }
+        }
+        if !pid1 && opts.subreaper {
+            match platform::set_child_subreaper() {
+                Ok(()) => {
+                    log::debug!("child subreaper: orphans of archon's children come back to it")
+                }
+                Err(e) => log::warn!("cannot become a child subreaper error={e}"),
+            }
+        }
         poll.registry()
             .register(
                 &mut SourceFd(&signals.as_raw_fd()),
@@ -103,6 +157,11 @@ impl EventLoop {
             resume: Vec::new(),
             subscribers: std::collections::BTreeSet::new(),
             ignored_signals: platform::ignored_signals(),
+            pid1,
+            system_init,
+            power: None,
+            sweep: None,
+            exit_code: None,
         })
     }
 
@@ -120,19 +179,43 @@ impl EventLoop {
     /// Runs until an orderly shutdown completes. Never returns an error
     /// after start-up: a failing poll is logged and retried.
     pub fn run(mut self) -> i32 {
-        log::info!("listening socket={}", self.opts.socket.display());
+        if self.listener.is_some() {
+            log::info!("listening socket={}", self.opts.socket.display());
+        }
+        if !self.opts.command.is_empty() {
+            self.start_main();
+        }
         let mut events = Events::with_capacity(1024);
+        let mut poll_failures = 0u32;
         loop {
-            let timeout = self.sup.next_deadline().map(|d| {
+            if !self.shutting_down && self.sup.main_exit().is_some() {
+                self.begin_shutdown("main command exited", libc::SIGTERM);
+            }
+            if self.shutting_down && self.sup.started_alive() == 0 && self.sweep_done() {
+                return self.finish_shutdown();
+            }
+            let deadline = match (self.sup.next_deadline(), self.sweep.as_ref()) {
+                (Some(a), Some(sw)) => Some(a.min(sw.deadline)),
+                (a, sw) => a.or(sw.map(|sw| sw.deadline)),
+            };
+            let timeout = deadline.map(|d| {
                 let now = self.now().mono;
                 Duration::from_millis(d.saturating_sub(now))
             });
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
-                    log::error!("poll failed error={e}");
+                    // Should not happen; if it keeps happening, keep reaping
+                    // (PID 1 must not exit) without spinning a core.
+                    poll_failures += 1;
+                    log::error!("poll failed error={e} failures={poll_failures}");
+                    self.reap();
+                    if poll_failures > 3 {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
                 }
                 continue;
             }
+            poll_failures = 0;
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept_all(),
@@ -147,6 +230,7 @@ impl EventLoop {
                             self.service_client(cid, !ev.is_read_closed());
                         }
                     }
+                    Token(t) if t >= SWEEP_BASE => {}
                     Token(id) => self.process_event(id as u64),
                 }
             }
@@ -158,12 +242,155 @@ impl EventLoop {
                     self.service_client(cid, false);
                 }
             }
-            if self.shutting_down && self.sup.started_alive() == 0 {
-                return self.finish_shutdown();
+        }
+    }
+
+    /// Entrypoint mode: starts the main command with archon's own stdio,
+    /// environment, working directory and inherited fds, in its own process
+    /// group, in the terminal's foreground when archon has it.
+    fn start_main(&mut self) {
+        use std::os::unix::ffi::OsStrExt;
+        let argv_os = self.opts.command.clone();
+        let shown: Vec<String> = argv_os
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let path = std::env::var_os("PATH");
+        let spawned = platform::resolve_program(&argv_os[0], path.as_deref())
+            .map_err(SpawnFail::Exec)
+            .and_then(|program| {
+                let nul = |_| {
+                    SpawnFail::Exec(platform::ExecError {
+                        code: 127,
+                        reason: "argument contains NUL".into(),
+                    })
+                };
+                let argv = platform::to_cstrings(argv_os.iter().map(|a| a.as_bytes().to_vec()))
+                    .ok_or(())
+                    .map_err(nul)?;
+                let envp = platform::to_cstrings(std::env::vars_os().map(|(k, v)| {
+                    let mut kv = k.as_bytes().to_vec();
+                    kv.push(b'=');
+                    kv.extend_from_slice(v.as_bytes());
+                    kv
+                }))
+                .ok_or(())
+                .map_err(nul)?;
+                let spec = platform::SpawnSpec {
+                    program,
+                    argv,
+                    envp,
+                    stdio: [0, 1, 2],
+                    nofile: self.nofile,
+                    ignored_signals: self.ignored_signals.clone(),
+                    keep_inherited_fds: true,
+                    foreground_tty: platform::foreground_tty(),
+                };
+                platform::spawn(&spec).map_err(SpawnFail::Os)
+            });
+        match spawned {
+            Ok(sp) => {
+                let now = self.now();
+                let (id, fx) = self
+                    .sup
+                    .started_main(sp.pid, shown, self.opts.forward_group, now);
+                log::debug!("main command started id={id} pid={}", sp.pid);
+                self.watch(id, Kind::Main, sp.pidfd);
+                self.apply(fx);
+            }
+            Err(fail) => {
+                let (code, why) = match fail {
+                    SpawnFail::Exec(e) => (e.code, e.reason),
+                    SpawnFail::Os(e) => (126, format!("{}: {e}", shown[0])),
+                };
+                // Not through the log: this must be seen even with logging off.
+                eprintln!("archon: {why}");
+                self.exit_code = Some(code);
+                self.begin_shutdown("main command could not start", libc::SIGTERM);
             }
         }
     }
 
+    /// PID 1's last step (a no-op otherwise): true once no other process is
+    /// left, or the sweep has given up after SIGKILL and a second grace
+    /// period. Started on the first call, advanced on every later one.
+    fn sweep_done(&mut self) -> bool {
+        if !self.pid1 {
+            return true;
+        }
+        self.reap();
+        let now = self.now().mono;
+        let left = match platform::other_live_pids() {
+            Some(pids) => pids,
+            // No /proc: children are all archon can know of.
+            None if platform::has_children() => vec![-1],
+            None => Vec::new(),
+        };
+        if left.is_empty() {
+            if let Some(sw) = self.sweep.take() {
+                for (_, fd) in sw.watched {
+                    let _ = self
+                        .poll
+                        .registry()
+                        .deregister(&mut SourceFd(&fd.as_raw_fd()));
+                }
+            }
+            return true;
+        }
+        let grace = self.opts.grace_ms;
+        let sweep = self.sweep.get_or_insert_with(|| {
+            log::info!(
+                "sending SIGTERM to every remaining process count={}",
+                left.len()
+            );
+            if let Err(e) = platform::kill_all(libc::SIGTERM) {
+                log::warn!("kill(-1, SIGTERM) failed error={e}");
+            }
+            Sweep {
+                killed: false,
+                deadline: now + grace,
+                watched: HashMap::new(),
+            }
+        });
+        for &pid in left.iter().filter(|&&p| p > 0) {
+            if sweep.watched.contains_key(&pid) {
+                continue;
+            }
+            if let Ok(fd) = platform::pidfd_open(pid) {
+                let token = Token(SWEEP_BASE + pid as usize);
+                if self
+                    .poll
+                    .registry()
+                    .register(&mut SourceFd(&fd.as_raw_fd()), token, Interest::READABLE)
+                    .is_ok()
+                {
+                    sweep.watched.insert(pid, fd);
+                }
+            }
+        }
+        if now < sweep.deadline {
+            return false;
+        }
+        if !sweep.killed {
+            log::warn!(
+                "sending SIGKILL to every remaining process count={}",
+                left.len()
+            );
+            if let Err(e) = platform::kill_all(libc::SIGKILL) {
+                log::warn!("kill(-1, SIGKILL) failed error={e}");
+            }
+            sweep.killed = true;
+            sweep.deadline = now + grace.max(1000);
+            return false;
+        }
+        log::error!("processes survived SIGKILL, giving up on them pids={left:?}");
+        true
+    }
+
+    /// The end: answers what can be answered, removes the socket, then
+    /// either reboot(2) (PID 1 asked to power off, reboot or halt; always
+    /// for the system's init, which must not exit) or returns archon's exit
+    /// status: the main command's, as a shell reports it, or 0.
     fn finish_shutdown(mut self) -> i32 {
         let ids: Vec<u64> = self.clients.keys().copied().collect();
         for cid in ids {
@@ -171,40 +398,100 @@ impl EventLoop {
                 let _ = c.flush();
             }
         }
-        if let Err(e) = std::fs::remove_file(&self.opts.socket) {
-            log::warn!(
-                "cannot remove socket path={} error={e}",
-                self.opts.socket.display()
-            );
+        if self.listener.is_some() {
+            if let Err(e) = std::fs::remove_file(&self.opts.socket) {
+                log::warn!(
+                    "cannot remove socket path={} error={e}",
+                    self.opts.socket.display()
+                );
+            }
         }
-        log::info!("stopped");
-        0
+        let code = self
+            .exit_code
+            .or_else(|| self.sup.main_exit().and_then(|e| e.shell_code()))
+            .unwrap_or(0);
+        let power = match (self.power, self.system_init) {
+            (Some(p), _) if self.pid1 => Some(p),
+            (None, true) => Some(PowerAction::Poweroff),
+            _ => None,
+        };
+        if let Some(p) = power {
+            let cmd = match p {
+                PowerAction::Poweroff => platform::RebootCmd::Poweroff,
+                PowerAction::Reboot => platform::RebootCmd::Reboot,
+                PowerAction::Halt => platform::RebootCmd::Halt,
+            };
+            log::info!("stopped; {}", p.verb().to_lowercase());
+            let err = platform::reboot(cmd);
+            log::error!("reboot(2) failed error={err}");
+            if self.system_init {
+                // Exiting would panic the kernel: stay, reaping, forever.
+                log::error!("init cannot exit; reaping orphans until power is cut");
+                loop {
+                    platform::reap_blocking();
+                }
+            }
+        }
+        log::info!("stopped status={code}");
+        code
     }
 
-    fn begin_shutdown(&mut self, why: &str) {
+    /// Starts the orderly shutdown (see `Supervisor::shutdown`); the main
+    /// command gets `main_signal`. A second request kills what is left.
+    fn begin_shutdown(&mut self, why: &str, main_signal: i32) {
         let now = self.now();
         if self.shutting_down {
             log::info!("second {why}: killing what is left now");
             let fx = self.sup.hurry(now);
             self.apply(fx);
+            if let Some(sw) = self.sweep.as_mut() {
+                sw.deadline = now.mono;
+            }
             return;
         }
         log::info!("shutting down reason={why}");
         self.shutting_down = true;
-        let _ = self.poll.registry().deregister(&mut self.listener);
-        let fx = self.sup.shutdown(self.opts.grace_ms, now);
+        if let Some(l) = self.listener.as_mut() {
+            let _ = self.poll.registry().deregister(l);
+        }
+        let fx = self.sup.shutdown(self.opts.grace_ms, main_signal, now);
         self.apply(fx);
     }
 
     fn read_signals(&mut self) {
         while let Some(sig) = platform::read_signal(&self.signals) {
-            log::debug!("signal received signal={}", platform::signal_name(sig));
+            let name = platform::signal_name(sig);
+            log::debug!("signal received signal={name}");
             match sig {
                 libc::SIGCHLD => self.reap(),
-                libc::SIGTERM | libc::SIGINT => {
-                    self.begin_shutdown(&format!("SIG{}", platform::signal_name(sig)))
+                // The system's init: Ctrl-Alt-Del (the kernel sends SIGINT
+                // once told to) reboots.
+                libc::SIGINT if self.system_init => {
+                    self.power.get_or_insert(PowerAction::Reboot);
+                    self.begin_shutdown("SIGINT (Ctrl-Alt-Del)", libc::SIGTERM);
                 }
-                _ => log::info!("ignoring signal={}", platform::signal_name(sig)),
+                // Power failure, or `lxc-stop`: power off.
+                libc::SIGPWR if self.pid1 => {
+                    self.power.get_or_insert(PowerAction::Poweroff);
+                    self.begin_shutdown("SIGPWR", libc::SIGTERM);
+                }
+                libc::SIGTERM | libc::SIGINT => {
+                    // The main command gets this very signal (once): a
+                    // shutdown's first signal is the forwarded one.
+                    if self.shutting_down {
+                        let fx = self.sup.forward(sig);
+                        self.apply(fx);
+                    }
+                    self.begin_shutdown(&format!("SIG{name}"), sig);
+                }
+                _ if platform::is_forwarded(sig) => {
+                    let fx = self.sup.forward(sig);
+                    if fx.is_empty() {
+                        log::info!("ignoring signal={name}");
+                    }
+                    self.apply(fx);
+                }
+                _ => log::debug!("ignoring signal={name}"),
             }
         }
     }
@@ -212,8 +499,9 @@ impl EventLoop {
     // ----- accepting -------------------------------------------------------
 
     fn accept_all(&mut self) {
-        loop {
-            match self.listener.accept() {
+        let accept = |me: &Self| me.listener.as_ref().map(|l| l.accept());
+        while let Some(res) = accept(self) {
+            match res {
                 Ok((stream, _)) => self.add_client(stream),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -223,14 +511,14 @@ impl EventLoop {
                     // (Linux reports EMFILE before looking at the queue, so
                     // an empty queue shows up only once the reserve is free.)
                     self.reserve_fd = None;
-                    match self.listener.accept() {
-                        Ok((mut s, _)) => {
+                    match accept(self) {
+                        Some(Ok((mut s, _))) => {
                             use std::io::Write;
                             let reply = Reply::error(ErrorKind::Limit, "out of file descriptors");
                             let _ = s.write(reply.encode().as_bytes());
                             log::warn!("out of file descriptors; refused a connection");
                         }
-                        Err(_) => {
+                        _ => {
                             self.reserve_fd = reserve();
                             return;
                         }
@@ -272,7 +560,7 @@ impl EventLoop {
         }
         let uid = listener::peer_uid(&stream);
         log::debug!("client connected client={cid} uid={uid}");
-        self.clients.insert(cid, Client::new(stream));
+        self.clients.insert(cid, Client::new(stream, uid));
         self.service_client(cid, false);
     }
 
@@ -440,6 +728,24 @@ impl EventLoop {
                 Ok(rows) => Reply::Table(rows),
                 Err(e) => e,
             }),
+            Request::Power(action) => {
+                let uid = self.clients.get(&to.client).map_or(u32::MAX, |c| c.uid);
+                if uid != 0 {
+                    return Some(Reply::error(
+                        ErrorKind::Permission,
+                        format!("{} is for root only (peer uid {uid})", action.verb()),
+                    ));
+                }
+                log::info!("{} requested by a client", action.verb());
+                self.power = Some(action);
+                // Answer first: the shutdown may end the connection.
+                if let Some(c) = self.clients.get_mut(&to.client) {
+                    c.fill_slot(to.seq, Reply::Ok(Vec::new()).encode());
+                }
+                self.flush_client(to.client);
+                self.begin_shutdown(action.verb(), libc::SIGTERM);
+                None
+            }
             Request::Subscribe => {
                 if let Some(c) = self.clients.get_mut(&to.client) {
                     c.subscribed = true;
@@ -558,7 +864,11 @@ impl EventLoop {
             .iter()
             .find(|(k, _)| k == "PATH")
             .map(|(_, v)| v.as_str());
-        let program = platform::resolve_program(&cmd.argv[0], path).map_err(SpawnFail::Exec)?;
+        let program = platform::resolve_program(
+            std::ffi::OsStr::new(&cmd.argv[0]),
+            path.map(std::ffi::OsStr::new),
+        )
+        .map_err(SpawnFail::Exec)?;
         let nul = |_| {
             SpawnFail::Exec(platform::ExecError {
                 code: 127,
@@ -582,6 +892,8 @@ impl EventLoop {
             stdio,
             nofile: self.nofile,
             ignored_signals: self.ignored_signals.clone(),
+            keep_inherited_fds: false,
+            foreground_tty: None,
         };
         platform::spawn(&spec).map_err(SpawnFail::Os)
     }
@@ -596,23 +908,22 @@ impl EventLoop {
     ) -> u64 {
         let (id, fx) = self.sup.started(kind, spawned.pid, argv, owner, now);
         log::debug!("started id={id} kind={} pid={}", kind.as_str(), spawned.pid);
+        self.watch(id, kind, spawned.pidfd);
+        self.apply(fx);
+        id
+    }
+
+    /// Puts a tracked process's pidfd in the poll set.
+    fn watch(&mut self, id: u64, kind: Kind, pidfd: OwnedFd) {
         if let Err(e) = self.poll.registry().register(
-            &mut SourceFd(&spawned.pidfd.as_raw_fd()),
+            &mut SourceFd(&pidfd.as_raw_fd()),
             Token(id as usize),
             Interest::READABLE,
         ) {
             // Still tracked: SIGCHLD and the reaper will find its exit.
             log::error!("cannot watch pidfd id={id} error={e}");
         }
-        self.watched.insert(
-            id,
-            Watched {
-                pidfd: spawned.pidfd,
-                kind,
-            },
-        );
-        self.apply(fx);
-        id
+        self.watched.insert(id, Watched { pidfd, kind });
     }
 
     fn monitor(&mut self, pid: i32, fd: OwnedFd, now: Clock) -> Reply {
@@ -637,7 +948,7 @@ impl EventLoop {
             return;
         };
         match w.kind {
-            Kind::Run | Kind::Daemon => self.reap(),
+            Kind::Run | Kind::Daemon | Kind::Main => self.reap(),
             Kind::Monitor => {
                 // Readable means the process has exited; check rather than
                 // trust the edge (monitor() calls this without one).

@@ -58,23 +58,28 @@ fn is_executable(path: &Path) -> Result<(), ExecError> {
 /// Resolves argv[0] like execvp: names with a slash are used as given, others
 /// are searched in `path_var`. Done in the parent so that "not found" (127)
 /// and "not executable" (126) are known before anything is forked.
-pub fn resolve_program(argv0: &str, path_var: Option<&str>) -> Result<CString, ExecError> {
+pub fn resolve_program(
+    argv0: &std::ffi::OsStr,
+    path_var: Option<&std::ffi::OsStr>,
+) -> Result<CString, ExecError> {
     let to_c = |p: &Path| {
         CString::new(p.as_os_str().as_bytes()).map_err(|_| ExecError {
             code: 127,
             reason: "program name contains NUL".into(),
         })
     };
-    if argv0.contains('/') {
+    if argv0.as_bytes().contains(&b'/') {
         let p = Path::new(argv0);
         is_executable(p)?;
         return to_c(p);
     }
-    let search = path_var.unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    let search = path_var
+        .map(|p| p.as_bytes())
+        .unwrap_or(b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     let mut denied: Option<ExecError> = None;
-    for dir in search.split(':') {
-        let dir = if dir.is_empty() { "." } else { dir };
-        let cand = Path::new(dir).join(argv0);
+    for dir in search.split(|&b| b == b':') {
+        let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
+        let cand = Path::new(std::ffi::OsStr::from_bytes(dir)).join(argv0);
         match is_executable(&cand) {
             Ok(()) => return to_c(&cand),
             Err(e) if e.code == 126 && cand.exists() => {
@@ -85,7 +90,7 @@ pub fn resolve_program(argv0: &str, path_var: Option<&str>) -> Result<CString, E
     }
     Err(denied.unwrap_or(ExecError {
         code: 127,
-        reason: format!("{argv0}: command not found"),
+        reason: format!("{}: command not found", argv0.to_string_lossy()),
     }))
 }
 
@@ -100,6 +105,12 @@ pub struct SpawnSpec {
     pub nofile: libc::rlimit,
     /// Signals archon ignores (`ignored_signals()`), reset to SIG_DFL.
     pub ignored_signals: Vec<i32>,
+    /// Keep every fd archon inherited (the entrypoint's main child): archon's
+    /// own fds are all close-on-exec, so only inherited ones cross exec.
+    /// Otherwise nothing but 0, 1 and 2 does.
+    pub keep_inherited_fds: bool,
+    /// Make the child's process group the foreground group of this terminal.
+    pub foreground_tty: Option<RawFd>,
 }
 
 pub struct Spawned {
@@ -218,6 +229,13 @@ unsafe fn child_exec(
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
 ) -> ! {
+    libc::setpgid(0, 0);
+    if let Some(tty) = spec.foreground_tty {
+        // Still under archon's mask, where SIGTTOU is blocked: a background
+        // group may take the terminal without being stopped.
+        let pgrp: libc::pid_t = libc::getpid();
+        libc::ioctl(tty, libc::TIOCSPGRP, &pgrp as *const libc::pid_t);
+    }
     let mut set: libc::sigset_t = std::mem::zeroed();
     libc::sigemptyset(&mut set);
     // exec resets caught signals itself; only ignored ones survive it.
@@ -225,7 +243,6 @@ unsafe fn child_exec(
         set_default(sig);
     }
     libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-    libc::setpgid(0, 0);
     for (target, &fd) in spec.stdio.iter().enumerate() {
         let target = target as RawFd;
         if fd == target {
@@ -235,11 +252,27 @@ unsafe fn child_exec(
             libc::_exit(127);
         }
     }
-    // Nothing but 0, 1 and 2 crosses exec, not even fds archon inherited.
-    libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    if !spec.keep_inherited_fds {
+        // Nothing but 0, 1 and 2 crosses exec, not even fds archon inherited.
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    }
     libc::setrlimit(libc::RLIMIT_NOFILE, &spec.nofile);
     libc::execve(spec.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
     let errno = *libc::__errno_location();
+    // The parent resolved the program already; this is the rare late failure
+    // (a bad binary format, a vanished file). Say so on the child's stderr.
+    let why: &[u8] = match errno {
+        libc::ENOENT => b": not found\n",
+        libc::EACCES => b": permission denied\n",
+        libc::ENOEXEC => b": exec format error\n",
+        libc::E2BIG => b": argument list too long\n",
+        libc::ENOMEM => b": out of memory\n",
+        _ => b": cannot execute\n",
+    };
+    let prog = spec.program.as_bytes();
+    libc::write(2, b"archon: exec ".as_ptr().cast(), 13);
+    libc::write(2, prog.as_ptr().cast(), prog.len());
+    libc::write(2, why.as_ptr().cast(), why.len());
     libc::_exit(if errno == libc::ENOENT { 127 } else { 126 });
 }
 
@@ -486,18 +519,151 @@ pub fn ensure_stdio_open() {
 
 /// The signals archon handles itself, blocked and read through a signalfd.
 pub fn handled_signals() -> Vec<i32> {
-    let mut v = vec![
-        libc::SIGTERM,
-        libc::SIGINT,
-        libc::SIGHUP,
-        libc::SIGQUIT,
-        libc::SIGCHLD,
-        libc::SIGUSR1,
-        libc::SIGUSR2,
-        libc::SIGPWR,
-    ];
+    // 32 and 33 belong to glibc's threads (below SIGRTMIN), never ours.
+    let mut v: Vec<i32> = (1..=libc::SIGRTMAX())
+        .filter(|&s| s < 32 || s >= libc::SIGRTMIN())
+        .filter(|s| !NEVER_BLOCKED.contains(s))
+        .collect();
     v.sort_unstable();
     v
+}
+
+/// Signals archon never blocks: the unblockable ones, faults raised by its
+/// own code (which must kill it, not queue), and SIGPIPE (ignored: archon's
+/// writes get EPIPE instead).
+const NEVER_BLOCKED: [i32; 10] = [
+    libc::SIGKILL,
+    libc::SIGSTOP,
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGFPE,
+    libc::SIGILL,
+    libc::SIGTRAP,
+    libc::SIGABRT,
+    libc::SIGSYS,
+    libc::SIGPIPE,
+];
+
+/// Whether a signal received by archon is passed on to the main child: every
+/// signal archon handles except SIGCHLD and the terminal's SIGTTIN/SIGTTOU
+/// (which concern archon's own access to the terminal).
+pub fn is_forwarded(sig: i32) -> bool {
+    !matches!(sig, libc::SIGCHLD | libc::SIGTTIN | libc::SIGTTOU) && !NEVER_BLOCKED.contains(&sig)
+}
+
+/// fd 0 when it is a terminal whose foreground group is archon's own: then
+/// the main child should take the terminal over (as a shell gives it a job).
+pub fn foreground_tty() -> Option<RawFd> {
+    // SAFETY: plain queries on fd 0.
+    unsafe { (libc::isatty(0) == 1 && libc::tcgetpgrp(0) == libc::getpgrp()).then_some(0) }
+}
+
+pub fn getpid() -> i32 {
+    // SAFETY: cannot fail.
+    unsafe { libc::getpid() }
+}
+
+/// PID 1 of the system itself (not of a container): the initial PID
+/// namespace has a fixed inode number (PROC_PID_INIT_INO). Without /proc,
+/// archon cannot tell and assumes a container.
+pub fn is_system_init() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    getpid() == 1 && std::fs::metadata("/proc/self/ns/pid").is_ok_and(|m| m.ino() == 0xEFFF_FFFC)
+}
+
+/// Asks the kernel to send SIGINT to init on Ctrl-Alt-Del instead of
+/// rebooting at once.
+pub fn ctrl_alt_del_to_sigint() -> io::Result<()> {
+    // SAFETY: plain syscall.
+    cvt(unsafe { libc::reboot(libc::LINUX_REBOOT_CMD_CAD_OFF) } as libc::c_long).map(|_| ())
+}
+
+/// What `reboot(2)` is asked to do at the end of an orderly shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebootCmd {
+    Poweroff,
+    Reboot,
+    Halt,
+}
+
+/// `sync`, then `reboot(2)`. On the real system this does not return; in a
+/// PID namespace the kernel ends the namespace, reporting SIGHUP (reboot) or
+/// SIGINT (poweroff, halt) to its parent. Returns only on failure.
+pub fn reboot(cmd: RebootCmd) -> io::Error {
+    let how = match cmd {
+        RebootCmd::Poweroff => libc::LINUX_REBOOT_CMD_POWER_OFF,
+        RebootCmd::Reboot => libc::LINUX_REBOOT_CMD_RESTART,
+        RebootCmd::Halt => libc::LINUX_REBOOT_CMD_HALT,
+    };
+    // SAFETY: plain syscalls.
+    unsafe {
+        libc::sync();
+        libc::reboot(how);
+    }
+    io::Error::last_os_error()
+}
+
+/// Whether archon has any child left (exited or not), without reaping.
+pub fn has_children() -> bool {
+    // SAFETY: siginfo is plain data the kernel fills in.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+        let ret = libc::waitid(libc::P_ALL, 0, &mut info, flags);
+        !(ret < 0 && *libc::__errno_location() == libc::ECHILD)
+    }
+}
+
+/// Waits for any child and reaps it (the system init's last resort, when
+/// nothing else is left to do).
+pub fn reap_blocking() {
+    let mut status = 0;
+    // SAFETY: plain syscall.
+    let ret = unsafe { libc::waitpid(-1, &mut status, 0) };
+    if ret < 0 {
+        // No children at all (and signals are blocked, so pause() would
+        // never return): look again in a second.
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+/// `kill(-1, sig)`: every process archon may signal except itself.
+pub fn kill_all(sig: i32) -> io::Result<()> {
+    // SAFETY: plain syscall.
+    cvt(unsafe { libc::kill(-1, sig) } as libc::c_long).map(|_| ())
+}
+
+/// The processes in archon's view of /proc that still run, other than
+/// archon itself and kernel threads (zombies are dead already). `None` when
+/// /proc cannot be read.
+pub fn other_live_pids() -> Option<Vec<i32>> {
+    let me = getpid();
+    let dir = std::fs::read_dir("/proc").ok()?;
+    let mut out = Vec::new();
+    for ent in dir.flatten() {
+        let Some(pid) = ent.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue; // gone meanwhile
+        };
+        // Fields after the command name, which may itself hold ") ".
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split(' ').collect();
+        let state = f.first().copied().unwrap_or("");
+        let flags: u64 = f.get(6).and_then(|v| v.parse().ok()).unwrap_or(0);
+        const PF_KTHREAD: u64 = 0x0020_0000;
+        if state == "Z" || state == "X" || flags & PF_KTHREAD != 0 {
+            continue;
+        }
+        out.push(pid);
+    }
+    Some(out)
 }
 
 /// Blocks `signals`, ignores SIGPIPE, and returns a non-blocking signalfd.
@@ -556,6 +722,8 @@ mod tests {
                 rlim_max: 1024,
             },
             ignored_signals: ignored_signals(),
+            keep_inherited_fds: false,
+            foreground_tty: None,
         }
     }
 

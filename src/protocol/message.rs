@@ -87,14 +87,40 @@ pub enum Request {
     MonitorFd,
     MonitorPid(i32),
     Status(Option<u64>),
-    Stop { id: u64, grace_ms: Option<u64> },
-    Signal { id: u64, signal: SignalSpec },
+    Stop {
+        id: u64,
+        grace_ms: Option<u64>,
+    },
+    Signal {
+        id: u64,
+        signal: SignalSpec,
+    },
     Subscribe,
     Version,
+    /// `Poweroff`, `Reboot`, `Halt`: an orderly shutdown, then reboot(2)
+    /// when archon is init. Root only.
+    Power(PowerAction),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerAction {
+    Poweroff,
+    Reboot,
+    Halt,
+}
+
+impl PowerAction {
+    pub fn verb(self) -> &'static str {
+        match self {
+            PowerAction::Poweroff => "Poweroff",
+            PowerAction::Reboot => "Reboot",
+            PowerAction::Halt => "Halt",
+        }
+    }
 }
 
 /// Every verb of v1, as spelled on the wire.
-pub const VERBS: [&str; 9] = [
+pub const VERBS: [&str; 12] = [
     "Run",
     "StartDaemon",
     "MonitorFD",
@@ -104,6 +130,9 @@ pub const VERBS: [&str; 9] = [
     "Signal",
     "Subscribe",
     "Version",
+    "Poweroff",
+    "Reboot",
+    "Halt",
 ];
 
 type ParseResult<T> = Result<T, (ErrorKind, String)>;
@@ -239,6 +268,9 @@ pub fn parse_request(line: &[u8]) -> ParseResult<Request> {
         }
         "Subscribe" => arity(verb, args, 0, 0).map(|_| Request::Subscribe),
         "Version" => arity(verb, args, 0, 0).map(|_| Request::Version),
+        "Poweroff" => arity(verb, args, 0, 0).map(|_| Request::Power(PowerAction::Poweroff)),
+        "Reboot" => arity(verb, args, 0, 0).map(|_| Request::Power(PowerAction::Reboot)),
+        "Halt" => arity(verb, args, 0, 0).map(|_| Request::Power(PowerAction::Halt)),
         other => Err((ErrorKind::UnknownVerb, format!("unknown verb: {other}"))),
     }
 }
@@ -277,6 +309,7 @@ impl Request {
             }
             Request::Subscribe => f.push("Subscribe".into()),
             Request::Version => f.push("Version".into()),
+            Request::Power(a) => f.push(a.verb().into()),
         }
         encode_record(&f)
     }

@@ -26,6 +26,8 @@ pub enum Kind {
     Run,
     Daemon,
     Monitor,
+    /// The entrypoint's command: archon exits when it does.
+    Main,
 }
 
 impl Kind {
@@ -34,6 +36,7 @@ impl Kind {
             Kind::Run => "run",
             Kind::Daemon => "daemon",
             Kind::Monitor => "monitor",
+            Kind::Main => "main",
         }
     }
 }
@@ -106,6 +109,9 @@ pub struct Entry {
     pub stop_waiters: Vec<ReplyTo>,
     /// When SIGKILL follows the SIGTERM already sent.
     pub kill_at: Option<u64>,
+    /// Signals also go to its process group (`Run` commands; the main
+    /// command with `--forward-to-group`).
+    pub group: bool,
 }
 
 /// What the event loop must do.
@@ -140,6 +146,10 @@ pub struct Supervisor {
     deadlines: BTreeSet<(u64, u64)>,
     next_id: u64,
     exited_order: std::collections::VecDeque<u64>,
+    /// The main command's entry (entrypoint mode).
+    main: Option<u64>,
+    /// Set once an orderly shutdown has begun: the grace period it uses.
+    shutdown_grace: Option<u64>,
 }
 
 fn fmt_time(ms: u64) -> String {
@@ -197,11 +207,53 @@ impl Supervisor {
             owner,
             stop_waiters: Vec::new(),
             kill_at: None,
+            group: kind == Kind::Run,
         };
         let fx = vec![self.event(&entry, now, "started")];
         self.live_pids.insert(pid, id);
         self.entries.insert(id, entry);
         (id, fx)
+    }
+
+    /// The entrypoint's main command now exists. `group`: signals for it go
+    /// to its whole process group.
+    pub fn started_main(
+        &mut self,
+        pid: i32,
+        argv: Vec<String>,
+        group: bool,
+        now: Clock,
+    ) -> (u64, Vec<Effect>) {
+        let (id, fx) = self.started(Kind::Main, pid, argv, None, now);
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.group = group;
+        }
+        self.main = Some(id);
+        (id, fx)
+    }
+
+    /// The main command's exit, once it has exited.
+    pub fn main_exit(&self) -> Option<&Exit> {
+        self.entries.get(&self.main?)?.exit.as_ref()
+    }
+
+    fn main_alive(&self) -> bool {
+        self.main
+            .and_then(|id| self.entries.get(&id))
+            .is_some_and(|e| e.state != State::Exited)
+    }
+
+    /// A signal archon received, passed on to the main command if it runs.
+    pub fn forward(&self, signo: i32) -> Vec<Effect> {
+        match self.main.and_then(|id| self.entries.get(&id)) {
+            Some(e) if e.state != State::Exited => vec![Effect::Signal {
+                id: e.id,
+                pid: e.pid,
+                signo,
+                group: e.group,
+            }],
+            _ => Vec::new(),
+        }
     }
 
     /// The process is gone.
@@ -244,15 +296,18 @@ impl Supervisor {
             Kind::Run => {
                 self.entries.remove(&id);
             }
-            Kind::Daemon | Kind::Monitor => {
+            Kind::Daemon | Kind::Monitor | Kind::Main => {
                 self.exited_order.push_back(id);
                 while self.exited_order.len() > MAX_EXITED {
                     if let Some(old) = self.exited_order.pop_front() {
-                        self.entries.remove(&old);
+                        if Some(old) != self.main {
+                            self.entries.remove(&old);
+                        }
                     }
                 }
             }
         }
+        fx.extend(self.advance(now));
         fx
     }
 
@@ -273,6 +328,19 @@ impl Supervisor {
     pub fn stop(
         &mut self,
         id: u64,
+        grace_ms: u64,
+        requester: Option<ReplyTo>,
+        now: Clock,
+    ) -> Result<Vec<Effect>, Reply> {
+        self.stop_with(id, SIGTERM, grace_ms, requester, now)
+    }
+
+    /// `stop` with another first signal (the main command gets the signal
+    /// that began the shutdown, e.g. SIGINT).
+    fn stop_with(
+        &mut self,
+        id: u64,
+        signo: i32,
         grace_ms: u64,
         requester: Option<ReplyTo>,
         now: Clock,
@@ -308,12 +376,11 @@ impl Supervisor {
                 e.stop_waiters.extend(requester);
                 e.kill_at = Some(now.mono + grace_ms);
                 self.deadlines.insert((now.mono + grace_ms, id));
-                let group = e.kind == Kind::Run;
                 let signal = Effect::Signal {
                     id,
                     pid: e.pid,
-                    signo: SIGTERM,
-                    group,
+                    signo,
+                    group: e.group,
                 };
                 let snapshot = e.clone();
                 Ok(vec![signal, self.event(&snapshot, now, "stopping")])
@@ -339,17 +406,25 @@ impl Supervisor {
         fx
     }
 
-    /// Begins an orderly shutdown: every process archon started is stopped,
-    /// and every `Run` caller is answered with `Error,shutting-down`.
-    pub fn shutdown(&mut self, grace_ms: u64, now: Clock) -> Vec<Effect> {
+    /// Begins an orderly shutdown. `Run` commands are stopped at once and
+    /// their callers answered `Error,shutting-down`; the main command gets
+    /// `main_signal` (the signal that began the shutdown); once it is gone,
+    /// daemons are stopped one at a time, newest first (reverse start
+    /// order), each with SIGTERM and SIGKILL after `grace_ms`. Monitored
+    /// processes are not archon's to stop.
+    pub fn shutdown(&mut self, grace_ms: u64, main_signal: i32, now: Clock) -> Vec<Effect> {
         let mut fx = Vec::new();
-        let ids: Vec<u64> = self
+        if self.shutdown_grace.is_some() {
+            return fx;
+        }
+        self.shutdown_grace = Some(grace_ms);
+        let runs: Vec<u64> = self
             .entries
             .values()
-            .filter(|e| e.kind != Kind::Monitor && e.state != State::Exited)
+            .filter(|e| e.kind == Kind::Run && e.state != State::Exited)
             .map(|e| e.id)
             .collect();
-        for id in ids {
+        for id in runs {
             if let Some(to) = self.entries.get_mut(&id).and_then(|e| e.owner.take()) {
                 fx.push(Effect::Reply {
                     to,
@@ -358,18 +433,58 @@ impl Supervisor {
             }
             fx.extend(self.stop(id, grace_ms, None, now).unwrap_or_default());
         }
+        if let Some(main) = self.main.filter(|_| self.main_alive()) {
+            fx.extend(
+                self.stop_with(main, main_signal, grace_ms, None, now)
+                    .unwrap_or_default(),
+            );
+        }
+        fx.extend(self.advance(now));
         fx
     }
 
-    /// Makes every pending SIGKILL due now (a second shutdown signal).
-    pub fn hurry(&mut self, now: Clock) -> Vec<Effect> {
-        for (_, id) in std::mem::take(&mut self.deadlines) {
-            if let Some(e) = self.entries.get_mut(&id) {
-                e.kill_at = Some(now.mono);
-                self.deadlines.insert((now.mono, id));
-            }
+    /// The next step of the shutdown: when the main command is gone and no
+    /// daemon is being stopped, stop the newest running daemon.
+    fn advance(&mut self, now: Clock) -> Vec<Effect> {
+        let Some(grace) = self.shutdown_grace else {
+            return Vec::new();
+        };
+        let busy = self.main_alive()
+            || self
+                .entries
+                .values()
+                .any(|e| e.kind == Kind::Daemon && e.state == State::Stopping);
+        if busy {
+            return Vec::new();
         }
-        self.tick(now)
+        let newest = self
+            .entries
+            .values()
+            .rev()
+            .find(|e| e.kind == Kind::Daemon && e.state == State::Running)
+            .map(|e| e.id);
+        match newest {
+            Some(id) => self.stop(id, grace, None, now).unwrap_or_default(),
+            None => Vec::new(),
+        }
+    }
+
+    /// A second shutdown request: SIGKILL for everything archon started,
+    /// now, instead of one by one.
+    pub fn hurry(&mut self, now: Clock) -> Vec<Effect> {
+        self.shutdown_grace = Some(0);
+        let live: Vec<u64> = self
+            .entries
+            .values()
+            .filter(|e| e.kind != Kind::Monitor && e.state != State::Exited)
+            .map(|e| e.id)
+            .collect();
+        let mut fx = Vec::new();
+        for id in live {
+            fx.extend(self.stop(id, 0, None, now).unwrap_or_default());
+        }
+        fx.extend(self.tick(now));
+        fx
     }
 
     /// Time passed: sends the SIGKILLs that are due.
@@ -386,7 +501,7 @@ impl Supervisor {
                     id,
                     pid: e.pid,
                     signo: SIGKILL,
-                    group: e.kind == Kind::Run,
+                    group: e.group,
                 });
             }
         }
@@ -527,7 +642,7 @@ mod tests {
         let mut s = Supervisor::new();
         let (r, _) = s.started(Kind::Run, 1, vec![], Some(C), at(0));
         let (m, _) = s.started(Kind::Monitor, 2, vec![], None, at(0));
-        let fx = s.shutdown(100, at(1));
+        let fx = s.shutdown(100, SIGTERM, at(1));
         assert!(fx.iter().any(|f| matches!(
             f,
             Effect::Reply {
@@ -565,6 +680,79 @@ mod tests {
             group: false
         }));
         assert_eq!(s.next_deadline(), None);
+    }
+
+    fn signalled(fx: &[Effect]) -> Vec<(u64, i32)> {
+        fx.iter()
+            .filter_map(|f| match f {
+                Effect::Signal { id, signo, .. } => Some((*id, *signo)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn shutdown_stops_main_first_then_daemons_newest_first() {
+        let mut s = Supervisor::new();
+        let (d1, _) = s.started(Kind::Daemon, 10, vec![], None, at(0));
+        let (d2, _) = s.started(Kind::Daemon, 11, vec![], None, at(0));
+        let (main, _) = s.started_main(12, vec!["app".into()], true, at(0));
+        let (d3, _) = s.started(Kind::Daemon, 13, vec![], None, at(0));
+        assert_eq!(signalled(&s.forward(10)), [(main, 10)]);
+        // SIGINT began it: the main command gets SIGINT, its group too.
+        let fx = s.shutdown(1000, 2, at(1));
+        assert_eq!(signalled(&fx), [(main, 2)]);
+        assert!(fx.contains(&Effect::Signal {
+            id: main,
+            pid: 12,
+            signo: 2,
+            group: true
+        }));
+        // Ignored: SIGKILL after the grace period.
+        assert_eq!(signalled(&s.tick(at(1001))), [(main, SIGKILL)]);
+        let fx = s.exited(main, Exit::Signal(9, "KILL".into()), at(1002));
+        assert_eq!(signalled(&fx), [(d3, SIGTERM)]);
+        assert_eq!(s.main_exit(), Some(&Exit::Signal(9, "KILL".into())));
+        assert_eq!(
+            signalled(&s.exited(d3, Exit::Code(0), at(1003))),
+            [(d2, SIGTERM)]
+        );
+        assert_eq!(
+            signalled(&s.exited(d2, Exit::Code(0), at(1004))),
+            [(d1, SIGTERM)]
+        );
+        assert!(signalled(&s.exited(d1, Exit::Code(0), at(1005))).is_empty());
+        assert_eq!(s.started_alive(), 0);
+        // Nothing left to forward to.
+        assert!(s.forward(1).is_empty());
+    }
+
+    #[test]
+    fn shutdown_without_main_starts_with_newest_daemon_and_hurry_kills_all() {
+        let mut s = Supervisor::new();
+        let (d1, _) = s.started(Kind::Daemon, 10, vec![], None, at(0));
+        let (d2, _) = s.started(Kind::Daemon, 11, vec![], None, at(0));
+        assert_eq!(
+            signalled(&s.shutdown(1000, SIGTERM, at(1))),
+            [(d2, SIGTERM)]
+        );
+        // A second shutdown is not a second start.
+        assert!(s.shutdown(1000, SIGTERM, at(2)).is_empty());
+        let fx = signalled(&s.hurry(at(3)));
+        assert!(fx.contains(&(d1, SIGTERM)) && fx.contains(&(d1, SIGKILL)));
+        assert!(fx.contains(&(d2, SIGKILL)));
+    }
+
+    #[test]
+    fn main_record_survives_eviction() {
+        let mut s = Supervisor::new();
+        let (main, _) = s.started_main(2, vec![], false, at(0));
+        s.exited(main, Exit::Code(42), at(1));
+        for i in 0..(MAX_EXITED as i32 + 10) {
+            let (id, _) = s.started(Kind::Daemon, i + 3, vec![], None, at(0));
+            s.exited(id, Exit::Code(0), at(1));
+        }
+        assert_eq!(s.main_exit(), Some(&Exit::Code(42)));
     }
 
     #[test]
