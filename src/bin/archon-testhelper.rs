@@ -2,7 +2,14 @@
 //!
 //!   exit N | kill-self SIG | hang | sleep SECS | ignore SIG | block SIG
 //!   wait-file PATH | touch PATH | pidfile PATH | orphan N | echo TEXT
-//!   print pid|ppid|pgid|sigmask|sigign|argv|env|fds | cat | -- (stop; the rest is data)
+//!   print pid|ppid|pgid|sigmask|sigign|argv|env|fds|cwd|tty-fg | cat | readline
+//!   await SIG[,SIG...] [COUNT]   (the signals must be blocked already; each
+//!                                 must arrive COUNT times, default 1)
+//!   orphans N    (N grandchildren, re-parented to archon at once, all exit
+//!                 together once this process lets them go)
+//!   wait-clean   (until no other child of this process's parent is left,
+//!                 zombies included; exit 1 after 60 s)
+//!   -- (stop; the rest is data)
 //!
 //! Without `exit`, it exits 0 after the last action.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -87,6 +94,91 @@ fn main() {
                     }
                 }
             }
+            "await" => {
+                let sigs: Vec<i32> = next(&mut i).split(',').map(sig).collect();
+                let count: usize = match args.get(i + 1).and_then(|c| c.parse().ok()) {
+                    Some(c) => {
+                        i += 1;
+                        c
+                    }
+                    None => 1,
+                };
+                let mut seen = vec![0usize; sigs.len()];
+                unsafe {
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut set);
+                    for &s in &sigs {
+                        libc::sigaddset(&mut set, s);
+                    }
+                    while seen.iter().any(|&n| n < count) {
+                        let got = libc::sigwaitinfo(&set, std::ptr::null_mut());
+                        if let Some(k) = sigs.iter().position(|&s| s == got) {
+                            seen[k] += 1;
+                        }
+                    }
+                }
+                writeln!(out, "got {seen:?}").unwrap();
+            }
+            "orphans" => {
+                let n: usize = next(&mut i).parse().unwrap();
+                let mut fds = [0i32; 2];
+                // SAFETY: fork/pipe/read/_exit only; the children touch no
+                // Rust state.
+                unsafe {
+                    assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+                    let mid = libc::fork();
+                    if mid == 0 {
+                        libc::close(fds[1]);
+                        for _ in 0..n {
+                            if libc::fork() == 0 {
+                                let mut b = 0u8;
+                                // Blocks until the write end is closed.
+                                libc::read(fds[0], (&mut b as *mut u8).cast(), 1);
+                                libc::_exit(0);
+                            }
+                        }
+                        libc::_exit(0);
+                    }
+                    libc::close(fds[0]);
+                    let mut status = 0;
+                    libc::waitpid(mid, &mut status, 0);
+                    // All N exist and are orphans now: let them go at once.
+                    libc::close(fds[1]);
+                }
+            }
+            "wait-clean" => {
+                let me = std::process::id() as i32;
+                let parent = unsafe { libc::getppid() };
+                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                loop {
+                    let left: Vec<String> = std::fs::read_dir("/proc")
+                        .unwrap()
+                        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                        .filter(|&p| p != me)
+                        .filter_map(|p| {
+                            let st = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+                            let rest = st.rsplit_once(") ")?.1.to_string();
+                            let f: Vec<&str> = rest.split(' ').collect();
+                            (f.get(1)?.parse::<i32>().ok()? == parent)
+                                .then(|| format!("{p}:{}", f[0]))
+                        })
+                        .collect();
+                    if left.is_empty() {
+                        writeln!(out, "clean").unwrap();
+                        break;
+                    }
+                    if std::time::Instant::now() > deadline {
+                        eprintln!("still there: {left:?}");
+                        std::process::exit(1);
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            "readline" => {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line).unwrap();
+                writeln!(out, "line:{}", line.trim_end()).unwrap();
+            }
             "echo" => writeln!(out, "{}", next(&mut i)).unwrap(),
             "cat" => {
                 let mut buf = Vec::new();
@@ -101,6 +193,14 @@ fn main() {
                     "pgid" => unsafe { libc::getpgid(0) }.to_string(),
                     "sigmask" => status_field("SigBlk:"),
                     "sigign" => status_field("SigIgn:"),
+                    "cwd" => std::env::current_dir().unwrap().display().to_string(),
+                    "tty-fg" => unsafe {
+                        if libc::tcgetpgrp(0) == libc::getpgrp() {
+                            "fg".to_string()
+                        } else {
+                            "bg".to_string()
+                        }
+                    },
                     "argv" => std::env::args().collect::<Vec<_>>().join("\u{1f}"),
                     "env" => std::env::vars()
                         .map(|(k, v)| format!("{k}={v}"))
