@@ -51,3 +51,8 @@ wait "$pid" && echo "archon exited 0"
 [ -e "$ARCHON_SOCKET" ] || echo "socket removed"
 say "archon's log"
 cat "$dir/archon.log"
+
+say "entrypoint mode: archon --no-socket -- sh -c '...; exit 3' exits with the command's status"
+"$bin/archon" --no-socket -- sh -c 'echo "I am the main command, pid $$ in my own group"; exit 3' \
+    && status=0 || status=$?
+echo "archon exited $status"

@@ -716,3 +716,20 @@ fn the_main_command_owns_the_terminal_and_ctrl_c_gives_130() {
     drop(master);
     let _ = reader.join();
 }
+
+/// SIGPWR to PID 1 (what `lxc-stop` sends) powers off in order.
+#[test]
+fn sigpwr_to_pid1_powers_off() {
+    if !modes().contains(&Mode::Ns) {
+        return;
+    }
+    let d = temp_dir("pwr");
+    let acts = format!("touch {}/ready hang", d.display());
+    let mut a = Init::start(Mode::Ns, "pwr", &[], &h(&acts));
+    a.dir = d;
+    a.ready("ready");
+    a.signal(libc::SIGPWR);
+    let (st, _, err) = a.finish();
+    assert_eq!(st.signal(), Some(libc::SIGINT), "{st:?} {err}");
+    assert!(err.contains("child exited id=1"), "{err}");
+}
