@@ -130,6 +130,9 @@ pub fn parse(args: &[OsString], uid: u32) -> Result<Parsed, String> {
             other => return Err(format!("unknown option: {other}")),
         }
     }
+    if opts.command.is_empty() && !opts.use_socket {
+        return Err("--no-socket needs a command: nothing would be left to do".into());
+    }
     Ok(Parsed::Run(opts))
 }
 
@@ -173,5 +176,6 @@ mod tests {
         assert!(!cmd(&["--no-subreaper", "--", "--weird"]).2);
         assert_eq!(cmd(&["--", "--weird"]).0, a(&["--weird"]));
         assert!(parse(&a(&["--"]), 0).is_err());
+        assert!(parse(&a(&["--no-socket"]), 0).is_err());
     }
 }

@@ -733,3 +733,49 @@ fn sigpwr_to_pid1_powers_off() {
     assert_eq!(st.signal(), Some(libc::SIGINT), "{st:?} {err}");
     assert!(err.contains("child exited id=1"), "{err}");
 }
+
+/// A stopped main command is not an exited one: archon stays, and the
+/// command can be continued.
+#[test]
+fn a_stopped_child_is_not_an_exited_one() {
+    for mode in modes() {
+        let d = temp_dir("stopped");
+        let sock = d.join("s.sock");
+        let sock_arg = format!("--socket={}", sock.display());
+        let acts = format!("pidfile {}/pid hang", d.display());
+        let mut a = Init::start(mode, "stopped", &[&sock_arg], &h(&acts));
+        a.dir = d.clone();
+        a.ready("pid");
+        // The main command's pid as seen from here: archon's only child.
+        let archon = a.archon_pid();
+        let kids = format!("/proc/{archon}/task/{archon}/children");
+        let mut main = 0;
+        wait_for("main command", || {
+            main = std::fs::read_to_string(&kids)
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0);
+            main > 0
+        });
+        unsafe { libc::kill(main, libc::SIGSTOP) };
+        wait_for("stopped state", || {
+            std::fs::read_to_string(format!("/proc/{main}/stat"))
+                .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('T')))
+        });
+        // Two round trips: the SIGCHLD of the stop has been handled by then.
+        let mut c = Conn::new(std::os::unix::net::UnixStream::connect(&sock).unwrap());
+        c.request("Status,1");
+        let r = c.request("Status,1");
+        assert!(
+            r[0].contains(",main,") && r[0].contains(",running,"),
+            "{mode:?}: {r:?}"
+        );
+        assert!(
+            a.child.try_wait().unwrap().is_none(),
+            "{mode:?}: archon exited"
+        );
+        unsafe { libc::kill(main, libc::SIGCONT) };
+        a.signal(libc::SIGTERM);
+        assert_eq!(code(a.finish().0), 143, "{mode:?}");
+    }
+}

@@ -29,6 +29,20 @@ fn status_field(name: &str) -> String {
         .unwrap_or_default()
 }
 
+/// (pid, state) of every process whose parent is `parent`, zombies included.
+fn children_of(parent: i32) -> Vec<(i32, String)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|p| {
+            let st = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            let rest = st.rsplit_once(") ")?.1.to_string();
+            let f: Vec<&str> = rest.split(' ').collect();
+            (f.get(1)?.parse::<i32>().ok()? == parent).then(|| (p, f[0].to_string()))
+        })
+        .collect()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -142,7 +156,19 @@ fn main() {
                     libc::close(fds[0]);
                     let mut status = 0;
                     libc::waitpid(mid, &mut status, 0);
-                    // All N exist and are orphans now: let them go at once.
+                    // All N exist and are orphans now, re-parented to our
+                    // parent (archon: PID 1 or a subreaper), or the test
+                    // proves nothing.
+                    let me = std::process::id() as i32;
+                    let adopted = children_of(libc::getppid())
+                        .iter()
+                        .filter(|(p, _)| *p != me)
+                        .count();
+                    if adopted < n {
+                        eprintln!("only {adopted} of {n} orphans went to our parent");
+                        std::process::exit(2);
+                    }
+                    // Let them go at once.
                     libc::close(fds[1]);
                 }
             }
@@ -151,17 +177,10 @@ fn main() {
                 let parent = unsafe { libc::getppid() };
                 let deadline = std::time::Instant::now() + Duration::from_secs(60);
                 loop {
-                    let left: Vec<String> = std::fs::read_dir("/proc")
-                        .unwrap()
-                        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-                        .filter(|&p| p != me)
-                        .filter_map(|p| {
-                            let st = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
-                            let rest = st.rsplit_once(") ")?.1.to_string();
-                            let f: Vec<&str> = rest.split(' ').collect();
-                            (f.get(1)?.parse::<i32>().ok()? == parent)
-                                .then(|| format!("{p}:{}", f[0]))
-                        })
+                    let left: Vec<String> = children_of(parent)
+                        .into_iter()
+                        .filter(|(p, _)| *p != me)
+                        .map(|(p, state)| format!("{p}:{state}"))
                         .collect();
                     if left.is_empty() {
                         writeln!(out, "clean").unwrap();

@@ -92,9 +92,6 @@ impl EventLoop {
             .map_err(|e| format!("signalfd: {e}"))?;
         let poll = Poll::new().map_err(|e| format!("epoll: {e}"))?;
         let entrypoint = !opts.command.is_empty();
-        if !entrypoint && !opts.use_socket {
-            return Err("nothing to do: give a command, or leave the socket on".into());
-        }
         let listener = if opts.use_socket {
             match listener::bind(&opts.socket, opts.socket_mode) {
                 Ok(mut l) => {
