@@ -5,7 +5,9 @@
 //! `platform` is the OS seam (pidfd, clone3, signals).
 
 pub mod cli;
+pub mod config;
 pub mod event_loop;
 pub mod platform;
 pub mod protocol;
+pub mod services;
 pub mod supervisor;

@@ -1,0 +1,605 @@
+//! The Lua configuration: evaluated once per load in a fresh, sandboxed and
+//! bounded Lua state, turned into plain `ServiceSpec`s, then validated.
+//! Every error is collected, each with its file and line; a config with any
+//! error is refused as a whole.
+//!
+//! The sandbox: only the `string`, `table`, `math` (without `random`) and
+//! `utf8` libraries and the safe base functions; no `io`, `os`, `require`,
+//! `load`, `loadfile`, `dofile`, `collectgarbage`, `debug`. An instruction
+//! budget and a memory limit bound the evaluation (a loop or a huge string
+//! is an error, not a hang), and `pcall`/`xpcall` cannot swallow the
+//! budget's error. What the config may call: `service "name" { ... }` and
+//! `env("NAME")` (archon's environment, or nil).
+
+use crate::services::spec::{Backoff, Budget, Config, Output, Readiness, Restart, ServiceSpec};
+use mlua::{HookTriggers, Lua, LuaOptions, StdLib, Table, Value, VmState};
+use std::cell::RefCell;
+use std::path::Path;
+use std::rc::Rc;
+
+/// Largest config file read.
+pub const MAX_FILE: u64 = 1 << 20;
+/// Memory the evaluation may use.
+pub const MEMORY_LIMIT: usize = 64 << 20;
+/// Lua VM instructions the evaluation may run.
+pub const INSTRUCTION_BUDGET: u64 = 50_000_000;
+const HOOK_EVERY: u32 = 10_000;
+const BUDGET_TAG: &str = "instruction budget spent";
+
+/// Loads and validates `path`. On error, every problem found, one per line.
+pub fn load(path: &Path) -> Result<Config, Vec<String>> {
+    let shown = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|e| vec![format!("{shown}: {e}")])?;
+    if meta.len() > MAX_FILE {
+        return Err(vec![format!("{shown}: larger than {} bytes", MAX_FILE)]);
+    }
+    let text = std::fs::read(path).map_err(|e| vec![format!("{shown}: {e}")])?;
+    load_str(&text, &shown)
+}
+
+/// Evaluates config text; `name` is what messages call the file.
+pub fn load_str(text: &[u8], name: &str) -> Result<Config, Vec<String>> {
+    let errors: Rc<RefCell<Vec<String>>> = Rc::new(RefCell::new(Vec::new()));
+    let services: Rc<RefCell<Vec<ServiceSpec>>> = Rc::new(RefCell::new(Vec::new()));
+    let lua = sandbox().map_err(|e| vec![format!("{name}: cannot set up Lua: {e}")])?;
+    let register = {
+        let errors = errors.clone();
+        let services = services.clone();
+        let file = name.to_string();
+        lua.create_function(move |lua, svc_name: Value| {
+            let line = lua
+                .inspect_stack(1, |d| d.current_line())
+                .flatten()
+                .unwrap_or(0);
+            let svc_name = match svc_name {
+                Value::String(s) => s.to_str().map(|s| s.to_string()).unwrap_or_default(),
+                other => {
+                    errors.borrow_mut().push(format!(
+                        "{file}:{line}: service needs a name string, got {}",
+                        other.type_name()
+                    ));
+                    String::new()
+                }
+            };
+            let errors = errors.clone();
+            let services = services.clone();
+            let file = file.clone();
+            lua.create_function(move |_, body: Value| {
+                let mut errs = Vec::new();
+                let spec = parse_service(&svc_name, &file, line, body, &mut errs);
+                if valid_name(&svc_name) {
+                    services.borrow_mut().push(spec);
+                } else if !svc_name.is_empty() {
+                    errs.push(format!(
+                        "{file}:{line}: bad service name {svc_name:?}: use letters, digits, '-', '_', '.'"
+                    ));
+                }
+                errors.borrow_mut().extend(errs);
+                Ok(())
+            })
+        })
+    }
+    .map_err(|e| vec![format!("{name}: {e}")])?;
+    let env_fn = lua
+        .create_function(|_, var: String| Ok(std::env::var(var).ok()))
+        .map_err(|e| vec![format!("{name}: {e}")])?;
+    let globals = lua.globals();
+    let _ = globals.set("service", register);
+    let _ = globals.set("env", env_fn);
+    let run = lua
+        .load(text)
+        .set_name(format!("@{name}"))
+        .set_mode(mlua::chunk::ChunkMode::Text)
+        .exec();
+    if let Err(e) = run {
+        errors.borrow_mut().push(first_line(&e.to_string(), name));
+    }
+    let mut errs = errors.take();
+    let config = Config {
+        services: services.take(),
+    };
+    errs.extend(config.validate());
+    if errs.is_empty() {
+        Ok(config)
+    } else {
+        Err(errs)
+    }
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Lua's messages carry a traceback; the first line says it all. Memory and
+/// budget errors get the file name in front when Lua did not put it there.
+fn first_line(msg: &str, file: &str) -> String {
+    let line = msg.lines().next().unwrap_or(msg).trim();
+    let line = line.strip_prefix("runtime error: ").unwrap_or(line);
+    let line = line.strip_prefix("syntax error: ").unwrap_or(line);
+    if line.starts_with(file) {
+        line.to_string()
+    } else {
+        format!("{file}: {line}")
+    }
+}
+
+fn sandbox() -> mlua::Result<Lua> {
+    let lua = Lua::new_with(
+        StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::UTF8,
+        LuaOptions::default(),
+    )?;
+    lua.set_memory_limit(MEMORY_LIMIT)?;
+    let g = lua.globals();
+    for name in [
+        "dofile",
+        "loadfile",
+        "load",
+        "require",
+        "collectgarbage",
+        "print",
+    ] {
+        g.raw_set(name, Value::Nil)?;
+    }
+    if let Ok(math) = g.get::<Table>("math") {
+        math.raw_set("random", Value::Nil)?;
+        math.raw_set("randomseed", Value::Nil)?;
+    }
+    let spent = Rc::new(std::cell::Cell::new(0u64));
+    lua.set_global_hook(
+        HookTriggers::new().every_nth_instruction(HOOK_EVERY),
+        move |_, debug| {
+            let n = spent.get() + HOOK_EVERY as u64;
+            spent.set(n);
+            if n > INSTRUCTION_BUDGET {
+                // Keeps failing from here on, wherever it fires.
+                let src = debug.source();
+                let line = debug.current_line().unwrap_or(0);
+                return Err(mlua::Error::runtime(format!(
+                    "{}:{line}: {BUDGET_TAG} ({INSTRUCTION_BUDGET} instructions): does the config loop?",
+                    src.short_src.as_deref().unwrap_or("?")
+                )));
+            }
+            Ok(VmState::Continue)
+        },
+    )?;
+    // pcall/xpcall must not swallow the budget's error.
+    lua.load(format!(
+        r#"
+        local rawpcall, rawxpcall, pack, unpack, err, tostr = pcall, xpcall, table.pack, table.unpack, error, tostring
+        local function check(r)
+            if not r[1] and tostr(r[2]):find("{BUDGET_TAG}", 1, true) then err(r[2], 0) end
+            return unpack(r, 1, r.n)
+        end
+        pcall = function(...) return check(pack(rawpcall(...))) end
+        xpcall = function(...) return check(pack(rawxpcall(...))) end
+        "#
+    ))
+    .set_name("=archon")
+    .exec()?;
+    Ok(lua)
+}
+
+const KEYS: &[&str] = &[
+    "cmd",
+    "env",
+    "env_clear",
+    "cwd",
+    "stdout",
+    "stderr",
+    "stop_signal",
+    "grace",
+    "restart",
+    "success_codes",
+    "backoff",
+    "budget",
+    "replicas",
+    "depends_on",
+    "oneshot",
+    "ready",
+    "start_timeout",
+    "essential",
+    "autostart",
+];
+
+/// Reads one `service "name" { ... }` body. Problems go to `errs`, each
+/// with file and line; what could be read is returned.
+fn parse_service(
+    name: &str,
+    file: &str,
+    line: usize,
+    body: Value,
+    errs: &mut Vec<String>,
+) -> ServiceSpec {
+    let mut s = ServiceSpec::new(name, file, line);
+    let at = format!("{file}:{line}: service {name:?}");
+    let Value::Table(t) = body else {
+        errs.push(format!(
+            "{at}: expected a table of settings, got {}",
+            body.type_name()
+        ));
+        return s;
+    };
+    let mut bad = |key: &str, what: &str| errs.push(format!("{at}: {key}: {what}"));
+    for pair in t.clone().pairs::<Value, Value>() {
+        let Ok((k, v)) = pair else { continue };
+        let key = match &k {
+            Value::String(s) => s.to_str().map(|s| s.to_string()).unwrap_or_default(),
+            _ => {
+                bad("settings", "keys must be names (did you mean cmd = {...}?)");
+                continue;
+            }
+        };
+        match key.as_str() {
+            "cmd" => match strings(&v) {
+                Some(c) if !c.is_empty() && !c[0].is_empty() => s.cmd = c,
+                _ => bad("cmd", "expected a non-empty list of strings"),
+            },
+            "env" => match &v {
+                Value::Table(e) => {
+                    let mut env = Vec::new();
+                    for p in e.clone().pairs::<Value, Value>() {
+                        match p {
+                            Ok((Value::String(k), val)) => match (k.to_str(), scalar(&val)) {
+                                (Ok(k), Some(val)) if !k.is_empty() && !k.contains('=') => {
+                                    env.push((k.to_string(), val))
+                                }
+                                _ => bad("env", "expected NAME = \"value\" pairs"),
+                            },
+                            _ => bad("env", "expected NAME = \"value\" pairs"),
+                        }
+                    }
+                    env.sort();
+                    s.env = env;
+                }
+                _ => bad("env", "expected a table of NAME = \"value\""),
+            },
+            "env_clear" => set_bool(&v, &mut s.env_clear, "env_clear", &mut bad),
+            "cwd" => match &v {
+                Value::String(d) => s.cwd = d.to_str().ok().map(|d| d.to_string()),
+                _ => bad("cwd", "expected a directory path"),
+            },
+            "stdout" | "stderr" => {
+                let out = match text(&v).as_deref() {
+                    Some("prefix") => Output::Prefix,
+                    Some("inherit") => Output::Inherit,
+                    Some("null") => Output::Null,
+                    _ => {
+                        bad(&key, "expected \"prefix\", \"inherit\" or \"null\"");
+                        continue;
+                    }
+                };
+                if key == "stdout" {
+                    s.stdout = out
+                } else {
+                    s.stderr = out
+                }
+            }
+            "stop_signal" => match scalar(&v).and_then(|n| crate::platform::signal_number(&n)) {
+                Some(n) => s.stop_signal = n,
+                None => bad("stop_signal", "expected a signal name or number"),
+            },
+            "grace" => set_ms(&v, &mut s.grace_ms, "grace", &mut bad),
+            "start_timeout" => set_ms(&v, &mut s.start_timeout_ms, "start_timeout", &mut bad),
+            "restart" => match text(&v).as_deref() {
+                Some("always") => s.restart = Restart::Always,
+                Some("on-failure") => s.restart = Restart::OnFailure,
+                Some("never") => s.restart = Restart::Never,
+                _ => bad(
+                    "restart",
+                    "expected \"always\", \"on-failure\" or \"never\"",
+                ),
+            },
+            "success_codes" => match ints(&v) {
+                Some(c) if c.iter().all(|c| (0..=255).contains(c)) => s.success_codes = c,
+                _ => bad("success_codes", "expected a list of exit codes 0-255"),
+            },
+            "backoff" => match &v {
+                Value::Table(b) => {
+                    let mut bo = Backoff::default();
+                    for p in b.clone().pairs::<String, Value>() {
+                        let Ok((k, v)) = p else {
+                            bad("backoff", "expected named settings");
+                            continue;
+                        };
+                        match k.as_str() {
+                            "initial" => {
+                                set_ms(&v, &mut bo.initial_ms, "backoff.initial", &mut bad)
+                            }
+                            "max" => set_ms(&v, &mut bo.max_ms, "backoff.max", &mut bad),
+                            "reset_after" => {
+                                set_ms(&v, &mut bo.reset_after_ms, "backoff.reset_after", &mut bad)
+                            }
+                            "multiplier" => match number(&v) {
+                                Some(m) if (1.0..=100.0).contains(&m) => bo.multiplier = m,
+                                _ => bad("backoff.multiplier", "expected a number from 1 to 100"),
+                            },
+                            other => bad(
+                                &format!("backoff.{other}"),
+                                "unknown setting (initial, multiplier, max, reset_after)",
+                            ),
+                        }
+                    }
+                    if bo.max_ms < bo.initial_ms {
+                        bad("backoff", "max is below initial");
+                    }
+                    s.backoff = bo;
+                }
+                _ => bad("backoff", "expected a table"),
+            },
+            "budget" => match &v {
+                Value::Boolean(false) => s.budget = None,
+                Value::Table(b) => {
+                    let restarts = b.get::<Value>("restarts").ok().and_then(|v| int(&v));
+                    let window = b.get::<Value>("window").ok().and_then(|v| seconds(&v));
+                    let extra = b
+                        .clone()
+                        .pairs::<Value, Value>()
+                        .filter_map(|p| p.ok())
+                        .any(|(k, _)| !matches!(text(&k).as_deref(), Some("restarts" | "window")));
+                    match (restarts, window) {
+                        (Some(r), Some(w)) if (0..=1_000_000).contains(&r) && !extra => {
+                            s.budget = Some(Budget {
+                                restarts: r as u32,
+                                window_ms: w,
+                            })
+                        }
+                        _ => bad(
+                            "budget",
+                            "expected { restarts = N, window = SECONDS } or false",
+                        ),
+                    }
+                }
+                _ => bad(
+                    "budget",
+                    "expected { restarts = N, window = SECONDS } or false",
+                ),
+            },
+            "replicas" => match int(&v) {
+                Some(n) if (0..=10_000).contains(&n) => s.replicas = n as u32,
+                _ => bad("replicas", "expected a whole number from 0 to 10000"),
+            },
+            "depends_on" => match strings(&v) {
+                Some(d) => {
+                    s.depends_on = d;
+                    s.depends_on.sort();
+                    s.depends_on.dedup();
+                }
+                None => bad("depends_on", "expected a list of service names"),
+            },
+            "oneshot" => set_bool(&v, &mut s.oneshot, "oneshot", &mut bad),
+            "essential" => set_bool(&v, &mut s.essential, "essential", &mut bad),
+            "autostart" => set_bool(&v, &mut s.autostart, "autostart", &mut bad),
+            "ready" => match &v {
+                Value::String(r) if r.to_str().is_ok_and(|r| r == "exec") => {
+                    s.ready = Readiness::Exec
+                }
+                Value::Table(r) => match r.get::<Value>("fd").ok().and_then(|v| int(&v)) {
+                    Some(fd) if (3..=1023).contains(&fd) => s.ready = Readiness::Fd(fd as i32),
+                    _ => bad(
+                        "ready",
+                        "expected \"exec\" or { fd = N } with N from 3 to 1023",
+                    ),
+                },
+                _ => bad("ready", "expected \"exec\" or { fd = N }"),
+            },
+            other => bad(
+                other,
+                &format!("unknown setting (known: {})", KEYS.join(", ")),
+            ),
+        }
+    }
+    if s.cmd.is_empty() && !errs.iter().any(|e| e.contains(": cmd:")) {
+        errs.push(format!("{at}: cmd: missing"));
+    }
+    if s.oneshot && s.replicas > 1 {
+        errs.push(format!(
+            "{at}: a oneshot service has one instance (replicas = {})",
+            s.replicas
+        ));
+    }
+    s
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => s.to_str().ok().map(|s| s.to_string()),
+        _ => None,
+    }
+}
+
+/// A string or a number, as text (env values, signal names).
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => s.to_str().ok().map(|s| s.to_string()),
+        Value::Integer(i) => Some(i.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Integer(i) => Some(*i as f64),
+        Value::Number(n) if n.is_finite() => Some(*n),
+        _ => None,
+    }
+}
+
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Integer(i) => Some(*i),
+        Value::Number(n) if n.fract() == 0.0 && n.is_finite() => Some(*n as i64),
+        _ => None,
+    }
+}
+
+/// Seconds (a number, fractions allowed) as milliseconds.
+fn seconds(v: &Value) -> Option<u64> {
+    number(v)
+        .filter(|s| (0.0..=7.0 * 86400.0).contains(s))
+        .map(|s| (s * 1000.0).round() as u64)
+}
+
+/// A Lua sequence (1..n, nothing else) of strings.
+fn strings(v: &Value) -> Option<Vec<String>> {
+    let Value::Table(t) = v else { return None };
+    let n = t.raw_len();
+    let mut out = Vec::with_capacity(n);
+    for i in 1..=n {
+        out.push(text(&t.raw_get::<Value>(i).ok()?)?);
+    }
+    (t.clone().pairs::<Value, Value>().count() == n).then_some(out)
+}
+
+fn ints(v: &Value) -> Option<Vec<i32>> {
+    let Value::Table(t) = v else { return None };
+    let n = t.raw_len();
+    let mut out = Vec::with_capacity(n);
+    for i in 1..=n {
+        out.push(i32::try_from(int(&t.raw_get::<Value>(i).ok()?)?).ok()?);
+    }
+    (t.clone().pairs::<Value, Value>().count() == n).then_some(out)
+}
+
+fn set_bool(v: &Value, into: &mut bool, key: &str, bad: &mut impl FnMut(&str, &str)) {
+    match v {
+        Value::Boolean(b) => *into = *b,
+        _ => bad(key, "expected true or false"),
+    }
+}
+
+fn set_ms(v: &Value, into: &mut u64, key: &str, bad: &mut impl FnMut(&str, &str)) {
+    match seconds(v) {
+        Some(ms) => *into = ms,
+        None => bad(key, "expected seconds (a number from 0 to 604800)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(text: &str) -> Config {
+        load_str(text.as_bytes(), "t.lua").unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    fn errs(text: &str) -> Vec<String> {
+        load_str(text.as_bytes(), "t.lua").expect_err("should fail")
+    }
+
+    #[test]
+    fn a_full_service() {
+        let c = ok(r#"
+            local port = 8000 + 80
+            service "db" { cmd = {"postgres"}, ready = { fd = 3 }, stop_signal = "INT" }
+            service "web" {
+                cmd = {"/usr/bin/web", "--port", tostring(port)},
+                env = { PORT = port, MODE = "prod" },
+                restart = "on-failure", success_codes = {0, 3},
+                backoff = { initial = 0.5, multiplier = 3, max = 20, reset_after = 30 },
+                budget = { restarts = 4, window = 60 },
+                replicas = 3, depends_on = {"db"}, grace = 2.5, essential = true,
+            }
+        "#);
+        assert_eq!(c.services.len(), 2);
+        let w = &c.services[1];
+        assert_eq!(w.line, 4);
+        assert_eq!(w.cmd, ["/usr/bin/web", "--port", "8080"]);
+        assert_eq!(
+            w.env,
+            [
+                ("MODE".into(), "prod".into()),
+                ("PORT".into(), "8080".into())
+            ]
+        );
+        assert_eq!(w.restart, Restart::OnFailure);
+        assert_eq!(w.backoff.initial_ms, 500);
+        assert_eq!(
+            w.budget,
+            Some(Budget {
+                restarts: 4,
+                window_ms: 60_000
+            })
+        );
+        assert_eq!((w.replicas, w.grace_ms, w.essential), (3, 2500, true));
+        assert_eq!(c.services[0].ready, Readiness::Fd(3));
+        assert_eq!(c.services[0].stop_signal, 2);
+    }
+
+    #[test]
+    fn every_error_is_reported_with_file_and_line() {
+        let e = errs(
+            "service \"a\" { cmd = \"notalist\", colour = 1 }\n\
+             service \"b\" { cmd = {\"x\"}, replicas = -1, restart = \"sometimes\" }\n\
+             service \"a\" { cmd = {\"y\"}, depends_on = {\"zz\"} }\n",
+        );
+        let all = e.join("\n");
+        assert!(
+            all.contains("t.lua:1: service \"a\": cmd: expected"),
+            "{all}"
+        );
+        assert!(
+            all.contains("t.lua:1: service \"a\": colour: unknown setting"),
+            "{all}"
+        );
+        assert!(all.contains("t.lua:2: service \"b\": replicas"), "{all}");
+        assert!(all.contains("t.lua:2: service \"b\": restart"), "{all}");
+        assert!(
+            all.contains("t.lua:3: service \"a\" is declared twice"),
+            "{all}"
+        );
+        assert!(all.contains("unknown service \"zz\""), "{all}");
+    }
+
+    #[test]
+    fn syntax_errors_and_cycles() {
+        let e = errs("service \"a\" { cmd = {\"x\"} \n service \"b\" {");
+        assert!(e[0].starts_with("t.lua:2:"), "{e:?}");
+        let e = errs(
+            "service \"a\" { cmd = {\"x\"}, depends_on = {\"b\"} }\nservice \"b\" { cmd = {\"x\"}, depends_on = {\"a\"} }",
+        );
+        assert!(e[0].contains("dependency cycle: a -> b -> a"), "{e:?}");
+    }
+
+    #[test]
+    fn loops_and_bombs_are_stopped_not_hung() {
+        let e = errs("while true do end");
+        assert!(e[0].contains("instruction budget"), "{e:?}");
+        assert!(e[0].starts_with("t.lua:1:"), "{e:?}");
+        let e = errs("while true do pcall(function() while true do end end) end");
+        assert!(e[0].contains("instruction budget"), "{e:?}");
+        let e = errs("local ok = xpcall(function() while true do end end, function(m) return m end)\nwhile true do end");
+        assert!(e[0].contains("instruction budget"), "{e:?}");
+        let e = errs("local s = 'x' for i = 1, 40 do s = s .. s end");
+        assert!(e[0].contains("memory"), "{e:?}");
+        let e = errs("local t = {} for i = 1, 1e9 do t[i] = i end");
+        assert!(
+            e.iter()
+                .any(|m| m.contains("memory") || m.contains("budget")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn the_sandbox_has_no_way_out() {
+        for code in [
+            "io.open('/etc/passwd')",
+            "os.execute('true')",
+            "require('os')",
+            "load('return 1')()",
+            "dofile('/etc/passwd')",
+            "math.random()",
+            "debug.getinfo(1)",
+            "collectgarbage('stop')",
+        ] {
+            let e = errs(code);
+            assert!(e[0].starts_with("t.lua:1:"), "{code}: {e:?}");
+        }
+        // env() reads archon's environment.
+        let c = ok("service 'x' { cmd = { env('PATH') and 'yes' or 'no' } }");
+        assert_eq!(c.services[0].cmd, ["yes"]);
+    }
+}

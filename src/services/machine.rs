@@ -1,0 +1,530 @@
+//! The state machine of one service instance. Pure: `step` takes an event
+//! and the time and returns the new state plus what must be done.
+//!
+//! ```text
+//! state      event                         -> state      action
+//! ---------  ----------------------------  ----------  -------------------------------
+//! stopped    Start                         -> starting   (spawn once dependencies are ready)
+//! failed     Start                         -> starting   budget and delay reset
+//! exited     Start                         -> starting   (a oneshot, run again)
+//! backoff    Start                         -> starting   at once
+//! starting   Spawned (ready = exec)        -> running    (oneshot: stays starting)
+//! starting   Spawned (ready = fd)          -> starting   wait for the newline
+//! starting   Ready                         -> running
+//! starting   SpawnFailed                   -> as Exited with status 127/126
+//! starting   StartTimeout                  -> stopping   kill; counts as a failure
+//! running    Unhealthy / Healthy           -> unhealthy / running
+//! starting,
+//! running,
+//! unhealthy  Exited, oneshot, success      -> exited
+//!            Exited, no restart wanted     -> stopped (success) / failed (failure)
+//!            Exited, budget spent          -> failed
+//!            Exited, up > reset_after      -> starting   restart at once, delay reset
+//!            Exited, otherwise             -> backoff    delay = initial, then x multiplier, capped
+//! backoff    Tick past the delay           -> starting
+//! any live   Stop                          -> stopping   stop signal, SIGKILL after grace
+//! starting
+//! (no pid),
+//! backoff    Stop                          -> stopped
+//! stopping   Exited                        -> stopped    (or starting, when a restart was asked)
+//! ```
+//!
+//! "No restart wanted": `restart = "never"`; or `"on-failure"` and the exit
+//! code is a success code. A restart counts against the budget (at most N
+//! restarts within the window); past it the instance is `failed` until a
+//! `Start`.
+
+use super::spec::{Readiness, Restart, ServiceSpec};
+use crate::supervisor::Exit;
+use std::collections::VecDeque;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SvcState {
+    Stopped,
+    Starting,
+    Running,
+    Unhealthy,
+    Stopping,
+    Backoff,
+    Failed,
+    Exited,
+}
+
+impl SvcState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SvcState::Stopped => "stopped",
+            SvcState::Starting => "starting",
+            SvcState::Running => "running",
+            SvcState::Unhealthy => "unhealthy",
+            SvcState::Stopping => "stopping",
+            SvcState::Backoff => "backoff",
+            SvcState::Failed => "failed",
+            SvcState::Exited => "exited",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Start,
+    Spawned {
+        entry: u64,
+        pid: i32,
+    },
+    SpawnFailed {
+        code: i32,
+    },
+    Ready,
+    Unhealthy,
+    Healthy,
+    StartTimeout,
+    Exited(Exit),
+    Stop,
+    /// Stop, then start again once stopped (a restart or a changed spec).
+    Restart,
+    Tick,
+}
+
+/// What the manager must do for this instance.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Start a process for it (the manager checks dependencies first).
+    Spawn,
+    /// Stop its process: `signal`, SIGKILL after `grace_ms`.
+    Kill {
+        entry: u64,
+        signal: i32,
+        grace_ms: u64,
+    },
+    /// Failed for good (budget spent or no restart after a failure).
+    FailedForGood(Exit),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    pub index: u32,
+    pub state: SvcState,
+    /// The supervisor entry and pid of its live process.
+    pub entry: Option<u64>,
+    pub pid: Option<i32>,
+    /// Restarts since archon started it (or since the last `Start`).
+    pub restarts: u32,
+    /// When the recent restarts happened (monotonic ms), for the budget.
+    recent: VecDeque<u64>,
+    /// The current backoff delay; 0 before the first crash.
+    pub delay_ms: u64,
+    /// When the next attempt is due (in `backoff`).
+    pub next_attempt: Option<u64>,
+    /// When its current process started (monotonic ms).
+    pub started_at: Option<u64>,
+    /// When it entered its current state (wall ms, for display).
+    pub since_wall: u64,
+    pub last_exit: Option<Exit>,
+    /// Readiness must come by then (monotonic ms).
+    pub start_deadline: Option<u64>,
+    /// A restart was asked while stopping: start again once stopped.
+    restart_after_stop: bool,
+    /// The start timeout fired: the exit that follows is a failure.
+    timed_out: bool,
+}
+
+impl Instance {
+    pub fn new(index: u32) -> Self {
+        Instance {
+            index,
+            state: SvcState::Stopped,
+            entry: None,
+            pid: None,
+            restarts: 0,
+            recent: VecDeque::new(),
+            delay_ms: 0,
+            next_attempt: None,
+            started_at: None,
+            since_wall: 0,
+            last_exit: None,
+            start_deadline: None,
+            restart_after_stop: false,
+            timed_out: false,
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.entry.is_some()
+    }
+
+    /// Waiting to be spawned (starting, no process yet).
+    pub fn wants_spawn(&self) -> bool {
+        self.state == SvcState::Starting && self.entry.is_none()
+    }
+
+    fn set(&mut self, state: SvcState, wall: u64) {
+        if self.state != state {
+            self.since_wall = wall;
+        }
+        self.state = state;
+    }
+
+    /// One transition. `mono`/`wall`: now, in ms.
+    pub fn step(&mut self, ev: Event, spec: &ServiceSpec, mono: u64, wall: u64) -> Vec<Action> {
+        use SvcState as S;
+        let mut fx = Vec::new();
+        match (self.state, ev) {
+            (S::Stopped | S::Failed | S::Exited | S::Backoff, Event::Start) => {
+                if self.state == S::Failed {
+                    self.recent.clear();
+                    self.delay_ms = 0;
+                    self.restarts = 0;
+                }
+                self.next_attempt = None;
+                self.set(S::Starting, wall);
+                fx.push(Action::Spawn);
+            }
+            (S::Starting | S::Running | S::Unhealthy | S::Stopping, Event::Start) => {
+                self.restart_after_stop = self.state == S::Stopping;
+            }
+            (S::Starting, Event::Spawned { entry, pid }) => {
+                self.entry = Some(entry);
+                self.pid = Some(pid);
+                self.started_at = Some(mono);
+                self.timed_out = false;
+                if spec.ready == Readiness::Exec && !spec.oneshot {
+                    self.start_deadline = None;
+                    self.set(S::Running, wall);
+                } else {
+                    self.start_deadline = Some(mono + spec.start_timeout_ms);
+                }
+            }
+            (S::Starting, Event::Ready) if self.entry.is_some() && !spec.oneshot => {
+                self.start_deadline = None;
+                self.set(S::Running, wall);
+            }
+            (S::Running, Event::Unhealthy) => self.set(S::Unhealthy, wall),
+            (S::Unhealthy, Event::Healthy) => self.set(S::Running, wall),
+            (S::Starting, Event::StartTimeout) => {
+                if let Some(entry) = self.entry {
+                    self.timed_out = true;
+                    self.start_deadline = None;
+                    self.set(S::Stopping, wall);
+                    fx.push(Action::Kill {
+                        entry,
+                        signal: spec.stop_signal,
+                        grace_ms: spec.grace_ms,
+                    });
+                }
+            }
+            (S::Starting, Event::SpawnFailed { code }) => {
+                fx.extend(self.after_exit(Exit::Code(code), spec, mono, wall));
+            }
+            (S::Starting | S::Running | S::Unhealthy, Event::Exited(exit)) => {
+                fx.extend(self.after_exit(exit, spec, mono, wall));
+            }
+            (S::Stopping, Event::Exited(exit)) => {
+                if self.timed_out {
+                    // The start timed out: a failure, with restart policy.
+                    fx.extend(self.after_exit(exit, spec, mono, wall));
+                } else {
+                    self.gone(exit);
+                    if std::mem::take(&mut self.restart_after_stop) {
+                        self.set(S::Starting, wall);
+                        fx.push(Action::Spawn);
+                    } else {
+                        self.set(S::Stopped, wall);
+                    }
+                }
+            }
+            (S::Starting | S::Running | S::Unhealthy, ev @ (Event::Stop | Event::Restart)) => {
+                let again = ev == Event::Restart;
+                match self.entry {
+                    Some(entry) => {
+                        self.restart_after_stop = again;
+                        self.set(S::Stopping, wall);
+                        self.start_deadline = None;
+                        fx.push(Action::Kill {
+                            entry,
+                            signal: spec.stop_signal,
+                            grace_ms: spec.grace_ms,
+                        });
+                    }
+                    // Not spawned yet: a restart changes nothing.
+                    None if again => {}
+                    None => self.set(S::Stopped, wall),
+                }
+            }
+            (S::Backoff, Event::Stop) => {
+                self.next_attempt = None;
+                self.set(S::Stopped, wall);
+            }
+            (S::Stopped | S::Failed | S::Exited | S::Backoff, Event::Restart) => {
+                self.next_attempt = None;
+                self.set(S::Starting, wall);
+                fx.push(Action::Spawn);
+            }
+            (S::Stopping, Event::Restart) => self.restart_after_stop = true,
+            (S::Stopping, Event::Stop) => self.restart_after_stop = false,
+            (S::Backoff, Event::Tick) => {
+                if self.next_attempt.is_some_and(|t| t <= mono) {
+                    self.next_attempt = None;
+                    self.set(S::Starting, wall);
+                    fx.push(Action::Spawn);
+                }
+            }
+            (S::Starting, Event::Tick) => {
+                if self.start_deadline.is_some_and(|t| t <= mono) {
+                    fx.extend(self.step(Event::StartTimeout, spec, mono, wall));
+                }
+            }
+            // Everything else changes nothing: a late Ready, a Stop of a
+            // stopped instance, an exit already handled, a tick with
+            // nothing due.
+            (_, _) => {}
+        }
+        fx
+    }
+
+    fn gone(&mut self, exit: Exit) {
+        self.entry = None;
+        self.pid = None;
+        self.start_deadline = None;
+        self.last_exit = Some(exit);
+    }
+
+    /// The process is gone on its own (or its start failed or timed out):
+    /// apply the restart policy, the budget and the backoff.
+    fn after_exit(&mut self, exit: Exit, spec: &ServiceSpec, mono: u64, wall: u64) -> Vec<Action> {
+        use SvcState as S;
+        let up_ms = self.started_at.map_or(0, |t| mono.saturating_sub(t));
+        let timed_out = std::mem::take(&mut self.timed_out);
+        let success = !timed_out && spec.is_success(exit.shell_code());
+        self.gone(exit.clone());
+        if std::mem::take(&mut self.restart_after_stop) {
+            self.set(S::Starting, wall);
+            return vec![Action::Spawn];
+        }
+        if spec.oneshot && success {
+            self.set(S::Exited, wall);
+            return Vec::new();
+        }
+        let restart = match spec.restart {
+            Restart::Always => true,
+            Restart::OnFailure => !success,
+            Restart::Never => false,
+        };
+        if !restart {
+            if success {
+                self.set(S::Stopped, wall);
+                return Vec::new();
+            }
+            self.set(S::Failed, wall);
+            return vec![Action::FailedForGood(exit)];
+        }
+        if let Some(b) = &spec.budget {
+            while self
+                .recent
+                .front()
+                .is_some_and(|&t| mono.saturating_sub(t) >= b.window_ms)
+            {
+                self.recent.pop_front();
+            }
+            if self.recent.len() as u32 >= b.restarts {
+                self.set(S::Failed, wall);
+                return vec![Action::FailedForGood(exit)];
+            }
+        }
+        self.recent.push_back(mono);
+        self.restarts += 1;
+        if up_ms >= spec.backoff.reset_after_ms {
+            self.delay_ms = 0;
+            self.set(S::Starting, wall);
+            return vec![Action::Spawn];
+        }
+        self.delay_ms = if self.delay_ms == 0 {
+            spec.backoff.initial_ms
+        } else {
+            ((self.delay_ms as f64) * spec.backoff.multiplier).min(spec.backoff.max_ms as f64)
+                as u64
+        };
+        self.next_attempt = Some(mono + self.delay_ms);
+        self.set(S::Backoff, wall);
+        Vec::new()
+    }
+
+    /// The earliest time this instance needs a `Tick`.
+    pub fn next_deadline(&self) -> Option<u64> {
+        match self.state {
+            SvcState::Backoff => self.next_attempt,
+            SvcState::Starting => self.start_deadline,
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::services::spec::{Backoff, Budget};
+
+    fn spec() -> ServiceSpec {
+        let mut s = ServiceSpec::new("svc", "t.lua", 1);
+        s.cmd = vec!["x".into()];
+        s.backoff = Backoff {
+            initial_ms: 100,
+            multiplier: 2.0,
+            max_ms: 1000,
+            reset_after_ms: 5000,
+        };
+        s.budget = Some(Budget {
+            restarts: 5,
+            window_ms: 60_000,
+        });
+        s
+    }
+
+    fn running(i: &mut Instance, s: &ServiceSpec, at: u64) {
+        assert_eq!(i.step(Event::Start, s, at, at), vec![Action::Spawn]);
+        i.step(Event::Spawned { entry: 1, pid: 10 }, s, at, at);
+        assert_eq!(i.state, SvcState::Running);
+    }
+
+    #[test]
+    fn crash_loop_backs_off_exponentially_up_to_the_cap_then_fails() {
+        let s = spec();
+        let mut i = Instance::new(0);
+        running(&mut i, &s, 0);
+        let mut t = 0;
+        let mut delays = Vec::new();
+        for _ in 0..5 {
+            t += 10;
+            assert!(i.step(Event::Exited(Exit::Code(1)), &s, t, t).is_empty());
+            assert_eq!(i.state, SvcState::Backoff);
+            delays.push(i.delay_ms);
+            let due = i.next_deadline().unwrap();
+            assert!(
+                i.step(Event::Tick, &s, due - 1, due - 1).is_empty(),
+                "not before"
+            );
+            assert_eq!(i.step(Event::Tick, &s, due, due), vec![Action::Spawn]);
+            i.step(Event::Spawned { entry: 2, pid: 11 }, &s, due, due);
+            t = due;
+        }
+        assert_eq!(delays, [100, 200, 400, 800, 1000]);
+        assert_eq!(i.restarts, 5);
+        // The sixth crash within the window spends the budget.
+        let fx = i.step(Event::Exited(Exit::Code(1)), &s, t + 10, t + 10);
+        assert_eq!(fx, vec![Action::FailedForGood(Exit::Code(1))]);
+        assert_eq!(i.state, SvcState::Failed);
+        // Start clears it.
+        assert_eq!(
+            i.step(Event::Start, &s, t + 20, t + 20),
+            vec![Action::Spawn]
+        );
+        assert_eq!(i.restarts, 0);
+    }
+
+    #[test]
+    fn a_stable_service_restarts_at_once_and_old_restarts_leave_the_window() {
+        let s = spec();
+        let mut i = Instance::new(0);
+        running(&mut i, &s, 0);
+        i.step(Event::Exited(Exit::Code(1)), &s, 10, 10);
+        assert_eq!(i.delay_ms, 100);
+        i.step(Event::Tick, &s, 110, 110);
+        i.step(Event::Spawned { entry: 2, pid: 11 }, &s, 110, 110);
+        // Up for longer than reset_after: straight back to starting.
+        let fx = i.step(
+            Event::Exited(Exit::Signal(9, "KILL".into())),
+            &s,
+            6000,
+            6000,
+        );
+        assert_eq!(fx, vec![Action::Spawn]);
+        assert_eq!((i.state, i.delay_ms), (SvcState::Starting, 0));
+    }
+
+    #[test]
+    fn restart_policies() {
+        let mut s = spec();
+        s.restart = Restart::OnFailure;
+        s.success_codes = vec![0, 3];
+        let mut i = Instance::new(0);
+        running(&mut i, &s, 0);
+        assert!(i.step(Event::Exited(Exit::Code(3)), &s, 1, 1).is_empty());
+        assert_eq!(i.state, SvcState::Stopped);
+        running(&mut i, &s, 2);
+        i.step(Event::Exited(Exit::Code(4)), &s, 3, 3);
+        assert_eq!(i.state, SvcState::Backoff);
+        s.restart = Restart::Never;
+        let mut i = Instance::new(0);
+        running(&mut i, &s, 0);
+        let fx = i.step(Event::Exited(Exit::Signal(15, "TERM".into())), &s, 1, 1);
+        assert_eq!(
+            fx,
+            vec![Action::FailedForGood(Exit::Signal(15, "TERM".into()))]
+        );
+    }
+
+    #[test]
+    fn oneshot_and_readiness() {
+        let mut s = spec();
+        s.oneshot = true;
+        let mut i = Instance::new(0);
+        i.step(Event::Start, &s, 0, 0);
+        i.step(Event::Spawned { entry: 1, pid: 9 }, &s, 0, 0);
+        assert_eq!(i.state, SvcState::Starting, "a oneshot is ready when done");
+        i.step(Event::Exited(Exit::Code(0)), &s, 5, 5);
+        assert_eq!(i.state, SvcState::Exited);
+
+        let mut s = spec();
+        s.ready = Readiness::Fd(3);
+        s.start_timeout_ms = 50;
+        let mut i = Instance::new(0);
+        i.step(Event::Start, &s, 0, 0);
+        i.step(Event::Spawned { entry: 1, pid: 9 }, &s, 0, 0);
+        assert_eq!(i.state, SvcState::Starting);
+        i.step(Event::Ready, &s, 10, 10);
+        assert_eq!(i.state, SvcState::Running);
+        // Never ready: the start timeout kills it and counts as a failure.
+        let mut i = Instance::new(0);
+        i.step(Event::Start, &s, 0, 0);
+        i.step(Event::Spawned { entry: 1, pid: 9 }, &s, 0, 0);
+        assert_eq!(i.next_deadline(), Some(50));
+        let fx = i.step(Event::Tick, &s, 50, 50);
+        assert!(matches!(
+            fx[0],
+            Action::Kill {
+                entry: 1,
+                signal: 15,
+                ..
+            }
+        ));
+        i.step(Event::Exited(Exit::Signal(15, "TERM".into())), &s, 60, 60);
+        assert_eq!(i.state, SvcState::Backoff);
+    }
+
+    #[test]
+    fn stop_and_restart() {
+        let s = spec();
+        let mut i = Instance::new(0);
+        running(&mut i, &s, 0);
+        let fx = i.step(Event::Stop, &s, 1, 1);
+        assert!(matches!(fx[0], Action::Kill { entry: 1, .. }));
+        assert_eq!(i.state, SvcState::Stopping);
+        assert!(i.step(Event::Exited(Exit::Code(0)), &s, 2, 2).is_empty());
+        assert_eq!(i.state, SvcState::Stopped);
+        // A restart of a live instance: stop, then start once gone.
+        running(&mut i, &s, 3);
+        i.step(Event::Restart, &s, 4, 4);
+        assert_eq!(i.state, SvcState::Stopping);
+        assert_eq!(
+            i.step(Event::Exited(Exit::Code(0)), &s, 5, 5),
+            vec![Action::Spawn]
+        );
+        assert_eq!(i.state, SvcState::Starting);
+        // Stop while in backoff: stopped, no attempt pending.
+        let mut i = Instance::new(0);
+        running(&mut i, &s, 0);
+        i.step(Event::Exited(Exit::Code(1)), &s, 1, 1);
+        i.step(Event::Stop, &s, 2, 2);
+        assert_eq!((i.state, i.next_deadline()), (SvcState::Stopped, None));
+    }
+}

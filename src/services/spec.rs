@@ -1,0 +1,322 @@
+//! What the config declares for one service, after loading: plain data,
+//! compared field by field on reload. Validation across services
+//! (duplicates, unknown dependencies, cycles) is here too; no I/O.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Restart {
+    Always,
+    /// Restart unless the exit code is one of these.
+    OnFailure,
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backoff {
+    pub initial_ms: u64,
+    pub multiplier: f64,
+    pub max_ms: u64,
+    /// Up this long: the next crash restarts at once and the delay resets.
+    pub reset_after_ms: u64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial_ms: 100,
+            multiplier: 2.0,
+            max_ms: 30_000,
+            reset_after_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    pub restarts: u32,
+    pub window_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Readiness {
+    /// Ready once exec'd.
+    Exec,
+    /// s6: ready when the service writes a newline on this fd.
+    Fd(i32),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// archon's own output, each line prefixed `name.index| ` (or `name| `).
+    Prefix,
+    Inherit,
+    Null,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSpec {
+    pub name: String,
+    /// Where it was declared, for messages.
+    pub file: String,
+    pub line: usize,
+    pub cmd: Vec<String>,
+    /// Added to archon's environment (or replacing it, with `env_clear`).
+    pub env: Vec<(String, String)>,
+    pub env_clear: bool,
+    pub cwd: Option<String>,
+    pub stdout: Output,
+    pub stderr: Output,
+    pub stop_signal: i32,
+    pub grace_ms: u64,
+    pub restart: Restart,
+    pub success_codes: Vec<i32>,
+    pub backoff: Backoff,
+    pub budget: Option<Budget>,
+    pub replicas: u32,
+    pub depends_on: Vec<String>,
+    pub oneshot: bool,
+    pub ready: Readiness,
+    pub start_timeout_ms: u64,
+    pub essential: bool,
+    pub autostart: bool,
+}
+
+impl ServiceSpec {
+    pub fn new(name: &str, file: &str, line: usize) -> Self {
+        ServiceSpec {
+            name: name.into(),
+            file: file.into(),
+            line,
+            cmd: Vec::new(),
+            env: Vec::new(),
+            env_clear: false,
+            cwd: None,
+            stdout: Output::Prefix,
+            stderr: Output::Prefix,
+            stop_signal: libc_sigterm(),
+            grace_ms: 10_000,
+            restart: Restart::Always,
+            success_codes: vec![0],
+            backoff: Backoff::default(),
+            budget: Some(Budget {
+                restarts: 10,
+                window_ms: 60_000,
+            }),
+            replicas: 1,
+            depends_on: Vec::new(),
+            oneshot: false,
+            ready: Readiness::Exec,
+            start_timeout_ms: 60_000,
+            essential: false,
+            autostart: true,
+        }
+    }
+
+    /// Everything but where it was written: a reload restarts a service
+    /// only when this changes. (Replicas are resized live instead.)
+    pub fn same_process(&self, other: &ServiceSpec) -> bool {
+        let strip = |s: &ServiceSpec| {
+            let mut s = s.clone();
+            s.file.clear();
+            s.line = 0;
+            s.replicas = 0;
+            s
+        };
+        strip(self) == strip(other)
+    }
+
+    pub fn is_success(&self, code: Option<i32>) -> bool {
+        code.is_some_and(|c| self.success_codes.contains(&c))
+    }
+}
+
+fn libc_sigterm() -> i32 {
+    15
+}
+
+/// A whole configuration: services in declaration order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Config {
+    pub services: Vec<ServiceSpec>,
+}
+
+impl Config {
+    /// Checks across services. Every problem is reported, each with the file
+    /// and line of the service it concerns.
+    pub fn validate(&self) -> Vec<String> {
+        let mut errs = Vec::new();
+        let mut seen: BTreeMap<&str, &ServiceSpec> = BTreeMap::new();
+        for s in &self.services {
+            if let Some(first) = seen.get(s.name.as_str()) {
+                errs.push(format!(
+                    "{}:{}: service {:?} is declared twice (first at line {})",
+                    s.file, s.line, s.name, first.line
+                ));
+            } else {
+                seen.insert(&s.name, s);
+            }
+        }
+        for s in &self.services {
+            for d in &s.depends_on {
+                if !seen.contains_key(d.as_str()) {
+                    errs.push(format!(
+                        "{}:{}: service {:?} depends on unknown service {d:?}",
+                        s.file, s.line, s.name
+                    ));
+                }
+            }
+        }
+        if let Some(cycle) = find_cycle(&self.services) {
+            let s = seen.get(cycle[0].as_str()).copied();
+            let (file, line) = s.map_or(("?", 0), |s| (s.file.as_str(), s.line));
+            errs.push(format!(
+                "{file}:{line}: dependency cycle: {}",
+                cycle.join(" -> ")
+            ));
+        }
+        errs
+    }
+
+    /// Services in an order where each comes after its dependencies
+    /// (declaration order otherwise). Assumes `validate` found no cycle.
+    pub fn start_order(&self) -> Vec<String> {
+        let by_name: BTreeMap<&str, &ServiceSpec> =
+            self.services.iter().map(|s| (s.name.as_str(), s)).collect();
+        let mut done: BTreeSet<&str> = BTreeSet::new();
+        let mut out = Vec::new();
+        fn visit<'a>(
+            n: &'a str,
+            by_name: &BTreeMap<&'a str, &'a ServiceSpec>,
+            done: &mut BTreeSet<&'a str>,
+            out: &mut Vec<String>,
+        ) {
+            if !done.insert(n) {
+                return;
+            }
+            if let Some(s) = by_name.get(n) {
+                for d in &s.depends_on {
+                    visit(d, by_name, done, out);
+                }
+            }
+            out.push(n.to_string());
+        }
+        for s in &self.services {
+            visit(&s.name, &by_name, &mut done, &mut out);
+        }
+        out
+    }
+}
+
+/// A dependency cycle as a list of names (first repeated at the end).
+pub fn find_cycle(services: &[ServiceSpec]) -> Option<Vec<String>> {
+    let deps: BTreeMap<&str, Vec<&str>> = services
+        .iter()
+        .map(|s| {
+            (
+                s.name.as_str(),
+                s.depends_on.iter().map(String::as_str).collect(),
+            )
+        })
+        .collect();
+    find_cycle_in(&deps)
+}
+
+/// The same over a plain name -> dependencies map (also used for the
+/// dynamic `Depend` verb).
+pub fn find_cycle_in(deps: &BTreeMap<&str, Vec<&str>>) -> Option<Vec<String>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Active,
+        Done,
+    }
+    let mut mark: BTreeMap<&str, Mark> = BTreeMap::new();
+    let mut stack: Vec<&str> = Vec::new();
+    fn dfs<'a>(
+        n: &'a str,
+        deps: &BTreeMap<&'a str, Vec<&'a str>>,
+        mark: &mut BTreeMap<&'a str, Mark>,
+        stack: &mut Vec<&'a str>,
+    ) -> Option<Vec<String>> {
+        match mark.get(n) {
+            Some(Mark::Done) => return None,
+            Some(Mark::Active) => {
+                let start = stack.iter().position(|&s| s == n).unwrap_or(0);
+                let mut cyc: Vec<String> = stack[start..].iter().map(|s| s.to_string()).collect();
+                cyc.push(n.to_string());
+                return Some(cyc);
+            }
+            None => {}
+        }
+        mark.insert(n, Mark::Active);
+        stack.push(n);
+        for &d in deps.get(n).map(Vec::as_slice).unwrap_or(&[]) {
+            if let Some(c) = dfs(d, deps, mark, stack) {
+                return Some(c);
+            }
+        }
+        stack.pop();
+        mark.insert(n, Mark::Done);
+        None
+    }
+    for &n in deps.keys() {
+        if let Some(c) = dfs(n, deps, &mut mark, &mut stack) {
+            return Some(c);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(name: &str, deps: &[&str]) -> ServiceSpec {
+        let mut s = ServiceSpec::new(name, "f.lua", 1);
+        s.cmd = vec!["true".into()];
+        s.depends_on = deps.iter().map(|d| d.to_string()).collect();
+        s
+    }
+
+    #[test]
+    fn order_follows_dependencies() {
+        let c = Config {
+            services: vec![
+                svc("web", &["db", "cache"]),
+                svc("cache", &[]),
+                svc("db", &[]),
+            ],
+        };
+        assert!(c.validate().is_empty());
+        assert_eq!(c.start_order(), ["db", "cache", "web"]);
+    }
+
+    #[test]
+    fn duplicates_unknown_and_cycles_are_all_reported() {
+        let c = Config {
+            services: vec![
+                svc("a", &["b"]),
+                svc("b", &["c"]),
+                svc("c", &["a"]),
+                svc("d", &["nope"]),
+                svc("d", &[]),
+            ],
+        };
+        let errs = c.validate();
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(errs[0].contains("declared twice"));
+        assert!(errs[1].contains("unknown service \"nope\""));
+        assert!(errs[2].contains("a -> b -> c -> a"), "{errs:?}");
+    }
+
+    #[test]
+    fn same_process_ignores_position_and_replicas() {
+        let a = svc("a", &[]);
+        let mut b = a.clone();
+        b.line = 9;
+        b.replicas = 4;
+        assert!(a.same_process(&b));
+        b.cmd.push("x".into());
+        assert!(!a.same_process(&b));
+    }
+}
