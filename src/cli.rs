@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-pub const USAGE: &str = "usage: archon [OPTIONS] [--] [CMD [ARGS...]]
+pub const USAGE: &str = "usage: archon [OPTIONS] [--config FILE] [--] [CMD [ARGS...]]
        archon --help | --version
 
 With CMD, archon runs it as the main child (entrypoint mode), forwards
@@ -19,7 +19,9 @@ options:
   -l, --log-level LEVEL    error, warn, info, debug, trace or off ($ARCHON_LOG)
       --grace SECONDS      SIGTERM-to-SIGKILL grace period (default 10)
   -g, --forward-to-group   forward signals to the main child's process group
-      --no-subreaper       when not PID 1, do not become a child subreaper";
+      --no-subreaper       when not PID 1, do not become a child subreaper
+  -c, --config FILE        services to supervise (Lua, see archon-config(5));
+                           reloaded on SIGHUP and by `archonctl reload`";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
@@ -36,6 +38,8 @@ pub struct Options {
     pub forward_group: bool,
     /// Become a child subreaper when not PID 1.
     pub subreaper: bool,
+    /// The services config (Lua).
+    pub config: Option<PathBuf>,
 }
 
 /// `$ARCHON_SOCKET`, else `/run/archon/archon.sock` for root, else
@@ -74,6 +78,7 @@ pub fn parse(args: &[OsString], uid: u32) -> Result<Parsed, String> {
         command: Vec::new(),
         forward_group: false,
         subreaper: true,
+        config: None,
     };
     let mut it = args.iter();
     while let Some(raw) = it.next() {
@@ -125,12 +130,13 @@ pub fn parse(args: &[OsString], uid: u32) -> Result<Parsed, String> {
                     parse_seconds(&v).ok_or_else(|| format!("bad grace period: {v}"))?;
             }
             "--no-socket" => opts.use_socket = false,
+            "-c" | "--config" => opts.config = Some(PathBuf::from(value("--config")?)),
             "-g" | "--forward-to-group" => opts.forward_group = true,
             "--no-subreaper" => opts.subreaper = false,
             other => return Err(format!("unknown option: {other}")),
         }
     }
-    if opts.command.is_empty() && !opts.use_socket {
+    if opts.command.is_empty() && !opts.use_socket && opts.config.is_none() {
         return Err("--no-socket needs a command: nothing would be left to do".into());
     }
     Ok(Parsed::Run(opts))

@@ -71,7 +71,7 @@ pub fn load_str(text: &[u8], name: &str) -> Result<Config, Vec<String>> {
                     services.borrow_mut().push(spec);
                 } else if !svc_name.is_empty() {
                     errs.push(format!(
-                        "{file}:{line}: bad service name {svc_name:?}: use letters, digits, '-', '_', '.'"
+                        "{file}:{line}: bad service name {svc_name:?}: use letters, digits, '-', '_', '.' (not digits alone), at most 64"
                     ));
                 }
                 errors.borrow_mut().extend(errs);
@@ -107,10 +107,7 @@ pub fn load_str(text: &[u8], name: &str) -> Result<Config, Vec<String>> {
 }
 
 fn valid_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 64
-        && n.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    crate::protocol::is_service_name(n)
 }
 
 /// Lua's messages carry a traceback; the first line says it all. Memory and

@@ -268,7 +268,7 @@ fn bad_input_gets_errors_and_the_connection_survives() {
         (b"Run\n".to_vec(), "Error,bad-request,"),
         (b"Stop\n".to_vec(), "Error,bad-request,"),
         (b"Signal,1\n".to_vec(), "Error,bad-request,"),
-        (b"Status,abc\n".to_vec(), "Error,bad-request,"),
+        (b"Status,a b\n".to_vec(), "Error,bad-request,"),
         (b"Run,\"/bin/true\n".to_vec(), "Error,bad-request,"),
         (b"Run,/bin/tr\"ue\n".to_vec(), "Error,bad-request,"),
         (b"Run,/bin/true\x00\n".to_vec(), "Error,bad-request,"),

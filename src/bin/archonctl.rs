@@ -10,7 +10,7 @@
 //! (glibc hands argv to std's `.init_array` hook).
 #![no_main]
 
-use archon::protocol::{Command, PowerAction, ReplyLine, Request, SignalSpec};
+use archon::protocol::{is_service_name, Command, PowerAction, ReplyLine, Request, SignalSpec};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use std::io::{BufRead, BufReader, IoSlice, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -22,9 +22,17 @@ const USAGE: &str = "usage: archonctl [--socket PATH] [--csv] COMMAND [ARGS...]
 commands (protocol verb in brackets):
   run [-e NAME=VALUE]... [--] CMD [ARGS...]    run a command with this terminal's stdin/stdout/stderr [Run]
   start [-e NAME=VALUE]... [--] CMD [ARGS...]  start a supervised daemon, print its id [StartDaemon]
+  daemon [-e NAME=VALUE]... [--] CMD [ARGS...] the same, never taken for a service name
+  start NAME                                   start a configured service [Start]
+  stop NAME                                    stop a configured service
+  restart NAME                                 restart it (a pool one instance at a time) [Restart]
+  scale NAME N                                 resize a pool live [Scale]
+  reload                                       read the config again and reconcile [Reload]
+  config                                       the effective configuration [DumpConfig]
+  depend NAME DEP | undepend NAME DEP          add or remove a run-time dependency [Depend] [Undepend]
   monitor PID                                  watch a process through a pidfd passed to archon [MonitorFD]
   monitor-pid PID                              watch a process, archon opens the pidfd [MonitorPid]
-  status [ID]                                  show the process table [Status]
+  status [ID | NAME]                           the process and service tables [Status]
   stop ID [GRACE_SECONDS]                      SIGTERM, then SIGKILL after the grace period [Stop]
   signal ID SIGNAL                             send a signal by name or number [Signal]
   subscribe                                    print state changes as they happen [Subscribe]
@@ -141,6 +149,13 @@ fn parse_command(args: &[String]) -> Result<Command, String> {
     Ok(Command { argv, env })
 }
 
+fn one_name(args: &[String], what: &str) -> Result<String, String> {
+    args.first()
+        .filter(|n| is_service_name(n))
+        .cloned()
+        .ok_or_else(|| format!("{what} needs a service name"))
+}
+
 fn one_id(args: &[String], what: &str) -> Result<u64, String> {
     args.first()
         .and_then(|s| s.parse::<u64>().ok())
@@ -158,7 +173,41 @@ fn build_request(cmd: &str, args: &[String]) -> Result<Request, String> {
     };
     Ok(match cmd {
         "run" => Request::Run(parse_command(args)?),
-        "start" => Request::StartDaemon(parse_command(args)?),
+        // One bare word that names a service starts the service; anything
+        // else (`--`, `-e`, arguments) starts a daemon. `daemon` always does.
+        "start" if args.len() == 1 && is_service_name(&args[0]) => Request::Start(args[0].clone()),
+        "start" | "daemon" => Request::StartDaemon(parse_command(args)?),
+        "restart" => {
+            max(1)?;
+            Request::Restart(one_name(args, "restart")?)
+        }
+        "scale" => {
+            max(2)?;
+            let name = one_name(args, "scale")?;
+            let replicas = args
+                .get(1)
+                .and_then(|n| n.parse::<u32>().ok())
+                .ok_or("scale needs a number of instances")?;
+            Request::Scale { name, replicas }
+        }
+        "reload" => {
+            max(0)?;
+            Request::Reload
+        }
+        "config" => {
+            max(0)?;
+            Request::DumpConfig
+        }
+        "depend" | "undepend" => {
+            max(2)?;
+            let name = one_name(args, cmd)?;
+            let dep = one_name(&args[1..], cmd)?;
+            if cmd == "depend" {
+                Request::Depend { name, dep }
+            } else {
+                Request::Undepend { name, dep }
+            }
+        }
         "monitor" | "monitor-pid" => {
             max(1)?;
             let pid = args
@@ -175,9 +224,13 @@ fn build_request(cmd: &str, args: &[String]) -> Result<Request, String> {
         "status" => {
             max(1)?;
             match args.first() {
+                Some(n) if is_service_name(n) => Request::StatusService(n.clone()),
                 Some(_) => Request::Status(Some(one_id(args, "status")?)),
                 None => Request::Status(None),
             }
+        }
+        "stop" if args.len() == 1 && is_service_name(&args[0]) => {
+            Request::StopService(args[0].clone())
         }
         "stop" => {
             max(2)?;
@@ -268,6 +321,7 @@ impl Ctl {
         drop(keep);
         let mut reader = BufReader::new(&stream);
         let mut rows = Vec::new();
+        let mut other: Vec<Vec<String>> = Vec::new();
         loop {
             let mut line = Vec::new();
             let n = reader
@@ -288,6 +342,19 @@ impl Ctl {
             let reply = ReplyLine::decode(&line)?;
             match reply {
                 ReplyLine::Process(row) => rows.push(row),
+                ReplyLine::Row(f) if f[0] == "ServiceEvent" => {
+                    if !self.csv {
+                        println!(
+                            "{} service={}.{} state={} pid={}",
+                            f.get(1).map_or("", |s| s),
+                            f.get(2).map_or("", |s| s),
+                            f.get(3).map_or("", |s| s),
+                            f.get(4).map_or("", |s| s),
+                            f.get(5).filter(|p| !p.is_empty()).map_or("-", |s| s)
+                        );
+                    }
+                }
+                ReplyLine::Row(f) => other.push(f),
                 ReplyLine::Event(ev) => {
                     if !self.csv {
                         println!(
@@ -306,6 +373,7 @@ impl Ctl {
                 ReplyLine::Ok(fields) => {
                     if !self.csv {
                         self.print_ok(cmd, &fields, &rows);
+                        print_rows(&other);
                     }
                     if cmd == "subscribe" {
                         continue;
@@ -318,6 +386,7 @@ impl Ctl {
 
     fn print_ok(&self, cmd: &str, fields: &[String], rows: &[archon::protocol::ProcessRow]) {
         match cmd {
+            "status" if rows.is_empty() => {}
             "status" => {
                 println!(
                     "{:>5} {:<8} {:>8} {:<9} {:>7}  COMMAND",
@@ -341,12 +410,97 @@ impl Ctl {
                 fields.first().map_or("", |s| s),
                 fields.get(1).map_or("", |s| s)
             ),
-            "subscribe" | "signal" => {}
+            "subscribe" | "signal" | "config" | "restart" | "scale" | "depend" | "undepend" => {}
+            "reload" => {
+                for f in fields {
+                    if let Some((k, v)) = f.split_once('=') {
+                        if !v.is_empty() && k != "unchanged" {
+                            println!("{k}: {v}");
+                        }
+                    }
+                }
+            }
             _ => {
                 if let Some(id) = fields.first() {
                     println!("{id}");
                 }
             }
         }
+    }
+}
+
+/// Service rows as a table a person reads at a glance; settings as
+/// `service key value`.
+fn print_rows(rows: &[Vec<String>]) {
+    let services: Vec<&Vec<String>> = rows.iter().filter(|r| r[0] == "Service").collect();
+    if !services.is_empty() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        println!(
+            "{:<20} {:<10} {:>8} {:>9} {:>8}  LAST EXIT",
+            "SERVICE", "STATE", "PID", "UPTIME", "RESTARTS"
+        );
+        for r in services {
+            let get = |i: usize| r.get(i).map_or("", |s| s.as_str());
+            let name = if get(2) == "0" && !services_has_pool(rows, get(1)) {
+                get(1).to_string()
+            } else {
+                format!("{}.{}", get(1), get(2))
+            };
+            let since = get(5).parse::<f64>().unwrap_or(now);
+            let state = get(3);
+            let uptime = if matches!(state, "running" | "starting" | "unhealthy") {
+                human(now - since)
+            } else {
+                "-".into()
+            };
+            let mut last = get(9).to_string();
+            if state == "backoff" {
+                let next = get(8).parse::<f64>().unwrap_or(now);
+                last = format!("{last} (retry in {})", human(next - now));
+            }
+            println!(
+                "{:<20} {:<10} {:>8} {:>9} {:>8}  {}",
+                name,
+                state,
+                if get(4).is_empty() { "-" } else { get(4) },
+                uptime,
+                get(6),
+                if last.is_empty() { "-" } else { &last }
+            );
+        }
+    }
+    for r in rows.iter().filter(|r| r[0] == "Setting") {
+        println!("{} {} {}", r[1], r[2], r.get(3).map_or("", |s| s));
+    }
+}
+
+fn services_has_pool(rows: &[Vec<String>], name: &str) -> bool {
+    rows.iter()
+        .filter(|r| r[0] == "Service" && r.get(1).is_some_and(|n| n == name))
+        .count()
+        > 1
+}
+
+fn human(secs: f64) -> String {
+    let s = secs.max(0.0);
+    if s < 60.0 {
+        format!("{s:.1}s")
+    } else if s < 3600.0 {
+        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    } else if s < 86400.0 {
+        format!(
+            "{}h{:02}m",
+            (s / 3600.0) as u64,
+            ((s % 3600.0) / 60.0) as u64
+        )
+    } else {
+        format!(
+            "{}d{:02}h",
+            (s / 86400.0) as u64,
+            ((s % 86400.0) / 3600.0) as u64
+        )
     }
 }

@@ -7,6 +7,7 @@
 
 mod client;
 mod listener;
+mod svc;
 
 use crate::cli::Options;
 use crate::platform::{self, RawExit};
@@ -21,7 +22,7 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const LISTENER: Token = Token(usize::MAX);
@@ -77,8 +78,17 @@ pub struct EventLoop {
     /// Poweroff, Reboot or Halt was asked for (verb or signal).
     power: Option<PowerAction>,
     sweep: Option<Sweep>,
-    /// archon's exit status when not the main command's (exec failure).
+    /// archon's exit status when not the main command's (exec failure,
+    /// an essential service's failure).
     exit_code: Option<i32>,
+    services: crate::services::Services,
+    /// Service pipes (output, readiness) by token.
+    pipes: HashMap<usize, svc::Pipe>,
+    next_pipe: usize,
+    sink_out: svc::Sink,
+    sink_err: svc::Sink,
+    /// Output pipes left unread while their sink is full.
+    paused: std::collections::BTreeSet<usize>,
 }
 
 fn reserve() -> Option<File> {
@@ -109,6 +119,13 @@ impl EventLoop {
             }
         } else {
             None
+        };
+        let services = match &opts.config {
+            Some(path) => match crate::config::load(path) {
+                Ok(c) => crate::services::Services::new(c),
+                Err(errs) => return Err(errs.join("\n")),
+            },
+            None => crate::services::Services::default(),
         };
         let pid1 = platform::getpid() == 1;
         let system_init = platform::is_system_init();
@@ -159,6 +176,12 @@ impl EventLoop {
             power: None,
             sweep: None,
             exit_code: None,
+            services,
+            pipes: HashMap::new(),
+            next_pipe: 0,
+            sink_out: svc::Sink::open(1),
+            sink_err: svc::Sink::open(2),
+            paused: std::collections::BTreeSet::new(),
         })
     }
 
@@ -179,7 +202,10 @@ impl EventLoop {
         if self.listener.is_some() {
             log::info!("listening socket={}", self.opts.socket.display());
         }
-        if !self.opts.command.is_empty() {
+        let now = self.now();
+        let cmds = self.services.boot(now.mono, now.wall);
+        self.apply_svc(cmds);
+        if !self.opts.command.is_empty() && !self.shutting_down {
             self.start_main();
         }
         let mut events = Events::with_capacity(1024);
@@ -191,10 +217,14 @@ impl EventLoop {
             if self.shutting_down && self.sup.started_alive() == 0 && self.sweep_done() {
                 return self.finish_shutdown();
             }
-            let deadline = match (self.sup.next_deadline(), self.sweep.as_ref()) {
-                (Some(a), Some(sw)) => Some(a.min(sw.deadline)),
-                (a, sw) => a.or(sw.map(|sw| sw.deadline)),
-            };
+            let deadline = [
+                self.sup.next_deadline(),
+                self.sweep.as_ref().map(|sw| sw.deadline),
+                self.services.next_deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let timeout = deadline.map(|d| {
                 let now = self.now().mono;
                 Duration::from_millis(d.saturating_sub(now))
@@ -217,6 +247,10 @@ impl EventLoop {
                 match ev.token() {
                     LISTENER => self.accept_all(),
                     SIGNALS => self.read_signals(),
+                    svc::SINK_OUT => self.flush_sink(false),
+                    svc::SINK_ERR => self.flush_sink(true),
+                    Token(t) if t >= svc::PIPE_BASE => self.pipe_event(t),
+                    Token(t) if t >= SWEEP_BASE => {}
                     Token(t) if t >= CLIENT_BASE => {
                         let cid = (t - CLIENT_BASE) as u64;
                         if ev.is_write_closed() || ev.is_error() {
@@ -227,13 +261,14 @@ impl EventLoop {
                             self.service_client(cid, !ev.is_read_closed());
                         }
                     }
-                    Token(t) if t >= SWEEP_BASE => {}
                     Token(id) => self.process_event(id as u64),
                 }
             }
             let now = self.now();
             let fx = self.sup.tick(now);
             self.apply(fx);
+            let cmds = self.services.tick(now.mono, now.wall);
+            self.apply_svc(cmds);
             while let Some(cid) = self.resume.pop() {
                 if self.clients.get(&cid).is_some_and(|c| c.can_take_request()) {
                     self.service_client(cid, false);
@@ -282,6 +317,8 @@ impl EventLoop {
                     ignored_signals: self.ignored_signals.clone(),
                     keep_inherited_fds: true,
                     foreground_tty: platform::foreground_tty(),
+                    cwd: None,
+                    extra_fd: None,
                 };
                 platform::spawn(&spec).map_err(SpawnFail::Os)
             });
@@ -453,6 +490,8 @@ impl EventLoop {
         }
         let fx = self.sup.shutdown(self.opts.grace_ms, main_signal, now);
         self.apply(fx);
+        let cmds = self.services.shutdown(now.mono, now.wall);
+        self.apply_svc(cmds);
     }
 
     fn read_signals(&mut self) {
@@ -480,6 +519,10 @@ impl EventLoop {
                         self.apply(fx);
                     }
                     self.begin_shutdown(&format!("SIG{name}"), sig);
+                }
+                libc::SIGHUP if self.opts.config.is_some() && self.opts.command.is_empty() => {
+                    log::info!("SIGHUP: reloading the config");
+                    let _ = self.reload();
                 }
                 _ if platform::is_forwarded(sig) => {
                     let fx = self.sup.forward(sig);
@@ -721,9 +764,38 @@ impl EventLoop {
                 env!("CARGO_PKG_VERSION").into(),
                 format!("protocol={PROTOCOL_VERSION}"),
             ])),
+            Request::Status(None) => Some(match self.sup.rows(None) {
+                Ok(rows) => self.status_all(rows),
+                Err(e) => e,
+            }),
             Request::Status(only) => Some(match self.sup.rows(only) {
                 Ok(rows) => Reply::Table(rows),
                 Err(e) => e,
+            }),
+            Request::StatusService(name) => Some(match self.service_rows(Some(&name)) {
+                Ok(rows) => Reply::Rows(rows),
+                Err(e) => Reply::error(ErrorKind::NoSuchService, e),
+            }),
+            Request::Start(name) => Some(self.service_cmd(&name, |s, n, m, w| s.start(n, m, w))),
+            Request::StopService(name) => {
+                Some(self.service_cmd(&name, |s, n, m, w| s.stop(n, m, w)))
+            }
+            Request::Restart(name) => {
+                Some(self.service_cmd(&name, |s, n, m, w| s.restart(n, m, w)))
+            }
+            Request::Scale { name, replicas } => {
+                Some(self.service_cmd(&name, |s, n, m, w| s.scale(n, replicas, m, w)))
+            }
+            Request::Reload => Some(self.reload()),
+            Request::DumpConfig => Some(Reply::Rows(self.config_rows())),
+            Request::Depend { name, dep } => Some(match self.services.depend(&name, &dep) {
+                Ok(()) => Reply::Ok(Vec::new()),
+                Err(e) if e.starts_with("no service") => Reply::error(ErrorKind::NoSuchService, e),
+                Err(e) => Reply::error(ErrorKind::BadRequest, e),
+            }),
+            Request::Undepend { name, dep } => Some(match self.services.undepend(&name, &dep) {
+                Ok(()) => Reply::Ok(Vec::new()),
+                Err(e) => Reply::error(ErrorKind::BadRequest, e),
             }),
             Request::Power(action) => {
                 let uid = self.clients.get(&to.client).map_or(u32::MAX, |c| c.uid);
@@ -891,6 +963,8 @@ impl EventLoop {
             ignored_signals: self.ignored_signals.clone(),
             keep_inherited_fds: false,
             foreground_tty: None,
+            cwd: None,
+            extra_fd: None,
         };
         platform::spawn(&spec).map_err(SpawnFail::Os)
     }
@@ -945,7 +1019,7 @@ impl EventLoop {
             return;
         };
         match w.kind {
-            Kind::Run | Kind::Daemon | Kind::Main => self.reap(),
+            Kind::Run | Kind::Daemon | Kind::Main | Kind::Service => self.reap(),
             Kind::Monitor => {
                 // Readable means the process has exited; check rather than
                 // trust the edge (monitor() calls this without one).
@@ -989,6 +1063,28 @@ impl EventLoop {
         }
     }
 
+    /// Runs a manager call for one service and executes its commands.
+    fn service_cmd(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(
+            &mut crate::services::Services,
+            &str,
+            u64,
+            u64,
+        ) -> Result<Vec<crate::services::manager::Cmd>, String>,
+    ) -> Reply {
+        let now = self.now();
+        match f(&mut self.services, name, now.mono, now.wall) {
+            Ok(cmds) => {
+                self.apply_svc(cmds);
+                Reply::Ok(Vec::new())
+            }
+            Err(e) if e.starts_with("no service") => Reply::error(ErrorKind::NoSuchService, e),
+            Err(e) => Reply::error(ErrorKind::BadRequest, e),
+        }
+    }
+
     fn forget(&mut self, id: u64) {
         if let Some(w) = self.watched.remove(&id) {
             let _ = self
@@ -1012,8 +1108,13 @@ impl EventLoop {
                     let exit = to_exit(raw);
                     log::info!("child exited id={id} pid={pid} status={}", exit.describe());
                     let now = self.now();
-                    let fx = self.sup.exited(id, exit, now);
+                    let fx = self.sup.exited(id, exit.clone(), now);
                     self.apply(fx);
+                    if let Some(cmds) = self.services.exited(id, exit, now.mono, now.wall) {
+                        self.apply_svc(cmds);
+                        let more = self.services.advance_shutdown(now.mono, now.wall);
+                        self.apply_svc(more);
+                    }
                 }
                 _ => log::debug!("reaped orphan pid={pid}"),
             }

@@ -111,6 +111,11 @@ pub struct SpawnSpec {
     pub keep_inherited_fds: bool,
     /// Make the child's process group the foreground group of this terminal.
     pub foreground_tty: Option<RawFd>,
+    /// Working directory to change to before exec.
+    pub cwd: Option<CString>,
+    /// One more fd for the child: (archon's fd, the number the child sees),
+    /// e.g. the write end of an s6 readiness pipe.
+    pub extra_fd: Option<(RawFd, RawFd)>,
 }
 
 pub struct Spawned {
@@ -255,7 +260,15 @@ unsafe fn child_exec(
         // private copy of the fds below the highest one needed, closing the
         // rest, before touching anything. (Without CLONE_FILES this just
         // closes; on kernels without CLOSE_RANGE_UNSHARE, unshare copies all.)
-        let top = spec.stdio.iter().copied().max().unwrap_or(2).max(2) as u32 + 1;
+        let top = spec
+            .stdio
+            .iter()
+            .copied()
+            .chain(spec.extra_fd.map(|(src, _)| src))
+            .max()
+            .unwrap_or(2)
+            .max(2) as u32
+            + 1;
         let r = libc::syscall(
             libc::SYS_close_range,
             top,
@@ -275,9 +288,37 @@ unsafe fn child_exec(
             libc::_exit(127);
         }
     }
+    let mut keep_extra = None;
+    if let Some((src, target)) = spec.extra_fd {
+        if src == target {
+            let flags = libc::fcntl(src, libc::F_GETFD);
+            libc::fcntl(src, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+        } else if libc::dup2(src, target) < 0 {
+            libc::_exit(127);
+        }
+        keep_extra = Some(target as u32);
+    }
     if !spec.keep_inherited_fds {
-        // Nothing but 0, 1 and 2 crosses exec, not even fds archon inherited.
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        // Nothing but 0, 1 and 2 (and the extra fd) crosses exec, not even
+        // fds archon inherited.
+        match keep_extra {
+            Some(k) => {
+                if k > 3 {
+                    libc::syscall(libc::SYS_close_range, 3u32, k - 1, 0u32);
+                }
+                libc::syscall(libc::SYS_close_range, k + 1, u32::MAX, 0u32);
+            }
+            None => {
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            }
+        }
+    }
+    if let Some(dir) = &spec.cwd {
+        if libc::chdir(dir.as_ptr()) != 0 {
+            let msg: &[u8] = b"archon: cannot change to the service's directory\n";
+            libc::write(2, msg.as_ptr().cast(), msg.len());
+            libc::_exit(126);
+        }
     }
     libc::setrlimit(libc::RLIMIT_NOFILE, &spec.nofile);
     libc::execve(spec.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
@@ -626,6 +667,22 @@ pub fn reboot(cmd: RebootCmd) -> io::Error {
     io::Error::last_os_error()
 }
 
+/// A pipe: (read end, non-blocking, close-on-exec; write end, blocking,
+/// close-on-exec until given to a child).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills in two fds.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } as libc::c_long)?;
+    // SAFETY: fresh fds we now own.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: plain fcntl on our fd.
+    unsafe {
+        let fl = libc::fcntl(r.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(r.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
+    }
+    Ok((r, w))
+}
+
 /// Whether archon has any child left (exited or not), without reaping.
 pub fn has_children() -> bool {
     // SAFETY: siginfo is plain data the kernel fills in.
@@ -747,6 +804,8 @@ mod tests {
             ignored_signals: ignored_signals(),
             keep_inherited_fds: false,
             foreground_tty: None,
+            cwd: None,
+            extra_fd: None,
         }
     }
 

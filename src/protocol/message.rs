@@ -21,10 +21,12 @@ pub enum ErrorKind {
     Limit,
     ShuttingDown,
     Internal,
+    NoSuchService,
+    BadConfig,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 14] = [
         ErrorKind::BadRequest,
         ErrorKind::UnknownVerb,
         ErrorKind::TooLong,
@@ -37,6 +39,8 @@ impl ErrorKind {
         ErrorKind::Limit,
         ErrorKind::ShuttingDown,
         ErrorKind::Internal,
+        ErrorKind::NoSuchService,
+        ErrorKind::BadConfig,
     ];
 
     pub fn token(self) -> &'static str {
@@ -53,6 +57,8 @@ impl ErrorKind {
             ErrorKind::Limit => "limit",
             ErrorKind::ShuttingDown => "shutting-down",
             ErrorKind::Internal => "internal",
+            ErrorKind::NoSuchService => "no-such-service",
+            ErrorKind::BadConfig => "bad-config",
         }
     }
 
@@ -87,6 +93,26 @@ pub enum Request {
     MonitorFd,
     MonitorPid(i32),
     Status(Option<u64>),
+    /// `Status,<name>`: one service's instances.
+    StatusService(String),
+    /// `Stop,<name>`: stop every instance of a service.
+    StopService(String),
+    Start(String),
+    Restart(String),
+    Scale {
+        name: String,
+        replicas: u32,
+    },
+    Reload,
+    DumpConfig,
+    Depend {
+        name: String,
+        dep: String,
+    },
+    Undepend {
+        name: String,
+        dep: String,
+    },
     Stop {
         id: u64,
         grace_ms: Option<u64>,
@@ -120,7 +146,7 @@ impl PowerAction {
 }
 
 /// Every verb of v1, as spelled on the wire.
-pub const VERBS: [&str; 12] = [
+pub const VERBS: [&str; 19] = [
     "Run",
     "StartDaemon",
     "MonitorFD",
@@ -133,7 +159,32 @@ pub const VERBS: [&str; 12] = [
     "Poweroff",
     "Reboot",
     "Halt",
+    "Start",
+    "Restart",
+    "Scale",
+    "Reload",
+    "DumpConfig",
+    "Depend",
+    "Undepend",
 ];
+
+/// A service name: letters, digits, '-', '_', '.', not all digits (a
+/// number is a process id), at most 64 bytes.
+pub fn is_service_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && !n.bytes().all(|b| b.is_ascii_digit())
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn service_name(s: &str) -> ParseResult<String> {
+    if is_service_name(s) {
+        Ok(s.to_string())
+    } else {
+        Err((ErrorKind::BadRequest, format!("not a service name: {s}")))
+    }
+}
 
 type ParseResult<T> = Result<T, (ErrorKind, String)>;
 
@@ -235,9 +286,40 @@ pub fn parse_request(line: &[u8]) -> ParseResult<Request> {
         "Status" => {
             arity(verb, args, 0, 1)?;
             match args.first() {
+                Some(n) if is_service_name(n) => Ok(Request::StatusService(n.clone())),
                 Some(id) => Ok(Request::Status(Some(parse_id(id)?))),
                 None => Ok(Request::Status(None)),
             }
+        }
+        "Stop" if args.len() == 1 && is_service_name(&args[0]) => {
+            Ok(Request::StopService(args[0].clone()))
+        }
+        "Start" => {
+            arity(verb, args, 1, 1)?;
+            Ok(Request::Start(service_name(&args[0])?))
+        }
+        "Restart" => {
+            arity(verb, args, 1, 1)?;
+            Ok(Request::Restart(service_name(&args[0])?))
+        }
+        "Scale" => {
+            arity(verb, args, 2, 2)?;
+            let name = service_name(&args[0])?;
+            match args[1].parse::<u32>() {
+                Ok(n) if n <= 10_000 => Ok(Request::Scale { name, replicas: n }),
+                _ => bad(format!("not a replica count (0-10000): {}", args[1])),
+            }
+        }
+        "Reload" => arity(verb, args, 0, 0).map(|_| Request::Reload),
+        "DumpConfig" => arity(verb, args, 0, 0).map(|_| Request::DumpConfig),
+        "Depend" | "Undepend" => {
+            arity(verb, args, 2, 2)?;
+            let (name, dep) = (service_name(&args[0])?, service_name(&args[1])?);
+            Ok(if verb == "Depend" {
+                Request::Depend { name, dep }
+            } else {
+                Request::Undepend { name, dep }
+            })
         }
         "Stop" => {
             arity(verb, args, 1, 2)?;
@@ -293,6 +375,19 @@ impl Request {
             Request::Status(id) => {
                 f.push("Status".into());
                 f.extend(id.map(|i| i.to_string()));
+            }
+            Request::StatusService(n) => f.extend(["Status".into(), n.clone()]),
+            Request::StopService(n) => f.extend(["Stop".into(), n.clone()]),
+            Request::Start(n) => f.extend(["Start".into(), n.clone()]),
+            Request::Restart(n) => f.extend(["Restart".into(), n.clone()]),
+            Request::Scale { name, replicas } => {
+                f.extend(["Scale".into(), name.clone(), replicas.to_string()])
+            }
+            Request::Reload => f.push("Reload".into()),
+            Request::DumpConfig => f.push("DumpConfig".into()),
+            Request::Depend { name, dep } => f.extend(["Depend".into(), name.clone(), dep.clone()]),
+            Request::Undepend { name, dep } => {
+                f.extend(["Undepend".into(), name.clone(), dep.clone()])
             }
             Request::Stop { id, grace_ms } => {
                 f.extend(["Stop".into(), id.to_string()]);
@@ -355,6 +450,8 @@ pub enum Reply {
     ExitStatus(i32, Option<String>),
     /// Rows, then a closing `Ok`.
     Table(Vec<ProcessRow>),
+    /// Any rows (each a record), then a closing `Ok`.
+    Rows(Vec<Vec<String>>),
 }
 
 impl Reply {
@@ -383,12 +480,24 @@ impl Reply {
                 out.push_str(&encode_record(&["Ok"]));
                 out
             }
+            Reply::Rows(rows) => {
+                let mut out = String::new();
+                for r in rows {
+                    out.push_str(&encode_record(r));
+                }
+                out.push_str(&encode_record(&["Ok"]));
+                out
+            }
         }
     }
 }
 
 impl ProcessRow {
     pub fn encode(&self) -> String {
+        encode_record(&self.fields())
+    }
+
+    pub fn fields(&self) -> Vec<String> {
         let mut f = vec![
             "Process".to_string(),
             self.id.to_string(),
@@ -400,7 +509,7 @@ impl ProcessRow {
             self.status.clone(),
         ];
         f.extend(self.argv.iter().cloned());
-        encode_record(&f)
+        f
     }
 }
 
@@ -426,6 +535,8 @@ pub enum ReplyLine {
     ExitStatus(i32, Option<String>),
     Process(ProcessRow),
     Event(EventRow),
+    /// `Service`, `ServiceEvent` and `Setting` rows, as fields.
+    Row(Vec<String>),
 }
 
 impl ReplyLine {
@@ -459,6 +570,7 @@ impl ReplyLine {
                 state: f[5].clone(),
                 status: f[6].clone(),
             })),
+            Some("Service" | "ServiceEvent" | "Setting") => Ok(ReplyLine::Row(f)),
             _ => Err(format!(
                 "unrecognised reply: {}",
                 String::from_utf8_lossy(line)

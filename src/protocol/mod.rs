@@ -9,8 +9,8 @@ mod message;
 pub use codec::{decode_record, encode_record, CodecError};
 pub use framing::{Framed, LineBuffer};
 pub use message::{
-    parse_request, Command, ErrorKind, EventRow, PowerAction, ProcessRow, Reply, ReplyLine,
-    Request, SignalSpec, PROTOCOL_VERSION, VERBS,
+    is_service_name, parse_request, Command, ErrorKind, EventRow, PowerAction, ProcessRow, Reply,
+    ReplyLine, Request, SignalSpec, PROTOCOL_VERSION, VERBS,
 };
 
 /// Longest accepted request line, LF included.

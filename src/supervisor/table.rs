@@ -28,6 +28,8 @@ pub enum Kind {
     Monitor,
     /// The entrypoint's command: archon exits when it does.
     Main,
+    /// An instance of a configured service (see `services`).
+    Service,
 }
 
 impl Kind {
@@ -37,6 +39,7 @@ impl Kind {
             Kind::Daemon => "daemon",
             Kind::Monitor => "monitor",
             Kind::Main => "main",
+            Kind::Service => "service",
         }
     }
 }
@@ -296,7 +299,7 @@ impl Supervisor {
             Kind::Run => {
                 self.entries.remove(&id);
             }
-            Kind::Daemon | Kind::Monitor | Kind::Main => {
+            Kind::Daemon | Kind::Monitor | Kind::Main | Kind::Service => {
                 self.exited_order.push_back(id);
                 while self.exited_order.len() > MAX_EXITED {
                     if let Some(old) = self.exited_order.pop_front() {
@@ -336,8 +339,8 @@ impl Supervisor {
     }
 
     /// `stop` with another first signal (the main command gets the signal
-    /// that began the shutdown, e.g. SIGINT).
-    fn stop_with(
+    /// that began the shutdown, e.g. SIGINT; a service its stop signal).
+    pub fn stop_with(
         &mut self,
         id: u64,
         signo: i32,

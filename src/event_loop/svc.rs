@@ -1,0 +1,599 @@
+//! The event loop's side of configured services: executing the manager's
+//! commands (spawn, stop, announce), the pipes of services (output captured
+//! line by line, s6 readiness), and the non-blocking sinks their lines go
+//! to. Every fd here is non-blocking and owned by the loop.
+
+use super::*;
+use crate::protocol::ProcessRow;
+use crate::services::manager::Cmd;
+use crate::services::spec::{Output, Readiness, ServiceSpec};
+use crate::services::SvcState;
+
+/// Pipe tokens live above this.
+pub(super) const PIPE_BASE: usize = 1 << 42;
+pub(super) const SINK_OUT: Token = Token(usize::MAX - 2);
+pub(super) const SINK_ERR: Token = Token(usize::MAX - 3);
+/// Output waiting for a slow sink before archon stops reading services'
+/// pipes (they are then throttled by their own pipe, not by our memory).
+const SINK_CAP: usize = 256 * 1024;
+/// A line longer than this is cut and written in pieces.
+const MAX_LOG_LINE: usize = 16 * 1024;
+
+pub(super) enum PipeKind {
+    /// Output, written to a sink line by line with a prefix.
+    Log {
+        prefix: String,
+        buf: Vec<u8>,
+        err: bool,
+    },
+    /// s6 readiness: a newline means ready.
+    Ready { entry: u64 },
+}
+
+pub(super) struct Pipe {
+    pub fd: OwnedFd,
+    pub kind: PipeKind,
+}
+
+/// archon's stdout or stderr as a non-blocking writer with a bounded queue.
+pub(super) struct Sink {
+    _fd: Option<OwnedFd>,
+    raw: RawFd,
+    queue: Vec<u8>,
+    watching: bool,
+}
+
+impl Sink {
+    /// A private, non-blocking open file description of fd 1 or 2 when the
+    /// kernel gives one (/proc reopen works for pipes, ttys and files), so
+    /// O_NONBLOCK does not leak to other holders of the same description.
+    /// Otherwise (sockets) the fd itself, written as is.
+    /// Regular files are written as they are: they do not block, and a
+    /// second description would write at its own offset over the first's.
+    pub(super) fn open(fd: RawFd) -> Sink {
+        use std::os::unix::fs::OpenOptionsExt;
+        // SAFETY: fstat into a local.
+        let pipe_or_tty = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            libc::fstat(fd, &mut st) == 0
+                && matches!(st.st_mode & libc::S_IFMT, libc::S_IFIFO | libc::S_IFCHR)
+        };
+        let reopened = pipe_or_tty
+            .then(|| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(format!("/proc/self/fd/{fd}"))
+                    .ok()
+            })
+            .flatten()
+            .map(OwnedFd::from);
+        let raw = reopened.as_ref().map_or(fd, |f| f.as_raw_fd());
+        Sink {
+            _fd: reopened,
+            raw,
+            queue: Vec::new(),
+            watching: false,
+        }
+    }
+
+    pub(super) fn full(&self) -> bool {
+        self.queue.len() >= SINK_CAP
+    }
+
+    /// Writes what it can; the rest waits for writability.
+    fn flush(&mut self) {
+        while !self.queue.is_empty() {
+            // SAFETY: writing from our own buffer to an fd we hold.
+            let n = unsafe { libc::write(self.raw, self.queue.as_ptr().cast(), self.queue.len()) };
+            if n > 0 {
+                self.queue.drain(..n as usize);
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) => return,
+                // A closed or broken log: drop what cannot be written.
+                _ => {
+                    self.queue.clear();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl EventLoop {
+    /// Executes the manager's commands, and those they lead to.
+    pub(super) fn apply_svc(&mut self, cmds: Vec<Cmd>) {
+        let mut queue: std::collections::VecDeque<Cmd> = cmds.into();
+        while let Some(cmd) = queue.pop_front() {
+            match cmd {
+                Cmd::Spawn { name, index } => {
+                    if self.services.spawn_due(&name, index) {
+                        queue.extend(self.spawn_service(&name, index));
+                    }
+                }
+                Cmd::Kill {
+                    entry,
+                    signal,
+                    grace_ms,
+                } => {
+                    let now = self.now();
+                    let fx = self
+                        .sup
+                        .stop_with(entry, signal, grace_ms, None, now)
+                        .unwrap_or_default();
+                    self.apply(fx);
+                }
+                Cmd::Changed {
+                    name,
+                    index,
+                    state,
+                    pid,
+                } => {
+                    log::info!(
+                        "service {name}.{index} {} pid={}",
+                        state.as_str(),
+                        pid.map_or("-".into(), |p| p.to_string())
+                    );
+                    let now = self.now();
+                    let row = vec![
+                        "ServiceEvent".to_string(),
+                        fmt_wall(now.wall),
+                        name,
+                        index.to_string(),
+                        state.as_str().to_string(),
+                        pid.map(|p| p.to_string()).unwrap_or_default(),
+                    ];
+                    self.announce(&crate::protocol::encode_record(&row));
+                }
+                Cmd::Essential { name, exit } => {
+                    log::error!(
+                        "essential service {name} failed for good status={}; shutting down",
+                        exit.describe()
+                    );
+                    if self.exit_code.is_none() {
+                        self.exit_code = Some(exit.shell_code().unwrap_or(1));
+                    }
+                    self.begin_shutdown(&format!("essential service {name} failed"), libc::SIGTERM);
+                }
+            }
+        }
+    }
+
+    /// Sends a pre-encoded line to every subscriber.
+    pub(super) fn announce(&mut self, text: &str) {
+        let subs: Vec<u64> = self.subscribers.iter().copied().collect();
+        for cid in subs {
+            if let Some(c) = self.clients.get_mut(&cid) {
+                c.push_event(text);
+            }
+            self.flush_client(cid);
+        }
+    }
+
+    fn spawn_service(&mut self, name: &str, index: u32) -> Vec<Cmd> {
+        let now = self.now();
+        let Some(spec) = self.services.spec(name).cloned() else {
+            return Vec::new();
+        };
+        match self.try_spawn_service(&spec, index) {
+            Ok((spawned, pipes)) => {
+                let pid = spawned.pid;
+                let id = self.track(Kind::Service, spawned, spec.cmd.clone(), None, now);
+                for (kind, fd) in pipes {
+                    let kind = match kind {
+                        PipeKind::Ready { .. } => PipeKind::Ready { entry: id },
+                        other => other,
+                    };
+                    self.add_pipe(fd, kind);
+                }
+                self.services
+                    .spawned(name, index, id, pid, now.mono, now.wall)
+            }
+            Err(fail) => {
+                let (code, why) = match fail {
+                    SpawnFail::Exec(e) => (e.code, e.reason),
+                    SpawnFail::Os(e) => (126, e.to_string()),
+                };
+                log::warn!("service {name}.{index} cannot start: {why}");
+                self.services
+                    .spawn_failed(name, index, code, now.mono, now.wall)
+            }
+        }
+    }
+
+    /// Builds the child's environment, stdio and readiness pipe, and spawns.
+    #[allow(clippy::type_complexity)]
+    fn try_spawn_service(
+        &self,
+        spec: &ServiceSpec,
+        index: u32,
+    ) -> Result<(platform::Spawned, Vec<(PipeKind, OwnedFd)>), SpawnFail> {
+        let mut env: Vec<(String, String)> = if spec.env_clear {
+            Vec::new()
+        } else {
+            self.base_env.clone()
+        };
+        let mut set = |k: &str, v: String| {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.to_string(), v));
+        };
+        for (k, v) in &spec.env {
+            set(k, v.clone());
+        }
+        set("ARCHON_SERVICE", spec.name.clone());
+        set("ARCHON_INSTANCE", index.to_string());
+        let path = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| std::ffi::OsString::from(v));
+        let program =
+            platform::resolve_program(std::ffi::OsStr::new(&spec.cmd[0]), path.as_deref())
+                .map_err(SpawnFail::Exec)?;
+        let nul = |_| {
+            SpawnFail::Exec(platform::ExecError {
+                code: 127,
+                reason: "argument or environment contains NUL".into(),
+            })
+        };
+        let argv = platform::to_cstrings(spec.cmd.iter().cloned())
+            .ok_or(())
+            .map_err(nul)?;
+        let envp = platform::to_cstrings(env.iter().map(|(k, v)| format!("{k}={v}")))
+            .ok_or(())
+            .map_err(nul)?;
+        let cwd = match &spec.cwd {
+            Some(d) => Some(CString::new(d.as_bytes()).map_err(|_| ()).map_err(nul)?),
+            None => None,
+        };
+        let label = if spec.replicas > 1 {
+            format!("{}.{index}", spec.name)
+        } else {
+            spec.name.clone()
+        };
+        let mut pipes: Vec<(PipeKind, OwnedFd)> = Vec::new();
+        let mut keep_w: Vec<OwnedFd> = Vec::new();
+        let mut stdio = [self.dev_null.as_raw_fd(), 1, 2];
+        for (slot, out, err) in [(1usize, &spec.stdout, false), (2, &spec.stderr, true)] {
+            match out {
+                Output::Inherit => {}
+                Output::Null => stdio[slot] = self.dev_null.as_raw_fd(),
+                Output::Prefix => {
+                    let (r, w) = platform::pipe().map_err(SpawnFail::Os)?;
+                    stdio[slot] = w.as_raw_fd();
+                    keep_w.push(w);
+                    pipes.push((
+                        PipeKind::Log {
+                            prefix: format!("{label}| "),
+                            buf: Vec::new(),
+                            err,
+                        },
+                        r,
+                    ));
+                }
+            }
+        }
+        let mut extra_fd = None;
+        if let Readiness::Fd(n) = spec.ready {
+            let (r, w) = platform::pipe().map_err(SpawnFail::Os)?;
+            extra_fd = Some((w.as_raw_fd(), n));
+            keep_w.push(w);
+            pipes.push((PipeKind::Ready { entry: 0 }, r));
+        }
+        let spawn_spec = platform::SpawnSpec {
+            program,
+            argv,
+            envp,
+            stdio,
+            nofile: self.nofile,
+            ignored_signals: self.ignored_signals.clone(),
+            keep_inherited_fds: false,
+            foreground_tty: None,
+            cwd,
+            extra_fd,
+        };
+        let spawned = platform::spawn(&spawn_spec).map_err(SpawnFail::Os)?;
+        // The write ends now belong to the child alone.
+        drop(keep_w);
+        Ok((spawned, pipes))
+    }
+
+    fn add_pipe(&mut self, fd: OwnedFd, kind: PipeKind) {
+        let token = PIPE_BASE + self.next_pipe;
+        self.next_pipe += 1;
+        if let Err(e) = self.poll.registry().register(
+            &mut SourceFd(&fd.as_raw_fd()),
+            Token(token),
+            Interest::READABLE,
+        ) {
+            log::warn!("cannot watch a service pipe error={e}");
+            return;
+        }
+        self.pipes.insert(token, Pipe { fd, kind });
+        // Anything written before registration is picked up by the edge
+        // that registration raises.
+    }
+
+    /// A service pipe is readable (or was paused and may be read again).
+    pub(super) fn pipe_event(&mut self, token: usize) {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let Some(p) = self.pipes.get_mut(&token) else {
+                return;
+            };
+            if let PipeKind::Log { err, .. } = p.kind {
+                let sink = if err { &self.sink_err } else { &self.sink_out };
+                if sink.full() {
+                    // Leave it in the pipe: the service blocks on it.
+                    self.paused.insert(token);
+                    return;
+                }
+            }
+            // SAFETY: reading into our own buffer from a pipe fd we hold.
+            let n = unsafe { libc::read(p.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n < 0 {
+                match io::Error::last_os_error().raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EAGAIN) => return,
+                    _ => {
+                        self.close_pipe(token);
+                        return;
+                    }
+                }
+            }
+            if n == 0 {
+                self.close_pipe(token);
+                return;
+            }
+            let data = &buf[..n as usize];
+            match &mut p.kind {
+                PipeKind::Ready { entry } => {
+                    if data.contains(&b'\n') {
+                        let entry = *entry;
+                        self.close_pipe(token);
+                        let now = self.now();
+                        let cmds = self.services.ready(entry, now.mono, now.wall);
+                        self.apply_svc(cmds);
+                        return;
+                    }
+                }
+                PipeKind::Log {
+                    prefix,
+                    buf: line,
+                    err,
+                } => {
+                    let sink = if *err {
+                        &mut self.sink_err
+                    } else {
+                        &mut self.sink_out
+                    };
+                    line.extend_from_slice(data);
+                    let mut start = 0;
+                    while let Some(pos) = line[start..].iter().position(|&b| b == b'\n') {
+                        sink.queue.extend_from_slice(prefix.as_bytes());
+                        sink.queue.extend_from_slice(&line[start..start + pos + 1]);
+                        start += pos + 1;
+                    }
+                    line.drain(..start);
+                    if line.len() >= MAX_LOG_LINE {
+                        sink.queue.extend_from_slice(prefix.as_bytes());
+                        sink.queue.append(line);
+                        sink.queue.push(b'\n');
+                    }
+                    let err = *err;
+                    self.flush_sink(err);
+                }
+            }
+        }
+    }
+
+    fn close_pipe(&mut self, token: usize) {
+        self.paused.remove(&token);
+        if let Some(mut p) = self.pipes.remove(&token) {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&p.fd.as_raw_fd()));
+            // The last line without its newline is still a line.
+            if let PipeKind::Log { prefix, buf, err } = &mut p.kind {
+                if !buf.is_empty() {
+                    let sink = if *err {
+                        &mut self.sink_err
+                    } else {
+                        &mut self.sink_out
+                    };
+                    sink.queue.extend_from_slice(prefix.as_bytes());
+                    sink.queue.append(buf);
+                    sink.queue.push(b'\n');
+                    let err = *err;
+                    self.flush_sink(err);
+                }
+            }
+        }
+    }
+
+    /// Writes a sink; watches it for writability while output waits, and
+    /// resumes paused pipes once it has room.
+    pub(super) fn flush_sink(&mut self, err: bool) {
+        let (sink, token) = if err {
+            (&mut self.sink_err, SINK_ERR)
+        } else {
+            (&mut self.sink_out, SINK_OUT)
+        };
+        sink.flush();
+        let want = !sink.queue.is_empty();
+        if want != sink.watching {
+            let raw = sink.raw;
+            let res = if want {
+                self.poll
+                    .registry()
+                    .register(&mut SourceFd(&raw), token, Interest::WRITABLE)
+            } else {
+                self.poll.registry().deregister(&mut SourceFd(&raw))
+            };
+            match res {
+                Ok(()) => sink.watching = want,
+                // A regular file cannot be polled; it does not block either.
+                Err(_) if want => {
+                    sink.flush();
+                }
+                Err(_) => sink.watching = false,
+            }
+        }
+        if !sink.full() && !self.paused.is_empty() {
+            let paused: Vec<usize> = std::mem::take(&mut self.paused).into_iter().collect();
+            for t in paused {
+                self.pipe_event(t);
+            }
+        }
+    }
+
+    /// `Status` rows of services.
+    pub(super) fn service_rows(&self, only: Option<&str>) -> Result<Vec<Vec<String>>, String> {
+        let now = self.now();
+        Ok(self
+            .services
+            .instances(only)?
+            .into_iter()
+            .map(|(name, i)| {
+                vec![
+                    "Service".to_string(),
+                    name.to_string(),
+                    i.index.to_string(),
+                    i.state.as_str().to_string(),
+                    i.pid.map(|p| p.to_string()).unwrap_or_default(),
+                    fmt_wall(i.since_wall),
+                    i.restarts.to_string(),
+                    fmt_secs(i.delay_ms),
+                    i.next_attempt
+                        .filter(|_| i.state == SvcState::Backoff)
+                        .map(|t| fmt_wall(now.wall + t.saturating_sub(now.mono)))
+                        .unwrap_or_default(),
+                    i.last_exit
+                        .as_ref()
+                        .map(|e| e.describe())
+                        .unwrap_or_default(),
+                ]
+            })
+            .collect())
+    }
+
+    /// `DumpConfig`: one row per setting of every service.
+    pub(super) fn config_rows(&self) -> Vec<Vec<String>> {
+        let mut rows = Vec::new();
+        for s in self.services.specs() {
+            let mut put = |k: &str, v: String| {
+                rows.push(vec!["Setting".into(), s.name.clone(), k.into(), v]);
+            };
+            put("declared", format!("{}:{}", s.file, s.line));
+            put("cmd", s.cmd.join(" "));
+            for (k, v) in &s.env {
+                put("env", format!("{k}={v}"));
+            }
+            put("env_clear", s.env_clear.to_string());
+            put("cwd", s.cwd.clone().unwrap_or_default());
+            put("stdout", format!("{:?}", s.stdout).to_lowercase());
+            put("stderr", format!("{:?}", s.stderr).to_lowercase());
+            put("stop_signal", platform::signal_name(s.stop_signal));
+            put("grace", fmt_secs(s.grace_ms));
+            put(
+                "restart",
+                match s.restart {
+                    crate::services::spec::Restart::Always => "always",
+                    crate::services::spec::Restart::OnFailure => "on-failure",
+                    crate::services::spec::Restart::Never => "never",
+                }
+                .into(),
+            );
+            put(
+                "success_codes",
+                s.success_codes
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
+            put("backoff.initial", fmt_secs(s.backoff.initial_ms));
+            put("backoff.multiplier", s.backoff.multiplier.to_string());
+            put("backoff.max", fmt_secs(s.backoff.max_ms));
+            put("backoff.reset_after", fmt_secs(s.backoff.reset_after_ms));
+            match &s.budget {
+                Some(b) => {
+                    put("budget.restarts", b.restarts.to_string());
+                    put("budget.window", fmt_secs(b.window_ms));
+                }
+                None => put("budget", "false".into()),
+            }
+            put("replicas", s.replicas.to_string());
+            let mut deps = s.depends_on.clone();
+            deps.extend(self.services.extra_deps(&s.name));
+            put("depends_on", deps.join(" "));
+            put("oneshot", s.oneshot.to_string());
+            put(
+                "ready",
+                match s.ready {
+                    Readiness::Exec => "exec".into(),
+                    Readiness::Fd(n) => format!("fd {n}"),
+                },
+            );
+            put("start_timeout", fmt_secs(s.start_timeout_ms));
+            put("essential", s.essential.to_string());
+            put("autostart", s.autostart.to_string());
+        }
+        rows
+    }
+
+    /// `Reload` (and SIGHUP): reads the config again; an invalid one
+    /// changes nothing.
+    pub(super) fn reload(&mut self) -> Reply {
+        let Some(path) = self.opts.config.clone() else {
+            return Reply::error(ErrorKind::BadRequest, "archon was started without --config");
+        };
+        match crate::config::load(&path) {
+            Err(errs) => {
+                for e in &errs {
+                    log::error!("reload refused: {e}");
+                }
+                Reply::error(ErrorKind::BadConfig, errs.join("; "))
+            }
+            Ok(config) => {
+                let now = self.now();
+                let (cmds, sum) = self.services.reload(config, now.mono, now.wall);
+                let list = |k: &str, v: &[String]| format!("{k}={}", v.join(" "));
+                log::info!(
+                    "reloaded {} {} {} {}",
+                    list("added", &sum.added),
+                    list("removed", &sum.removed),
+                    list("changed", &sum.changed),
+                    list("rescaled", &sum.rescaled)
+                );
+                self.apply_svc(cmds);
+                Reply::Ok(vec![
+                    list("added", &sum.added),
+                    list("removed", &sum.removed),
+                    list("changed", &sum.changed),
+                    list("rescaled", &sum.rescaled),
+                    list("unchanged", &sum.unchanged),
+                ])
+            }
+        }
+    }
+
+    /// `Status` of everything: process rows, then service rows.
+    pub(super) fn status_all(&self, procs: Vec<ProcessRow>) -> Reply {
+        let mut rows: Vec<Vec<String>> = procs.iter().map(ProcessRow::fields).collect();
+        rows.extend(self.service_rows(None).unwrap_or_default());
+        Reply::Rows(rows)
+    }
+}
+
+pub(super) fn fmt_wall(ms: u64) -> String {
+    format!("{}.{:03}", ms / 1000, ms % 1000)
+}
+
+fn fmt_secs(ms: u64) -> String {
+    format!("{}.{:03}", ms / 1000, ms % 1000)
+}
