@@ -9,6 +9,8 @@
 //!                 together once this process lets them go)
 //!   wait-clean   (until no other child of this process's parent is left,
 //!                 zombies included; exit 1 after 60 s)
+//!   ready-fd N   (s6 readiness: write a newline on fd N, then close it)
+//!   lines N TEXT (N numbered lines "TEXT i", as fast as possible)
 //!   -- (stop; the rest is data)
 //!
 //! Without `exit`, it exits 0 after the last action.
@@ -192,6 +194,22 @@ fn main() {
                     }
                     std::thread::sleep(Duration::from_millis(10));
                 }
+            }
+            "ready-fd" => {
+                let fd: i32 = next(&mut i).parse().unwrap();
+                unsafe {
+                    assert_eq!(libc::write(fd, b"\n".as_ptr().cast(), 1), 1);
+                    libc::close(fd);
+                }
+            }
+            "lines" => {
+                let n: usize = next(&mut i).parse().unwrap();
+                let text = next(&mut i);
+                let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+                for k in 0..n {
+                    writeln!(w, "{text} {k}").unwrap();
+                }
+                w.flush().unwrap();
             }
             "readline" => {
                 let mut line = String::new();

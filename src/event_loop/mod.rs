@@ -929,27 +929,7 @@ impl EventLoop {
             env.retain(|(ek, _)| ek != k);
             env.push((k.clone(), v.clone()));
         }
-        let path = env
-            .iter()
-            .find(|(k, _)| k == "PATH")
-            .map(|(_, v)| v.as_str());
-        let program = platform::resolve_program(
-            std::ffi::OsStr::new(&cmd.argv[0]),
-            path.map(std::ffi::OsStr::new),
-        )
-        .map_err(SpawnFail::Exec)?;
-        let nul = |_| {
-            SpawnFail::Exec(platform::ExecError {
-                code: 127,
-                reason: "argument or environment contains NUL".into(),
-            })
-        };
-        let argv = platform::to_cstrings(cmd.argv.iter().cloned())
-            .ok_or(())
-            .map_err(nul)?;
-        let envp: Vec<CString> = platform::to_cstrings(env.iter().map(|(k, v)| format!("{k}={v}")))
-            .ok_or(())
-            .map_err(nul)?;
+        let (program, argv, envp) = exec_parts(&cmd.argv, &env)?;
         let mut stdio = [self.dev_null.as_raw_fd(), 1, 2];
         for (i, fd) in fds.iter().enumerate() {
             stdio[i] = fd.as_raw_fd();
@@ -1158,6 +1138,30 @@ impl EventLoop {
             }
         }
     }
+}
+
+/// The program (PATH searched in `env`), argv and envp of a command, as
+/// the child needs them.
+fn exec_parts(
+    argv: &[String],
+    env: &[(String, String)],
+) -> Result<(CString, Vec<CString>, Vec<CString>), SpawnFail> {
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| std::ffi::OsStr::new(v.as_str()));
+    let program =
+        platform::resolve_program(std::ffi::OsStr::new(&argv[0]), path).map_err(SpawnFail::Exec)?;
+    let nul = || {
+        SpawnFail::Exec(platform::ExecError {
+            code: 127,
+            reason: "argument or environment contains NUL".into(),
+        })
+    };
+    let argv = platform::to_cstrings(argv.iter().cloned()).ok_or_else(nul)?;
+    let envp =
+        platform::to_cstrings(env.iter().map(|(k, v)| format!("{k}={v}"))).ok_or_else(nul)?;
+    Ok((program, argv, envp))
 }
 
 enum SpawnFail {

@@ -226,27 +226,14 @@ impl EventLoop {
         }
         set("ARCHON_SERVICE", spec.name.clone());
         set("ARCHON_INSTANCE", index.to_string());
-        let path = env
-            .iter()
-            .find(|(k, _)| k == "PATH")
-            .map(|(_, v)| std::ffi::OsString::from(v));
-        let program =
-            platform::resolve_program(std::ffi::OsStr::new(&spec.cmd[0]), path.as_deref())
-                .map_err(SpawnFail::Exec)?;
-        let nul = |_| {
-            SpawnFail::Exec(platform::ExecError {
-                code: 127,
-                reason: "argument or environment contains NUL".into(),
-            })
-        };
-        let argv = platform::to_cstrings(spec.cmd.iter().cloned())
-            .ok_or(())
-            .map_err(nul)?;
-        let envp = platform::to_cstrings(env.iter().map(|(k, v)| format!("{k}={v}")))
-            .ok_or(())
-            .map_err(nul)?;
+        let (program, argv, envp) = exec_parts(&spec.cmd, &env)?;
         let cwd = match &spec.cwd {
-            Some(d) => Some(CString::new(d.as_bytes()).map_err(|_| ()).map_err(nul)?),
+            Some(d) => Some(CString::new(d.as_bytes()).map_err(|_| {
+                SpawnFail::Exec(platform::ExecError {
+                    code: 126,
+                    reason: "cwd contains NUL".into(),
+                })
+            })?),
             None => None,
         };
         let label = if spec.replicas > 1 {

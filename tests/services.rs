@@ -1,0 +1,406 @@
+//! Configured services against the real binary: a Lua config per test, the
+//! helper binary as the service, events and `Status` as the observations.
+//! Times are only ever lower bounds (a delay is at least what was asked).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod util;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use util::*;
+
+/// A Lua string literal for a path or word.
+fn q(s: &str) -> String {
+    format!("{s:?}")
+}
+
+/// `{ "helper", "a", "b" }` for the helper with these actions.
+fn helper(actions: &str) -> String {
+    let mut parts = vec![q(HELPER)];
+    parts.extend(actions.split(' ').filter(|a| !a.is_empty()).map(q));
+    format!("{{ {} }}", parts.join(", "))
+}
+
+fn with_config(name: &str, lua: &str, extra: &[&str]) -> Daemon {
+    let dir = temp_dir(&format!("{name}-cfg"));
+    let path = dir.join("archon.lua");
+    std::fs::write(&path, lua).unwrap();
+    let mut args = vec!["--config", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    Daemon::start_with(name, &args, |_| {})
+}
+
+/// The config file `with_config` wrote for this daemon.
+fn config_path(d: &Daemon) -> std::path::PathBuf {
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", d.pid())).unwrap();
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    let i = args.iter().position(|a| *a == b"--config").unwrap();
+    std::path::PathBuf::from(String::from_utf8_lossy(args[i + 1]).to_string())
+}
+
+/// Service rows by (name, instance): the row's fields.
+fn services(d: &Daemon) -> BTreeMap<(String, u32), Vec<String>> {
+    d.ask("Status")
+        .into_iter()
+        .filter(|l| l.starts_with("Service,"))
+        .map(|l| {
+            let f: Vec<String> = l.split(',').map(String::from).collect();
+            ((f[1].clone(), f[2].parse().unwrap()), f)
+        })
+        .collect()
+}
+
+fn state(d: &Daemon, name: &str, i: u32) -> String {
+    services(d)
+        .get(&(name.to_string(), i))
+        .map(|f| f[3].clone())
+        .unwrap_or_default()
+}
+
+fn pid_of(d: &Daemon, name: &str, i: u32) -> String {
+    services(d)[&(name.to_string(), i)][4].clone()
+}
+
+/// ServiceEvent rows seen on a subscription until `until` matches one:
+/// (time, name, instance, state, pid).
+fn events_until(c: &mut Conn, until: impl Fn(&[&str]) -> bool) -> Vec<Vec<String>> {
+    let mut seen = Vec::new();
+    loop {
+        let line = c.line().expect("archon closed the subscription");
+        let f: Vec<&str> = line.split(',').collect();
+        if f[0] != "ServiceEvent" {
+            continue;
+        }
+        seen.push(f.iter().map(|s| s.to_string()).collect());
+        if until(&f) {
+            return seen;
+        }
+    }
+}
+
+#[test]
+fn crash_loop_backs_off_exponentially_then_the_budget_fails_it() {
+    let lua = format!(
+        r#"service "crashy" {{
+            cmd = {},
+            autostart = false,
+            backoff = {{ initial = 0.1, multiplier = 2, max = 0.4, reset_after = 60 }},
+            budget = {{ restarts = 4, window = 60 }},
+        }}"#,
+        helper("exit 3")
+    );
+    let d = with_config("crash", &lua, &[]);
+    let mut sub = d.conn();
+    sub.request("Subscribe");
+    assert_eq!(last(&d.ask("Start,crashy")), "Ok");
+    let ev = events_until(&mut sub, |f| f[4] == "failed");
+    // Times at which a new process ran.
+    let runs: Vec<f64> = ev
+        .iter()
+        .filter(|f| f[4] == "running")
+        .map(|f| f[1].parse().unwrap())
+        .collect();
+    assert_eq!(runs.len(), 5, "one start and 4 restarts: {ev:?}");
+    let gaps: Vec<f64> = runs.windows(2).map(|w| w[1] - w[0]).collect();
+    for (gap, want) in gaps.iter().zip([0.1, 0.2, 0.4, 0.4]) {
+        assert!(
+            *gap >= want - 0.002,
+            "gap {gap} shorter than the delay {want}: {gaps:?}"
+        );
+    }
+    let row = &services(&d)[&("crashy".to_string(), 0)];
+    assert_eq!(
+        (row[3].as_str(), row[6].as_str(), row[9].as_str()),
+        ("failed", "4", "3")
+    );
+    // Start gives it a new budget.
+    assert_eq!(last(&d.ask("Start,crashy")), "Ok");
+    events_until(&mut sub, |f| f[2] == "crashy" && f[4] == "backoff");
+}
+
+#[test]
+fn dependencies_order_start_and_stop_with_s6_readiness() {
+    let lua = format!(
+        r#"
+        service "db" {{ cmd = {db}, ready = {{ fd = 3 }}, autostart = false }}
+        service "web" {{ cmd = {web}, depends_on = {{ "db" }}, autostart = false }}
+        "#,
+        db = helper("sleep 0.3 ready-fd 3 hang"),
+        web = helper("hang"),
+    );
+    let mut d = with_config("deps", &lua, &[]);
+    let mut sub = d.conn();
+    sub.request("Subscribe");
+    assert_eq!(last(&d.ask("Start,web")), "Ok");
+    // web waits: nothing of it runs while db is not even started.
+    assert_eq!(state(&d, "web", 0), "starting");
+    assert_eq!(pid_of(&d, "web", 0), "");
+    assert_eq!(last(&d.ask("Start,db")), "Ok");
+    let ev = events_until(&mut sub, |f| f[2] == "web" && f[4] == "running");
+    let order: Vec<(String, String)> = ev
+        .iter()
+        .filter(|f| !f[5].is_empty() || f[4] == "running")
+        .map(|f| (f[2].clone(), f[4].clone()))
+        .collect();
+    let db_ready = order
+        .iter()
+        .position(|o| o == &("db".into(), "running".into()));
+    let web_up = order
+        .iter()
+        .position(|o| o == &("web".into(), "running".into()));
+    assert!(db_ready < web_up, "{order:?}");
+    // Shutdown stops web before db.
+    let st = d.terminate();
+    assert!(st.success());
+    let log = d.log();
+    let web_stop = log.find("service web.0 stopping").unwrap();
+    let db_stop = log.find("service db.0 stopping").unwrap();
+    assert!(web_stop < db_stop, "{log}");
+}
+
+#[test]
+fn never_ready_is_killed_after_the_start_timeout() {
+    let lua = format!(
+        r#"service "mute" {{ cmd = {}, ready = {{ fd = 4 }}, start_timeout = 0.2,
+             backoff = {{ initial = 5 }}, grace = 1 }}"#,
+        helper("hang")
+    );
+    let d = with_config("mute", &lua, &[]);
+    wait_for("start timeout to fail the start", || {
+        state(&d, "mute", 0) == "backoff"
+    });
+    assert_eq!(services(&d)[&("mute".to_string(), 0)][9], "143");
+}
+
+#[test]
+fn oneshot_must_succeed_before_its_dependents_start() {
+    let lua = format!(
+        r#"
+        service "migrate" {{ cmd = {ok}, oneshot = true }}
+        service "app" {{ cmd = {hang}, depends_on = {{ "migrate" }} }}
+        service "badinit" {{ cmd = {bad}, oneshot = true, restart = "never" }}
+        service "blocked" {{ cmd = {hang}, depends_on = {{ "badinit" }} }}
+        "#,
+        ok = helper("exit 0"),
+        bad = helper("exit 2"),
+        hang = helper("hang"),
+    );
+    let d = with_config("oneshot", &lua, &[]);
+    wait_for("app running", || state(&d, "app", 0) == "running");
+    assert_eq!(state(&d, "migrate", 0), "exited");
+    wait_for("badinit failed", || state(&d, "badinit", 0) == "failed");
+    assert_eq!(state(&d, "blocked", 0), "starting");
+    assert_eq!(pid_of(&d, "blocked", 0), "");
+}
+
+#[test]
+fn pools_scale_live_without_touching_the_others() {
+    let dir = temp_dir("pool-files");
+    let lua = format!(
+        r#"service "worker" {{
+            cmd = {{ "sh", "-c", "touch {dir}/w$ARCHON_INSTANCE; exec {h} hang" }},
+            replicas = 3,
+        }}"#,
+        dir = dir.display(),
+        h = HELPER,
+    );
+    let d = with_config("pool", &lua, &[]);
+    wait_for("3 workers", || {
+        (0..3).all(|i| dir.join(format!("w{i}")).exists())
+    });
+    wait_for("3 running", || {
+        (0..3).all(|i| state(&d, "worker", i) == "running")
+    });
+    let before: Vec<String> = (0..3).map(|i| pid_of(&d, "worker", i)).collect();
+    assert_eq!(last(&d.ask("Scale,worker,5")), "Ok");
+    wait_for("5 running", || {
+        (0..5).all(|i| state(&d, "worker", i) == "running")
+    });
+    let after: Vec<String> = (0..3).map(|i| pid_of(&d, "worker", i)).collect();
+    assert_eq!(before, after, "scaling up does not touch running instances");
+    wait_for("worker 4's file", || dir.join("w4").exists());
+    assert_eq!(last(&d.ask("Scale,worker,1")), "Ok");
+    wait_for("1 left", || services(&d).len() == 1);
+    assert_eq!(pid_of(&d, "worker", 0), before[0]);
+    let o = d.ctl(&["status", "worker"]);
+    let table = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        table.contains("worker") && table.contains("running"),
+        "{table}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn an_essential_service_failing_ends_the_container_with_its_status() {
+    let dir = temp_dir("essential");
+    let cfg = dir.join("archon.lua");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"service "core" {{ cmd = {}, essential = true, restart = "never" }}"#,
+            helper("sleep 0.2 exit 7")
+        ),
+    )
+    .unwrap();
+    let o = Command::new(ARCHON)
+        .args(["--no-socket", "--grace", "1", "--config"])
+        .arg(&cfg)
+        .arg("--")
+        .args([HELPER, "hang"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("essential service core failed"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn reload_keeps_unchanged_pids_and_reconciles_the_rest() {
+    let hang = helper("hang");
+    let lua = format!(
+        r#"
+        service "keep" {{ cmd = {hang} }}
+        service "change" {{ cmd = {hang} }}
+        service "drop" {{ cmd = {hang} }}
+        "#
+    );
+    let d = with_config("reload", &lua, &[]);
+    let cfg = config_path(&d);
+    wait_for("all running", || {
+        ["keep", "change", "drop"]
+            .iter()
+            .all(|n| state(&d, n, 0) == "running")
+    });
+    let keep = pid_of(&d, "keep", 0);
+    let change = pid_of(&d, "change", 0);
+    // An invalid file changes nothing.
+    std::fs::write(&cfg, "service \"keep\" { cmd = 1 }").unwrap();
+    let r = d.ask("Reload");
+    assert!(
+        r[0].starts_with("Error,bad-config,") && r[0].contains("archon.lua:1"),
+        "{r:?}"
+    );
+    assert_eq!(pid_of(&d, "keep", 0), keep);
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+            service "keep" {{ cmd = {hang} }}
+            service "change" {{ cmd = {hang}, env = {{ NEW = "1" }} }}
+            service "new" {{ cmd = {hang} }}
+            "#
+        ),
+    )
+    .unwrap();
+    let r = d.ask("Reload");
+    assert_eq!(
+        r,
+        ["Ok,added=new,removed=drop,changed=change,rescaled=,unchanged=keep"]
+    );
+    wait_for("reconciled", || {
+        let s = services(&d);
+        s.len() == 3
+            && s.values().all(|f| f[3] == "running")
+            && s[&("change".to_string(), 0)][4] != change
+    });
+    assert_eq!(
+        pid_of(&d, "keep", 0),
+        keep,
+        "unchanged service keeps its pid"
+    );
+    // SIGHUP reloads too (nothing changed now).
+    unsafe { libc::kill(d.pid(), libc::SIGHUP) };
+    wait_for("SIGHUP reload", || d.log().matches("reloaded").count() == 2);
+    let dump = d.ask("DumpConfig");
+    assert!(
+        dump.contains(&"Setting,change,env,NEW=1".to_string()),
+        "{dump:?}"
+    );
+}
+
+#[test]
+fn output_lines_are_captured_whole_in_order_and_none_is_lost_at_exit() {
+    let lua = format!(
+        r#"service "talker" {{ cmd = {}, restart = "never" }}"#,
+        helper("lines 5000 hello echo no-newline-at-the-end")
+    );
+    let d = with_config("logs", &lua, &[]);
+    wait_for("talker done", || state(&d, "talker", 0) == "stopped");
+    let out_path = d.dir.join("archon.out");
+    wait_for("all lines", || {
+        std::fs::read_to_string(&out_path)
+            .is_ok_and(|s| s.contains("talker| no-newline-at-the-end"))
+    });
+    let out = std::fs::read_to_string(&out_path).unwrap();
+    let lines: Vec<&str> = out.lines().filter(|l| l.contains("hello")).collect();
+    assert_eq!(lines.len(), 5000);
+    for (k, l) in lines.iter().enumerate() {
+        assert_eq!(*l, format!("talker| hello {k}"));
+    }
+}
+
+#[test]
+fn dynamic_dependencies_refuse_cycles() {
+    let lua = format!(
+        r#"service "a" {{ cmd = {h} }}
+           service "b" {{ cmd = {h}, depends_on = {{ "a" }} }}"#,
+        h = helper("hang")
+    );
+    let d = with_config("depend", &lua, &[]);
+    let r = d.ask("Depend,a,b");
+    assert!(
+        r[0].starts_with("Error,bad-request,dependency cycle"),
+        "{r:?}"
+    );
+    assert_eq!(
+        last(&d.ask("Undepend,a,b")).split(',').nth(1),
+        Some("bad-request")
+    );
+    assert!(d.ask("Start,nope")[0].starts_with("Error,no-such-service"));
+    assert!(d.ask("Status,nope")[0].starts_with("Error,no-such-service"));
+    // Rolling restart of a: a gets a new pid.
+    wait_for("a running", || state(&d, "a", 0) == "running");
+    let pid = pid_of(&d, "a", 0);
+    assert_eq!(last(&d.ask("Restart,a")), "Ok");
+    wait_for("a restarted", || {
+        state(&d, "a", 0) == "running" && pid_of(&d, "a", 0) != pid
+    });
+}
+
+#[test]
+fn bad_configs_are_refused_with_file_and_line_never_a_hang() {
+    for (lua, want) in [
+        ("service \"a\" { cmd = {\"x\"} \nservice \"b\" {", ":2:"),
+        ("service \"a\" { cmd = {\"x\"}, colour = \"red\" }", ":1: service \"a\": colour: unknown setting"),
+        ("service \"a\" { cmd = {\"x\"}, replicas = \"two\" }", ":1: service \"a\": replicas"),
+        (
+            "service \"a\" { cmd = {\"x\"}, depends_on = {\"b\"} }\nservice \"b\" { cmd = {\"x\"}, depends_on = {\"a\"} }",
+            "dependency cycle: a -> b -> a",
+        ),
+        ("service \"a\" { cmd = {\"x\"} }\nservice \"a\" { cmd = {\"y\"} }", ":2: service \"a\" is declared twice"),
+        ("while true do end", ":1: instruction budget spent"),
+        ("local s = 'x' for i = 1, 40 do s = s .. s end", "memory"),
+    ] {
+        let dir = temp_dir("badcfg");
+        let cfg = dir.join("bad.lua");
+        std::fs::write(&cfg, lua).unwrap();
+        let o = Command::new(ARCHON)
+            .args(["--no-socket", "--config"])
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{lua}: {err}");
+        assert!(err.contains(want), "{lua}: wanted {want:?} in {err}");
+        assert!(err.contains("bad.lua"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
