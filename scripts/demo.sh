@@ -1,6 +1,7 @@
 #!/bin/sh
-# demo.sh: start archon on a socket in a temp dir, drive it with archonctl and
-# with the shell scripts (socat or nc), show every reply, stop it.
+# demo.sh: start archon on a socket in a temp dir with the bundled services
+# config (examples/stack.lua), show the stack with archonctl, resize a pool,
+# drive archon with archonctl and the shell scripts (socat or nc), stop it.
 # Builds the release binaries first if needed.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -12,7 +13,8 @@ ARCHON_SOCKET=$dir/archon.sock
 export ARCHON_SOCKET
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
 
-"$bin/archon" --log-level info 2>"$dir/archon.log" &
+"$bin/archon" --log-level info --config examples/stack.lua \
+    >"$dir/services.out" 2>"$dir/archon.log" &
 pid=$!
 tries=0
 until "$bin/archonctl" version >/dev/null 2>&1; do
@@ -25,6 +27,28 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 say "archonctl version"
 "$bin/archonctl" version
+
+say "the stack of examples/stack.lua: waiting until both web workers are running"
+tries=0
+until [ "$("$bin/archonctl" --csv status web | grep -c ',running,')" -eq 2 ]; do
+    tries=$((tries + 1))
+    [ "$tries" -lt 1000 ] || { echo "the stack did not come up" >&2; cat "$dir/archon.log" >&2; exit 1; }
+    sleep 0.01
+done
+sleep 1 # let flaky spend some of its restart budget, for the show
+say "archonctl status"
+"$bin/archonctl" status
+say "archonctl scale web 3; archonctl status web"
+"$bin/archonctl" scale web 3
+tries=0
+until [ "$("$bin/archonctl" --csv status web | grep -c ',running,')" -eq 3 ]; do
+    tries=$((tries + 1))
+    [ "$tries" -lt 1000 ] || { echo "web did not scale" >&2; exit 1; }
+    sleep 0.01
+done
+"$bin/archonctl" status web
+say "what the services wrote (archon's stdout, one prefix per instance)"
+cat "$dir/services.out"
 say "archonctl run -- sh -c 'echo output reaches this terminal; exit 7'"
 "$bin/archonctl" run -- sh -c 'echo output reaches this terminal; exit 7' || echo "(exit status $?)"
 say "archonctl start sleep 1000"
@@ -45,7 +69,7 @@ say "archonctl stop $id 1"
 say "archonctl --csv status"
 "$bin/archonctl" --csv status
 
-say "stopping archon (SIGTERM): it stops its daemons and removes its socket"
+say "stopping archon (SIGTERM): it stops the web workers, then db (dependents first), and its daemons"
 kill -TERM "$pid"
 wait "$pid" && echo "archon exited 0"
 [ -e "$ARCHON_SOCKET" ] || echo "socket removed"

@@ -86,6 +86,7 @@ fn man_pages_are_lint_clean() {
             "man/archon.8",
             "man/archonctl.8",
             "man/archon-protocol.7",
+            "man/archon-config.5",
         ],
     );
 }

@@ -386,13 +386,14 @@ impl Ctl {
 
     fn print_ok(&self, cmd: &str, fields: &[String], rows: &[archon::protocol::ProcessRow]) {
         match cmd {
-            "status" if rows.is_empty() => {}
+            // Service processes appear in the service table instead.
+            "status" if rows.iter().all(|r| r.kind == "service") => {}
             "status" => {
                 println!(
                     "{:>5} {:<8} {:>8} {:<9} {:>7}  COMMAND",
                     "ID", "KIND", "PID", "STATE", "STATUS"
                 );
-                for r in rows {
+                for r in rows.iter().filter(|r| r.kind != "service") {
                     println!(
                         "{:>5} {:<8} {:>8} {:<9} {:>7}  {}",
                         r.id,
