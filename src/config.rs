@@ -184,6 +184,10 @@ const KEYS: &[&str] = &[
     "env",
     "env_clear",
     "cwd",
+    "user",
+    "group",
+    "umask",
+    "rlimits",
     "stdout",
     "stderr",
     "stop_signal",
@@ -257,6 +261,58 @@ fn parse_service(
             "cwd" => match &v {
                 Value::String(d) => s.cwd = d.to_str().ok().map(|d| d.to_string()),
                 _ => bad("cwd", "expected a directory path"),
+            },
+            "user" | "group" => match scalar(&v) {
+                Some(n) if !n.is_empty() => {
+                    if key == "user" {
+                        s.user = Some(n)
+                    } else {
+                        s.group = Some(n)
+                    }
+                }
+                _ => bad(&key, "expected a name or a number"),
+            },
+            "umask" => match text(&v).and_then(|t| u32::from_str_radix(&t, 8).ok()) {
+                Some(m) if m <= 0o777 => s.umask = Some(m),
+                _ => bad("umask", "expected an octal string such as \"022\""),
+            },
+            "rlimits" => match &v {
+                Value::Table(r) => {
+                    let mut lims = Vec::new();
+                    for p in r.clone().pairs::<Value, Value>() {
+                        let Ok((k, v)) = p else { continue };
+                        let Some(res) =
+                            text(&k).filter(|k| crate::platform::rlimit_resource(k).is_some())
+                        else {
+                            bad("rlimits", "unknown resource (as, core, cpu, data, fsize, locks, memlock, msgqueue, nice, nofile, nproc, rss, rtprio, sigpending, stack)");
+                            continue;
+                        };
+                        let one = |v: &Value| match v {
+                            Value::String(s) if s.to_str().is_ok_and(|s| s == "unlimited") => {
+                                Some(u64::MAX)
+                            }
+                            other => int(other).and_then(|n| u64::try_from(n).ok()),
+                        };
+                        let pair = match &v {
+                            Value::Table(t) => {
+                                let soft = t.get::<Value>("soft").ok().as_ref().and_then(one);
+                                let hard = t.get::<Value>("hard").ok().as_ref().and_then(one);
+                                soft.zip(hard)
+                            }
+                            other => one(other).map(|n| (n, n)),
+                        };
+                        match pair {
+                            Some((soft, hard)) if soft <= hard => lims.push((res, soft, hard)),
+                            _ => bad(
+                                &format!("rlimits.{res}"),
+                                "expected a number, \"unlimited\", or { soft = N, hard = N } with soft <= hard",
+                            ),
+                        }
+                    }
+                    lims.sort();
+                    s.rlimits = lims;
+                }
+                _ => bad("rlimits", "expected a table such as { nofile = 4096 }"),
             },
             "stdout" | "stderr" => {
                 let out = match text(&v).as_deref() {
@@ -391,6 +447,12 @@ fn parse_service(
     if s.cmd.is_empty() && !errs.iter().any(|e| e.contains(": cmd:")) {
         errs.push(format!("{at}: cmd: missing"));
     }
+    if s.user.is_some() || s.group.is_some() {
+        match resolve_identity(s.user.as_deref(), s.group.as_deref()) {
+            Ok(id) => s.identity = Some(id),
+            Err(e) => errs.push(format!("{at}: {e}")),
+        }
+    }
     if s.oneshot && s.replicas > 1 {
         errs.push(format!(
             "{at}: a oneshot service has one instance (replicas = {})",
@@ -398,6 +460,32 @@ fn parse_service(
         ));
     }
     s
+}
+
+/// user -> its uid, primary gid and groups; group -> overrides the gid.
+fn resolve_identity(
+    user: Option<&str>,
+    group: Option<&str>,
+) -> Result<crate::services::spec::Identity, String> {
+    let mut id = crate::services::spec::Identity {
+        uid: None,
+        gid: None,
+        groups: Vec::new(),
+    };
+    if let Some(u) = user {
+        let (uid, gid) = crate::platform::lookup_user(u)?;
+        id.uid = Some(uid);
+        id.gid = Some(gid);
+        id.groups = crate::platform::user_groups(u, gid);
+    }
+    if let Some(g) = group {
+        let gid = crate::platform::lookup_group(g)?;
+        id.gid = Some(gid);
+        if !id.groups.contains(&gid) && id.uid.is_some() {
+            id.groups.push(gid);
+        }
+    }
+    Ok(id)
 }
 
 fn text(v: &Value) -> Option<String> {

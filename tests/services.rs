@@ -404,3 +404,60 @@ fn bad_configs_are_refused_with_file_and_line_never_a_hang() {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
+
+/// user, group, umask and rlimits reach the service (root only: archon
+/// must be allowed to switch users).
+#[test]
+fn user_group_umask_and_rlimits_apply() {
+    // SAFETY: getuid cannot fail.
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!("!!! SKIPPING user_group_umask_and_rlimits_apply: needs root (CI runs as root)");
+        return;
+    }
+    let dir = temp_dir("ids");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let out = dir.join("ids.txt");
+    let lua = format!(
+        r#"service "who" {{
+            cmd = {{ "sh", "-c", "echo $(id -u) $(id -g) $(umask) $(ulimit -n) > {out}; pwd >> {out}" }},
+            user = 65534, group = "65533", umask = "027", cwd = "/tmp",
+            rlimits = {{ nofile = {{ soft = 123, hard = 456 }}, core = 0 }},
+            restart = "never",
+        }}
+        service "ghost" {{ cmd = {{ "true" }}, user = "no-such-user-here", autostart = false }}"#,
+        out = out.display()
+    );
+    let cfg_dir = temp_dir("ids-cfg");
+    let cfg = cfg_dir.join("a.lua");
+    std::fs::write(&cfg, &lua).unwrap();
+    // An unknown user is a config error, with file and line.
+    let o = Command::new(ARCHON)
+        .args(["--no-socket", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("a.lua:7: service \"ghost\": unknown user"),
+        "{err}"
+    );
+    std::fs::write(&cfg, lua.lines().take(6).collect::<Vec<_>>().join("\n")).unwrap();
+    let cfg_arg = cfg.to_str().unwrap().to_string();
+    let d = Daemon::start_with("ids", &["--config", &cfg_arg], |_| {});
+    wait_for("who ran", || {
+        std::fs::read_to_string(&out).is_ok_and(|s| s.lines().count() == 2)
+    });
+    let got = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(got, "65534 65533 0027 123\n/tmp\n");
+    let dump = d.ask("DumpConfig");
+    assert!(
+        dump.contains(&"Setting,who,rlimits.nofile,123 456".to_string()),
+        "{dump:?}"
+    );
+    assert!(
+        dump.contains(&"Setting,who,umask,027".to_string()),
+        "{dump:?}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+    std::fs::remove_dir_all(cfg_dir).unwrap();
+}

@@ -319,6 +319,11 @@ impl EventLoop {
                     foreground_tty: platform::foreground_tty(),
                     cwd: None,
                     extra_fd: None,
+                    rlimits: Vec::new(),
+                    umask: None,
+                    uid: None,
+                    gid: None,
+                    groups: None,
                 };
                 platform::spawn(&spec).map_err(SpawnFail::Os)
             });
@@ -945,6 +950,11 @@ impl EventLoop {
             foreground_tty: None,
             cwd: None,
             extra_fd: None,
+            rlimits: Vec::new(),
+            umask: None,
+            uid: None,
+            gid: None,
+            groups: None,
         };
         platform::spawn(&spec).map_err(SpawnFail::Os)
     }

@@ -281,6 +281,34 @@ impl EventLoop {
             foreground_tty: None,
             cwd,
             extra_fd,
+            rlimits: spec
+                .rlimits
+                .iter()
+                .filter_map(|(name, soft, hard)| {
+                    let inf = |v: u64| {
+                        if v == u64::MAX {
+                            libc::RLIM_INFINITY
+                        } else {
+                            v
+                        }
+                    };
+                    Some((
+                        platform::rlimit_resource(name)?,
+                        libc::rlimit {
+                            rlim_cur: inf(*soft),
+                            rlim_max: inf(*hard),
+                        },
+                    ))
+                })
+                .collect(),
+            umask: spec.umask,
+            uid: spec.identity.as_ref().and_then(|i| i.uid),
+            gid: spec.identity.as_ref().and_then(|i| i.gid),
+            groups: spec
+                .identity
+                .as_ref()
+                .filter(|i| i.uid.is_some())
+                .map(|i| i.groups.clone()),
         };
         let spawned = platform::spawn(&spawn_spec).map_err(SpawnFail::Os)?;
         // The write ends now belong to the child alone.
@@ -482,6 +510,25 @@ impl EventLoop {
             }
             put("env_clear", s.env_clear.to_string());
             put("cwd", s.cwd.clone().unwrap_or_default());
+            put("user", s.user.clone().unwrap_or_default());
+            put("group", s.group.clone().unwrap_or_default());
+            put(
+                "umask",
+                s.umask.map(|m| format!("{m:03o}")).unwrap_or_default(),
+            );
+            for (res, soft, hard) in &s.rlimits {
+                let v = |n: &u64| {
+                    if *n == u64::MAX {
+                        "unlimited".to_string()
+                    } else {
+                        n.to_string()
+                    }
+                };
+                put(
+                    &format!("rlimits.{res}"),
+                    format!("{} {}", v(soft), v(hard)),
+                );
+            }
             put("stdout", format!("{:?}", s.stdout).to_lowercase());
             put("stderr", format!("{:?}", s.stderr).to_lowercase());
             put("stop_signal", platform::signal_name(s.stop_signal));

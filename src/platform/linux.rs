@@ -116,6 +116,75 @@ pub struct SpawnSpec {
     /// One more fd for the child: (archon's fd, the number the child sees),
     /// e.g. the write end of an s6 readiness pipe.
     pub extra_fd: Option<(RawFd, RawFd)>,
+    /// Resource limits to set: (RLIMIT_*, soft, hard).
+    pub rlimits: Vec<(i32, libc::rlimit)>,
+    pub umask: Option<u32>,
+    /// Switch to these (uid, gid, supplementary groups) before exec.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub groups: Option<Vec<libc::gid_t>>,
+}
+
+/// The RLIMIT_* number of a resource name as the config spells it.
+pub fn rlimit_resource(name: &str) -> Option<i32> {
+    Some(match name {
+        "as" => libc::RLIMIT_AS,
+        "core" => libc::RLIMIT_CORE,
+        "cpu" => libc::RLIMIT_CPU,
+        "data" => libc::RLIMIT_DATA,
+        "fsize" => libc::RLIMIT_FSIZE,
+        "locks" => libc::RLIMIT_LOCKS,
+        "memlock" => libc::RLIMIT_MEMLOCK,
+        "msgqueue" => libc::RLIMIT_MSGQUEUE,
+        "nice" => libc::RLIMIT_NICE,
+        "nofile" => libc::RLIMIT_NOFILE,
+        "nproc" => libc::RLIMIT_NPROC,
+        "rss" => libc::RLIMIT_RSS,
+        "rtprio" => libc::RLIMIT_RTPRIO,
+        "sigpending" => libc::RLIMIT_SIGPENDING,
+        "stack" => libc::RLIMIT_STACK,
+        _ => return None,
+    } as i32)
+}
+
+/// (uid, primary gid) of a user, by name or number.
+pub fn lookup_user(name: &str) -> Result<(u32, u32), String> {
+    let user = match name.parse::<u32>() {
+        Ok(uid) => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)),
+        Err(_) => nix::unistd::User::from_name(name),
+    };
+    match user {
+        Ok(Some(u)) => Ok((u.uid.as_raw(), u.gid.as_raw())),
+        Ok(None) if name.parse::<u32>().is_ok() => {
+            // A number without a passwd entry is still a uid.
+            let n = name.parse::<u32>().unwrap_or(u32::MAX);
+            Ok((n, n))
+        }
+        Ok(None) => Err(format!("unknown user {name:?}")),
+        Err(e) => Err(format!("cannot look up user {name:?}: {e}")),
+    }
+}
+
+/// A group's gid, by name or number.
+pub fn lookup_group(name: &str) -> Result<u32, String> {
+    if let Ok(n) = name.parse::<u32>() {
+        return Ok(n);
+    }
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(format!("unknown group {name:?}")),
+        Err(e) => Err(format!("cannot look up group {name:?}: {e}")),
+    }
+}
+
+/// The supplementary groups of a user (as initgroups would set them).
+pub fn user_groups(name: &str, gid: u32) -> Vec<u32> {
+    let Ok(c) = CString::new(name) else {
+        return vec![gid];
+    };
+    nix::unistd::getgrouplist(&c, nix::unistd::Gid::from_raw(gid))
+        .map(|v| v.into_iter().map(|g| g.as_raw()).collect())
+        .unwrap_or_else(|_| vec![gid])
 }
 
 pub struct Spawned {
@@ -313,14 +382,38 @@ unsafe fn child_exec(
             }
         }
     }
-    if let Some(dir) = &spec.cwd {
-        if libc::chdir(dir.as_ptr()) != 0 {
-            let msg: &[u8] = b"archon: cannot change to the service's directory\n";
-            libc::write(2, msg.as_ptr().cast(), msg.len());
-            libc::_exit(126);
+
+    libc::setrlimit(libc::RLIMIT_NOFILE, &spec.nofile);
+    for (res, lim) in &spec.rlimits {
+        if libc::setrlimit(*res as _, lim) != 0 {
+            child_fail(b"cannot set a resource limit");
         }
     }
-    libc::setrlimit(libc::RLIMIT_NOFILE, &spec.nofile);
+    if let Some(m) = spec.umask {
+        libc::umask(m as libc::mode_t);
+    }
+    // Raw system calls: glibc's wrappers may try to synchronise threads,
+    // and this child shares archon's memory.
+    if let Some(groups) = &spec.groups {
+        if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0 {
+            child_fail(b"cannot set the supplementary groups");
+        }
+    }
+    if let Some(g) = spec.gid {
+        if libc::syscall(libc::SYS_setresgid, g, g, g) != 0 {
+            child_fail(b"cannot change group");
+        }
+    }
+    if let Some(u) = spec.uid {
+        if libc::syscall(libc::SYS_setresuid, u, u, u) != 0 {
+            child_fail(b"cannot change user");
+        }
+    }
+    if let Some(dir) = &spec.cwd {
+        if libc::chdir(dir.as_ptr()) != 0 {
+            child_fail(b"cannot change to the service's directory");
+        }
+    }
     libc::execve(spec.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
     let errno = *libc::__errno_location();
     // The parent resolved the program already; this is the rare late failure
@@ -338,6 +431,14 @@ unsafe fn child_exec(
     libc::write(2, prog.as_ptr().cast(), prog.len());
     libc::write(2, why.as_ptr().cast(), why.len());
     libc::_exit(if errno == libc::ENOENT { 127 } else { 126 });
+}
+
+/// In the child before exec: says why on its stderr and exits 126.
+unsafe fn child_fail(why: &[u8]) -> ! {
+    libc::write(2, b"archon: ".as_ptr().cast(), 8);
+    libc::write(2, why.as_ptr().cast(), why.len());
+    libc::write(2, b"\n".as_ptr().cast(), 1);
+    libc::_exit(126)
 }
 
 /// The signals whose disposition is SIG_IGN in archon now: the only ones a
@@ -806,6 +907,11 @@ mod tests {
             foreground_tty: None,
             cwd: None,
             extra_fd: None,
+            rlimits: Vec::new(),
+            umask: None,
+            uid: None,
+            gid: None,
+            groups: None,
         }
     }
 

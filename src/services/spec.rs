@@ -54,6 +54,15 @@ pub enum Output {
     Null,
 }
 
+/// Who the service runs as, resolved when the config is loaded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Supplementary groups (the user's, when a user is given).
+    pub groups: Vec<u32>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceSpec {
     pub name: String,
@@ -65,6 +74,13 @@ pub struct ServiceSpec {
     pub env: Vec<(String, String)>,
     pub env_clear: bool,
     pub cwd: Option<String>,
+    /// `user` / `group` as written, and what they resolved to.
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub identity: Option<Identity>,
+    pub umask: Option<u32>,
+    /// (resource name, soft, hard); u64::MAX is unlimited.
+    pub rlimits: Vec<(String, u64, u64)>,
     pub stdout: Output,
     pub stderr: Output,
     pub stop_signal: i32,
@@ -92,6 +108,11 @@ impl ServiceSpec {
             env: Vec::new(),
             env_clear: false,
             cwd: None,
+            user: None,
+            group: None,
+            identity: None,
+            umask: None,
+            rlimits: Vec::new(),
             stdout: Output::Prefix,
             stderr: Output::Prefix,
             stop_signal: libc_sigterm(),
