@@ -315,12 +315,46 @@ fn parse_service(
                 _ => bad("rlimits", "expected a table such as { nofile = 4096 }"),
             },
             "stdout" | "stderr" => {
-                let out = match text(&v).as_deref() {
-                    Some("prefix") => Output::Prefix,
-                    Some("inherit") => Output::Inherit,
-                    Some("null") => Output::Null,
+                let file = match &v {
+                    Value::Table(t) => {
+                        let path = t.get::<Value>("file").ok().and_then(|p| text(&p));
+                        let size = t.get::<Value>("max_size").ok().and_then(|v| size(&v));
+                        let keep = t.get::<Value>("keep").ok().and_then(|v| int(&v));
+                        let extra = t
+                            .clone()
+                            .pairs::<Value, Value>()
+                            .filter_map(|p| p.ok())
+                            .any(|(k, _)| {
+                                !matches!(text(&k).as_deref(), Some("file" | "max_size" | "keep"))
+                            });
+                        match (path, size, keep) {
+                            (Some(p), s, k)
+                                if p.starts_with('/')
+                                    && !extra
+                                    && s.is_none_or(|s| s >= 1024)
+                                    && k.is_none_or(|k| (0..=1000).contains(&k)) =>
+                            {
+                                Some(Output::File {
+                                    path: p,
+                                    max_size: s.unwrap_or(10 << 20),
+                                    keep: k.unwrap_or(5) as u32,
+                                })
+                            }
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                };
+                let out = match (text(&v).as_deref(), file) {
+                    (_, Some(f)) => f,
+                    (Some("prefix"), _) => Output::Prefix,
+                    (Some("inherit"), _) => Output::Inherit,
+                    (Some("null"), _) => Output::Null,
                     _ => {
-                        bad(&key, "expected \"prefix\", \"inherit\" or \"null\"");
+                        bad(
+                            &key,
+                            "expected \"prefix\", \"inherit\", \"null\" or { file = \"/abs/path\", max_size = N | \"10M\" (>= 1K), keep = N }",
+                        );
                         continue;
                     }
                 };
@@ -519,6 +553,21 @@ fn int(v: &Value) -> Option<i64> {
         Value::Number(n) if n.fract() == 0.0 && n.is_finite() => Some(*n as i64),
         _ => None,
     }
+}
+
+/// A size in bytes: a number, or a string with K, M or G.
+fn size(v: &Value) -> Option<u64> {
+    if let Some(n) = int(v) {
+        return u64::try_from(n).ok();
+    }
+    let t = text(v)?;
+    let (num, mult) = match t.chars().last()? {
+        'K' | 'k' => (&t[..t.len() - 1], 1u64 << 10),
+        'M' | 'm' => (&t[..t.len() - 1], 1 << 20),
+        'G' | 'g' => (&t[..t.len() - 1], 1 << 30),
+        _ => (t.as_str(), 1),
+    };
+    num.trim().parse::<u64>().ok()?.checked_mul(mult)
 }
 
 /// Seconds (a number, fractions allowed) as milliseconds.

@@ -461,3 +461,39 @@ fn user_group_umask_and_rlimits_apply() {
     std::fs::remove_dir_all(dir).unwrap();
     std::fs::remove_dir_all(cfg_dir).unwrap();
 }
+
+/// A log file rotated by size: whole lines only, the newest kept, at most
+/// `keep` old files.
+#[test]
+fn log_files_rotate_by_size_keeping_whole_lines() {
+    let dir = temp_dir("rotate");
+    let log = dir.join("talk.log");
+    let lua = format!(
+        r#"service "talk" {{ cmd = {}, restart = "never",
+             stdout = {{ file = {}, max_size = "16K", keep = 2 }} }}"#,
+        helper("lines 10000 line"),
+        q(log.to_str().unwrap())
+    );
+    let d = with_config("rotate", &lua, &[]);
+    wait_for("talk done", || state(&d, "talk", 0) == "stopped");
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    let rotated = |i: u32| dir.join(format!("talk.log.{i}"));
+    wait_for("the last line", || read(&log).ends_with("line 9999\n"));
+    assert!(rotated(1).exists() && rotated(2).exists());
+    assert!(!rotated(3).exists(), "keep = 2");
+    let all = format!("{}{}{}", read(&rotated(2)), read(&rotated(1)), read(&log));
+    let nums: Vec<u32> = all
+        .lines()
+        .map(|l| l.strip_prefix("line ").unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        nums.windows(2).all(|w| w[1] == w[0] + 1),
+        "contiguous, whole lines"
+    );
+    assert_eq!(nums.last(), Some(&9999));
+    for f in [log.clone(), rotated(1), rotated(2)] {
+        let len = std::fs::metadata(&f).unwrap().len();
+        assert!(len <= 16 * 1024, "{} is {len} bytes", f.display());
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

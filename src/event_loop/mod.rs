@@ -89,6 +89,8 @@ pub struct EventLoop {
     sink_err: svc::Sink,
     /// Output pipes left unread while their sink is full.
     paused: std::collections::BTreeSet<usize>,
+    /// Services' log files, by path.
+    file_logs: HashMap<String, svc::FileLog>,
 }
 
 fn reserve() -> Option<File> {
@@ -182,6 +184,7 @@ impl EventLoop {
             sink_out: svc::Sink::open(1),
             sink_err: svc::Sink::open(2),
             paused: std::collections::BTreeSet::new(),
+            file_logs: HashMap::new(),
         })
     }
 

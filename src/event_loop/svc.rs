@@ -20,11 +20,13 @@ const SINK_CAP: usize = 256 * 1024;
 const MAX_LOG_LINE: usize = 16 * 1024;
 
 pub(super) enum PipeKind {
-    /// Output, written to a sink line by line with a prefix.
+    /// Output, written line by line with a prefix to archon's stdout or
+    /// stderr (`err`), or to a log file (`file`: its path).
     Log {
         prefix: String,
         buf: Vec<u8>,
         err: bool,
+        file: Option<String>,
     },
     /// s6 readiness: a newline means ready.
     Ready { entry: u64 },
@@ -33,6 +35,74 @@ pub(super) enum PipeKind {
 pub(super) struct Pipe {
     pub fd: OwnedFd,
     pub kind: PipeKind,
+}
+
+/// A service's log file, rotated by size. Regular files do not block.
+pub(super) struct FileLog {
+    path: String,
+    file: Option<std::fs::File>,
+    size: u64,
+    max_size: u64,
+    keep: u32,
+}
+
+impl FileLog {
+    pub(super) fn open(path: &str, max_size: u64, keep: u32) -> io::Result<FileLog> {
+        let mut f = FileLog {
+            path: path.to_string(),
+            file: None,
+            size: 0,
+            max_size,
+            keep,
+        };
+        f.reopen()?;
+        Ok(f)
+    }
+
+    fn reopen(&mut self) -> io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .open(&self.path)?;
+        self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        self.file = Some(file);
+        Ok(())
+    }
+
+    /// `path` -> `path.1` -> ... -> `path.keep` (the oldest goes).
+    fn rotate(&mut self) {
+        self.file = None;
+        if self.keep == 0 {
+            let _ = std::fs::remove_file(&self.path);
+        } else {
+            for i in (1..self.keep).rev() {
+                let _ = std::fs::rename(
+                    format!("{}.{i}", self.path),
+                    format!("{}.{}", self.path, i + 1),
+                );
+            }
+            let _ = std::fs::rename(&self.path, format!("{}.1", self.path));
+        }
+        if let Err(e) = self.reopen() {
+            log::warn!("cannot reopen log file path={} error={e}", self.path);
+        }
+    }
+
+    /// Whole lines only, so a rotation never splits one.
+    fn write(&mut self, lines: &[u8]) {
+        use std::io::Write;
+        if self.size > 0 && self.size + lines.len() as u64 > self.max_size {
+            self.rotate();
+        }
+        if let Some(f) = self.file.as_mut() {
+            match f.write_all(lines) {
+                Ok(()) => self.size += lines.len() as u64,
+                Err(e) => log::warn!("cannot write log file path={} error={e}", self.path),
+            }
+        }
+    }
 }
 
 /// archon's stdout or stderr as a non-blocking writer with a bounded queue.
@@ -179,6 +249,28 @@ impl EventLoop {
         let Some(spec) = self.services.spec(name).cloned() else {
             return Vec::new();
         };
+        for out in [&spec.stdout, &spec.stderr] {
+            if let Output::File {
+                path,
+                max_size,
+                keep,
+            } = out
+            {
+                if !self.file_logs.contains_key(path) {
+                    match FileLog::open(path, *max_size, *keep) {
+                        Ok(l) => {
+                            self.file_logs.insert(path.clone(), l);
+                        }
+                        Err(e) => {
+                            log::warn!("service {name}.{index} cannot open its log {path}: {e}");
+                            return self
+                                .services
+                                .spawn_failed(name, index, 126, now.mono, now.wall);
+                        }
+                    }
+                }
+            }
+        }
         match self.try_spawn_service(&spec, index) {
             Ok((spawned, pipes)) => {
                 let pid = spawned.pid;
@@ -246,6 +338,25 @@ impl EventLoop {
         let mut stdio = [self.dev_null.as_raw_fd(), 1, 2];
         for (slot, out, err) in [(1usize, &spec.stdout, false), (2, &spec.stderr, true)] {
             match out {
+                Output::File { path, .. } => {
+                    let (r, w) = platform::pipe().map_err(SpawnFail::Os)?;
+                    stdio[slot] = w.as_raw_fd();
+                    keep_w.push(w);
+                    let prefix = if spec.replicas > 1 {
+                        format!("{index}| ")
+                    } else {
+                        String::new()
+                    };
+                    pipes.push((
+                        PipeKind::Log {
+                            prefix,
+                            buf: Vec::new(),
+                            err,
+                            file: Some(path.clone()),
+                        },
+                        r,
+                    ));
+                }
                 Output::Inherit => {}
                 Output::Null => stdio[slot] = self.dev_null.as_raw_fd(),
                 Output::Prefix => {
@@ -257,6 +368,7 @@ impl EventLoop {
                             prefix: format!("{label}| "),
                             buf: Vec::new(),
                             err,
+                            file: None,
                         },
                         r,
                     ));
@@ -339,7 +451,10 @@ impl EventLoop {
             let Some(p) = self.pipes.get_mut(&token) else {
                 return;
             };
-            if let PipeKind::Log { err, .. } = p.kind {
+            if let PipeKind::Log {
+                err, file: None, ..
+            } = p.kind
+            {
                 let sink = if err { &self.sink_err } else { &self.sink_out };
                 if sink.full() {
                     // Leave it in the pipe: the service blocks on it.
@@ -379,27 +494,24 @@ impl EventLoop {
                     prefix,
                     buf: line,
                     err,
+                    file,
                 } => {
-                    let sink = if *err {
-                        &mut self.sink_err
-                    } else {
-                        &mut self.sink_out
-                    };
                     line.extend_from_slice(data);
+                    let mut out = Vec::new();
                     let mut start = 0;
                     while let Some(pos) = line[start..].iter().position(|&b| b == b'\n') {
-                        sink.queue.extend_from_slice(prefix.as_bytes());
-                        sink.queue.extend_from_slice(&line[start..start + pos + 1]);
+                        out.extend_from_slice(prefix.as_bytes());
+                        out.extend_from_slice(&line[start..start + pos + 1]);
                         start += pos + 1;
                     }
                     line.drain(..start);
                     if line.len() >= MAX_LOG_LINE {
-                        sink.queue.extend_from_slice(prefix.as_bytes());
-                        sink.queue.append(line);
-                        sink.queue.push(b'\n');
+                        out.extend_from_slice(prefix.as_bytes());
+                        out.append(line);
+                        out.push(b'\n');
                     }
-                    let err = *err;
-                    self.flush_sink(err);
+                    let (err, file) = (*err, file.clone());
+                    self.deliver(err, file.as_deref(), &out);
                 }
             }
         }
@@ -413,21 +525,42 @@ impl EventLoop {
                 .registry()
                 .deregister(&mut SourceFd(&p.fd.as_raw_fd()));
             // The last line without its newline is still a line.
-            if let PipeKind::Log { prefix, buf, err } = &mut p.kind {
+            if let PipeKind::Log {
+                prefix,
+                buf,
+                err,
+                file,
+            } = &mut p.kind
+            {
                 if !buf.is_empty() {
-                    let sink = if *err {
-                        &mut self.sink_err
-                    } else {
-                        &mut self.sink_out
-                    };
-                    sink.queue.extend_from_slice(prefix.as_bytes());
-                    sink.queue.append(buf);
-                    sink.queue.push(b'\n');
-                    let err = *err;
-                    self.flush_sink(err);
+                    let mut out = prefix.as_bytes().to_vec();
+                    out.append(buf);
+                    out.push(b'\n');
+                    let (err, file) = (*err, file.clone());
+                    self.deliver(err, file.as_deref(), &out);
                 }
             }
         }
+    }
+
+    /// Complete lines to their destination: a log file, or a sink.
+    fn deliver(&mut self, err: bool, file: Option<&str>, lines: &[u8]) {
+        if lines.is_empty() {
+            return;
+        }
+        if let Some(path) = file {
+            if let Some(log) = self.file_logs.get_mut(path) {
+                log.write(lines);
+                return;
+            }
+        }
+        let sink = if err {
+            &mut self.sink_err
+        } else {
+            &mut self.sink_out
+        };
+        sink.queue.extend_from_slice(lines);
+        self.flush_sink(err);
     }
 
     /// Writes a sink; watches it for writability while output waits, and
@@ -529,8 +662,8 @@ impl EventLoop {
                     format!("{} {}", v(soft), v(hard)),
                 );
             }
-            put("stdout", format!("{:?}", s.stdout).to_lowercase());
-            put("stderr", format!("{:?}", s.stderr).to_lowercase());
+            put("stdout", output_str(&s.stdout));
+            put("stderr", output_str(&s.stderr));
             put("stop_signal", platform::signal_name(s.stop_signal));
             put("grace", fmt_secs(s.grace_ms));
             put(
@@ -621,6 +754,19 @@ impl EventLoop {
         let mut rows: Vec<Vec<String>> = procs.iter().map(ProcessRow::fields).collect();
         rows.extend(self.service_rows(None).unwrap_or_default());
         Reply::Rows(rows)
+    }
+}
+
+fn output_str(o: &Output) -> String {
+    match o {
+        Output::Prefix => "prefix".into(),
+        Output::Inherit => "inherit".into(),
+        Output::Null => "null".into(),
+        Output::File {
+            path,
+            max_size,
+            keep,
+        } => format!("file {path} max_size {max_size} keep {keep}"),
     }
 }
 

@@ -52,6 +52,12 @@ pub enum Output {
     Prefix,
     Inherit,
     Null,
+    /// Appended to a file, rotated by size: `path` -> `path.1` ... `path.keep`.
+    File {
+        path: String,
+        max_size: u64,
+        keep: u32,
+    },
 }
 
 /// Who the service runs as, resolved when the config is loaded.
