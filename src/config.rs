@@ -463,14 +463,17 @@ fn parse_service(
                 Value::String(r) if r.to_str().is_ok_and(|r| r == "exec") => {
                     s.ready = Readiness::Exec
                 }
+                Value::String(r) if r.to_str().is_ok_and(|r| r == "notify") => {
+                    s.ready = Readiness::Notify
+                }
                 Value::Table(r) => match r.get::<Value>("fd").ok().and_then(|v| int(&v)) {
                     Some(fd) if (3..=1023).contains(&fd) => s.ready = Readiness::Fd(fd as i32),
                     _ => bad(
                         "ready",
-                        "expected \"exec\" or { fd = N } with N from 3 to 1023",
+                        "expected \"exec\", \"notify\" or { fd = N } with N from 3 to 1023",
                     ),
                 },
-                _ => bad("ready", "expected \"exec\" or { fd = N }"),
+                _ => bad("ready", "expected \"exec\", \"notify\" or { fd = N }"),
             },
             other => bad(
                 other,

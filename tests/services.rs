@@ -497,3 +497,22 @@ fn log_files_rotate_by_size_keeping_whole_lines() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// systemd readiness: NOTIFY_SOCKET, READY=1 and STATUS= from the service's
+/// own process; a dependent waits for it.
+#[test]
+fn notify_socket_readiness_and_status() {
+    let lua = format!(
+        r#"
+        service "sd" {{ cmd = {sd}, ready = "notify" }}
+        service "after" {{ cmd = {hang}, depends_on = {{ "sd" }} }}
+        "#,
+        sd = helper("sleep 0.2 notify STATUS=warming\\nREADY=1 hang"),
+        hang = helper("hang"),
+    );
+    let d = with_config("notify", &lua, &[]);
+    wait_for("after running", || state(&d, "after", 0) == "running");
+    let row = &services(&d)[&("sd".to_string(), 0)];
+    assert_eq!(row[3], "running");
+    assert_eq!(row[10], "warming");
+}

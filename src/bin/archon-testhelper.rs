@@ -10,6 +10,7 @@
 //!   wait-clean   (until no other child of this process's parent is left,
 //!                 zombies included; exit 1 after 60 s)
 //!   ready-fd N   (s6 readiness: write a newline on fd N, then close it)
+//!   notify TEXT  (systemd readiness: TEXT as a datagram to $NOTIFY_SOCKET)
 //!   lines N TEXT (N numbered lines "TEXT i", as fast as possible)
 //!   -- (stop; the rest is data)
 //!
@@ -200,6 +201,22 @@ fn main() {
                 unsafe {
                     assert_eq!(libc::write(fd, b"\n".as_ptr().cast(), 1), 1);
                     libc::close(fd);
+                }
+            }
+            "notify" => {
+                use std::os::linux::net::SocketAddrExt;
+                let text = next(&mut i).replace("\\n", "\n");
+                let target = std::env::var("NOTIFY_SOCKET").expect("NOTIFY_SOCKET");
+                let sock = std::os::unix::net::UnixDatagram::unbound().unwrap();
+                match target.strip_prefix('@') {
+                    Some(name) => {
+                        let addr =
+                            std::os::unix::net::SocketAddr::from_abstract_name(name).unwrap();
+                        sock.send_to_addr(text.as_bytes(), &addr).unwrap();
+                    }
+                    None => {
+                        sock.send_to(text.as_bytes(), &target).unwrap();
+                    }
                 }
             }
             "lines" => {

@@ -91,6 +91,9 @@ pub struct EventLoop {
     paused: std::collections::BTreeSet<usize>,
     /// Services' log files, by path.
     file_logs: HashMap<String, svc::FileLog>,
+    /// The systemd notification socket and its NOTIFY_SOCKET value.
+    notify: Option<OwnedFd>,
+    notify_name: Option<String>,
 }
 
 fn reserve() -> Option<File> {
@@ -185,6 +188,8 @@ impl EventLoop {
             sink_err: svc::Sink::open(2),
             paused: std::collections::BTreeSet::new(),
             file_logs: HashMap::new(),
+            notify: None,
+            notify_name: None,
         })
     }
 
@@ -252,6 +257,7 @@ impl EventLoop {
                     SIGNALS => self.read_signals(),
                     svc::SINK_OUT => self.flush_sink(false),
                     svc::SINK_ERR => self.flush_sink(true),
+                    svc::NOTIFY => self.notify_event(),
                     Token(t) if t >= svc::PIPE_BASE => self.pipe_event(t),
                     Token(t) if t >= SWEEP_BASE => {}
                     Token(t) if t >= CLIENT_BASE => {

@@ -13,6 +13,7 @@ use crate::services::SvcState;
 pub(super) const PIPE_BASE: usize = 1 << 42;
 pub(super) const SINK_OUT: Token = Token(usize::MAX - 2);
 pub(super) const SINK_ERR: Token = Token(usize::MAX - 3);
+pub(super) const NOTIFY: Token = Token(usize::MAX - 4);
 /// Output waiting for a slow sink before archon stops reading services'
 /// pipes (they are then throttled by their own pipe, not by our memory).
 const SINK_CAP: usize = 256 * 1024;
@@ -249,6 +250,9 @@ impl EventLoop {
         let Some(spec) = self.services.spec(name).cloned() else {
             return Vec::new();
         };
+        if spec.ready == Readiness::Notify {
+            self.ensure_notify_socket();
+        }
         for out in [&spec.stdout, &spec.stderr] {
             if let Output::File {
                 path,
@@ -315,6 +319,11 @@ impl EventLoop {
         };
         for (k, v) in &spec.env {
             set(k, v.clone());
+        }
+        if spec.ready == Readiness::Notify {
+            if let Some(name) = &self.notify_name {
+                set("NOTIFY_SOCKET", name.clone());
+            }
         }
         set("ARCHON_SERVICE", spec.name.clone());
         set("ARCHON_INSTANCE", index.to_string());
@@ -599,6 +608,70 @@ impl EventLoop {
         }
     }
 
+    /// The systemd notification socket, made on first need: one datagram
+    /// socket in the abstract namespace for every service, with
+    /// SO_PASSCRED so the kernel tells who sent each message.
+    pub(super) fn ensure_notify_socket(&mut self) {
+        if self.notify.is_some() {
+            return;
+        }
+        let name = format!("archon/notify/{}", platform::getpid());
+        match platform::notify_socket(&name) {
+            Ok(fd) => {
+                if let Err(e) = self.poll.registry().register(
+                    &mut SourceFd(&fd.as_raw_fd()),
+                    NOTIFY,
+                    Interest::READABLE,
+                ) {
+                    log::warn!("cannot watch the notify socket error={e}");
+                    return;
+                }
+                self.notify = Some(fd);
+                self.notify_name = Some(format!("@{name}"));
+            }
+            Err(e) => log::warn!("cannot create the notify socket error={e}"),
+        }
+    }
+
+    /// `READY=1` (and `STATUS=`, `STOPPING=1`) from a service's main
+    /// process; messages from any other pid are ignored, as systemd's
+    /// NotifyAccess=main does.
+    pub(super) fn notify_event(&mut self) {
+        loop {
+            let Some(fd) = self.notify.as_ref() else {
+                return;
+            };
+            let Some((pid, text)) = platform::recv_notify(fd) else {
+                return;
+            };
+            let Some(entry) = self.sup.find_live_pid(pid) else {
+                log::debug!("notify from an unknown pid={pid} ignored");
+                continue;
+            };
+            let Some((name, index)) = self.services.owner(entry) else {
+                continue;
+            };
+            for line in text.lines() {
+                match line.split_once('=') {
+                    Some(("READY", "1")) => {
+                        let now = self.now();
+                        let cmds = self.services.ready(entry, now.mono, now.wall);
+                        self.apply_svc(cmds);
+                    }
+                    Some(("STATUS", s)) => {
+                        log::info!("service {name}.{index} status: {s}");
+                        self.services.set_status_text(entry, s);
+                    }
+                    Some(("STOPPING", "1")) => log::info!("service {name}.{index} says it is stopping"),
+                    Some(("MAINPID", p)) => log::warn!(
+                        "service {name}.{index} sent MAINPID={p}: not supported, archon keeps watching pid {pid}"
+                    ),
+                    _ => {}
+                }
+            }
+        }
+    }
+
     /// `Status` rows of services.
     pub(super) fn service_rows(&self, only: Option<&str>) -> Result<Vec<Vec<String>>, String> {
         let now = self.now();
@@ -624,6 +697,7 @@ impl EventLoop {
                         .as_ref()
                         .map(|e| e.describe())
                         .unwrap_or_default(),
+                    i.status_text.clone(),
                 ]
             })
             .collect())
@@ -704,6 +778,7 @@ impl EventLoop {
                 match s.ready {
                     Readiness::Exec => "exec".into(),
                     Readiness::Fd(n) => format!("fd {n}"),
+                    Readiness::Notify => "notify".into(),
                 },
             );
             put("start_timeout", fmt_secs(s.start_timeout_ms));

@@ -784,6 +784,63 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((r, w))
 }
 
+/// A non-blocking datagram socket bound to `name` in the abstract
+/// namespace, with SO_PASSCRED.
+pub fn notify_socket(name: &str) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{
+        bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, UnixAddr,
+    };
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    setsockopt(&fd, sockopt::PassCred, &true)?;
+    let addr = UnixAddr::new_abstract(name.as_bytes())?;
+    bind(fd.as_raw_fd(), &addr)?;
+    Ok(fd)
+}
+
+/// One notification: the sender's pid (from the kernel) and the text.
+/// None when nothing is waiting.
+pub fn recv_notify(fd: &OwnedFd) -> Option<(i32, String)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixCredentials};
+    loop {
+        let mut buf = [0u8; 4096];
+        let mut cmsg = nix::cmsg_space!(UnixCredentials, [RawFd; 8]);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        match recvmsg::<()>(
+            fd.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(msg) => {
+                let mut pid = None;
+                for c in msg.cmsgs().into_iter().flatten() {
+                    match c {
+                        ControlMessageOwned::ScmCredentials(cred) => pid = Some(cred.pid()),
+                        // Fds sent along (FDSTORE) are not kept.
+                        ControlMessageOwned::ScmRights(fds) => {
+                            for f in fds {
+                                // SAFETY: the kernel just gave us this fd.
+                                drop(unsafe { OwnedFd::from_raw_fd(f) });
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                let n = msg.bytes;
+                let Some(pid) = pid else { continue };
+                return Some((pid, String::from_utf8_lossy(&buf[..n]).into_owned()));
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
 /// Whether archon has any child left (exited or not), without reaping.
 pub fn has_children() -> bool {
     // SAFETY: siginfo is plain data the kernel fills in.

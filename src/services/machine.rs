@@ -127,6 +127,8 @@ pub struct Instance {
     restart_after_stop: bool,
     /// The start timeout fired: the exit that follows is a failure.
     timed_out: bool,
+    /// What the service last said about itself (systemd's STATUS=).
+    pub status_text: String,
 }
 
 impl Instance {
@@ -146,6 +148,7 @@ impl Instance {
             start_deadline: None,
             restart_after_stop: false,
             timed_out: false,
+            status_text: String::new(),
         }
     }
 

@@ -80,6 +80,19 @@ impl Services {
         self.specs.get(name)
     }
 
+    /// A service's own status text (systemd's STATUS=).
+    pub fn set_status_text(&mut self, entry: u64, text: &str) {
+        if let Some((n, i)) = self.owner(entry) {
+            if let Some(inst) = self
+                .instances
+                .get_mut(&n)
+                .and_then(|v| v.iter_mut().find(|x| x.index == i))
+            {
+                inst.status_text = text.chars().take(256).collect();
+            }
+        }
+    }
+
     /// Whether a `Spawn` for this instance is still due (a batch of commands
     /// may name an instance that an earlier command already spawned).
     pub fn spawn_due(&self, name: &str, index: u32) -> bool {

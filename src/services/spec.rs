@@ -44,6 +44,8 @@ pub enum Readiness {
     Exec,
     /// s6: ready when the service writes a newline on this fd.
     Fd(i32),
+    /// systemd: `READY=1` on the datagram socket named by `NOTIFY_SOCKET`.
+    Notify,
 }
 
 #[derive(Debug, Clone, PartialEq)]
