@@ -200,6 +200,7 @@ const KEYS: &[&str] = &[
     "depends_on",
     "oneshot",
     "ready",
+    "health",
     "start_timeout",
     "essential",
     "autostart",
@@ -456,6 +457,15 @@ fn parse_service(
                 }
                 None => bad("depends_on", "expected a list of service names"),
             },
+            "health" => match &v {
+                Value::Table(h) => match check(h, &["command", "interval"]) {
+                    Some((argv, interval_ms, _)) => {
+                        s.health = Some(crate::services::spec::Health { argv, interval_ms })
+                    }
+                    None => bad("health", "expected { command = {...}, interval = SECONDS }"),
+                },
+                _ => bad("health", "expected { command = {...}, interval = SECONDS }"),
+            },
             "oneshot" => set_bool(&v, &mut s.oneshot, "oneshot", &mut bad),
             "essential" => set_bool(&v, &mut s.essential, "essential", &mut bad),
             "autostart" => set_bool(&v, &mut s.autostart, "autostart", &mut bad),
@@ -465,6 +475,20 @@ fn parse_service(
                 }
                 Value::String(r) if r.to_str().is_ok_and(|r| r == "notify") => {
                     s.ready = Readiness::Notify
+                }
+                Value::Table(r) if r.contains_key("command").unwrap_or(false) => {
+                    match check(r, &["command", "interval", "timeout"]) {
+                        Some((argv, interval_ms, timeout)) => {
+                            s.ready = Readiness::Command { argv, interval_ms };
+                            if let Some(t) = timeout {
+                                s.start_timeout_ms = t;
+                            }
+                        }
+                        None => bad(
+                            "ready",
+                            "expected { command = {...}, interval = SECONDS, timeout = SECONDS }",
+                        ),
+                    }
                 }
                 Value::Table(r) => match r.get::<Value>("fd").ok().and_then(|v| int(&v)) {
                     Some(fd) if (3..=1023).contains(&fd) => s.ready = Readiness::Fd(fd as i32),
@@ -556,6 +580,29 @@ fn int(v: &Value) -> Option<i64> {
         Value::Number(n) if n.fract() == 0.0 && n.is_finite() => Some(*n as i64),
         _ => None,
     }
+}
+
+/// `{ command = {...}, interval = s [, timeout = s] }`: (argv, interval
+/// ms, timeout ms). Interval defaults to 1 s, at least 10 ms.
+fn check(t: &Table, allowed: &[&str]) -> Option<(Vec<String>, u64, Option<u64>)> {
+    let extra = t
+        .clone()
+        .pairs::<Value, Value>()
+        .filter_map(|p| p.ok())
+        .any(|(k, _)| !text(&k).is_some_and(|k| allowed.contains(&k.as_str())));
+    if extra {
+        return None;
+    }
+    let argv = strings(&t.get::<Value>("command").ok()?).filter(|a| !a.is_empty())?;
+    let interval = match t.get::<Value>("interval").ok()? {
+        Value::Nil => 1000,
+        v => seconds(&v).filter(|ms| *ms >= 10)?,
+    };
+    let timeout = match t.get::<Value>("timeout").ok()? {
+        Value::Nil => None,
+        v => Some(seconds(&v)?),
+    };
+    Some((argv, interval, timeout))
 }
 
 /// A size in bytes: a number, or a string with K, M or G.

@@ -516,3 +516,42 @@ fn notify_socket_readiness_and_status() {
     assert_eq!(row[3], "running");
     assert_eq!(row[10], "warming");
 }
+
+/// Readiness by a command (tried until it exits 0) and a health check
+/// (failing makes the service unhealthy, passing running again).
+#[test]
+fn command_readiness_and_health_checks() {
+    let dir = temp_dir("checks");
+    let ok = dir.join("ok");
+    let healthy = dir.join("healthy");
+    let lua = format!(
+        r#"
+        service "slow" {{
+            cmd = {hang},
+            ready = {{ command = {{ "test", "-e", {ok} }}, interval = 0.05, timeout = 30 }},
+            health = {{ command = {{ "test", "-e", {healthy} }}, interval = 0.05 }},
+        }}
+        service "after" {{ cmd = {hang}, depends_on = {{ "slow" }} }}
+        "#,
+        hang = helper("hang"),
+        ok = q(ok.to_str().unwrap()),
+        healthy = q(healthy.to_str().unwrap()),
+    );
+    let d = with_config("checks", &lua, &[]);
+    wait_for("slow started", || !pid_of(&d, "slow", 0).is_empty());
+    assert_eq!(state(&d, "slow", 0), "starting");
+    assert_eq!(
+        pid_of(&d, "after", 0),
+        "",
+        "after waits for slow's readiness"
+    );
+    std::fs::write(&healthy, "").unwrap();
+    std::fs::write(&ok, "").unwrap();
+    wait_for("after running", || state(&d, "after", 0) == "running");
+    assert_eq!(state(&d, "slow", 0), "running");
+    std::fs::remove_file(&healthy).unwrap();
+    wait_for("unhealthy", || state(&d, "slow", 0) == "unhealthy");
+    std::fs::write(&healthy, "").unwrap();
+    wait_for("healthy again", || state(&d, "slow", 0) == "running");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -91,6 +91,10 @@ pub struct EventLoop {
     paused: std::collections::BTreeSet<usize>,
     /// Services' log files, by path.
     file_logs: HashMap<String, svc::FileLog>,
+    /// Readiness and health checks running: check entry -> (service entry,
+    /// kind); and those due: (when, service entry, kind).
+    checks: HashMap<u64, (u64, svc::CheckKind)>,
+    check_due: std::collections::BTreeSet<(u64, u64, svc::CheckKind)>,
     /// The systemd notification socket and its NOTIFY_SOCKET value.
     notify: Option<OwnedFd>,
     notify_name: Option<String>,
@@ -190,6 +194,8 @@ impl EventLoop {
             file_logs: HashMap::new(),
             notify: None,
             notify_name: None,
+            checks: HashMap::new(),
+            check_due: std::collections::BTreeSet::new(),
         })
     }
 
@@ -229,6 +235,7 @@ impl EventLoop {
                 self.sup.next_deadline(),
                 self.sweep.as_ref().map(|sw| sw.deadline),
                 self.services.next_deadline(),
+                self.check_due.first().map(|c| c.0),
             ]
             .into_iter()
             .flatten()
@@ -278,6 +285,9 @@ impl EventLoop {
             self.apply(fx);
             let cmds = self.services.tick(now.mono, now.wall);
             self.apply_svc(cmds);
+            if !self.shutting_down {
+                self.run_due_checks();
+            }
             while let Some(cid) = self.resume.pop() {
                 if self.clients.get(&cid).is_some_and(|c| c.can_take_request()) {
                     self.service_client(cid, false);
@@ -317,23 +327,16 @@ impl EventLoop {
                 }))
                 .ok_or(())
                 .map_err(nul)?;
-                let spec = platform::SpawnSpec {
+                let mut spec = platform::SpawnSpec::new(
                     program,
                     argv,
                     envp,
-                    stdio: [0, 1, 2],
-                    nofile: self.nofile,
-                    ignored_signals: self.ignored_signals.clone(),
-                    keep_inherited_fds: true,
-                    foreground_tty: platform::foreground_tty(),
-                    cwd: None,
-                    extra_fd: None,
-                    rlimits: Vec::new(),
-                    umask: None,
-                    uid: None,
-                    gid: None,
-                    groups: None,
-                };
+                    [0, 1, 2],
+                    self.nofile,
+                    self.ignored_signals.clone(),
+                );
+                spec.keep_inherited_fds = true;
+                spec.foreground_tty = platform::foreground_tty();
                 platform::spawn(&spec).map_err(SpawnFail::Os)
             });
         match spawned {
@@ -948,23 +951,14 @@ impl EventLoop {
         for (i, fd) in fds.iter().enumerate() {
             stdio[i] = fd.as_raw_fd();
         }
-        let spec = platform::SpawnSpec {
+        let spec = platform::SpawnSpec::new(
             program,
             argv,
             envp,
             stdio,
-            nofile: self.nofile,
-            ignored_signals: self.ignored_signals.clone(),
-            keep_inherited_fds: false,
-            foreground_tty: None,
-            cwd: None,
-            extra_fd: None,
-            rlimits: Vec::new(),
-            umask: None,
-            uid: None,
-            gid: None,
-            groups: None,
-        };
+            self.nofile,
+            self.ignored_signals.clone(),
+        );
         platform::spawn(&spec).map_err(SpawnFail::Os)
     }
 
@@ -1109,6 +1103,9 @@ impl EventLoop {
                     let now = self.now();
                     let fx = self.sup.exited(id, exit.clone(), now);
                     self.apply(fx);
+                    if let Some((svc_entry, kind)) = self.checks.remove(&id) {
+                        self.check_ended(svc_entry, kind, exit == Exit::Code(0));
+                    }
                     if let Some(cmds) = self.services.exited(id, exit, now.mono, now.wall) {
                         self.apply_svc(cmds);
                         let more = self.services.advance_shutdown(now.mono, now.wall);

@@ -14,6 +14,13 @@ pub(super) const PIPE_BASE: usize = 1 << 42;
 pub(super) const SINK_OUT: Token = Token(usize::MAX - 2);
 pub(super) const SINK_ERR: Token = Token(usize::MAX - 3);
 pub(super) const NOTIFY: Token = Token(usize::MAX - 4);
+
+/// What a check command decides: readiness, or health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum CheckKind {
+    Ready,
+    Health,
+}
 /// Output waiting for a slow sink before archon stops reading services'
 /// pipes (they are then throttled by their own pipe, not by our memory).
 const SINK_CAP: usize = 256 * 1024;
@@ -286,6 +293,13 @@ impl EventLoop {
                     };
                     self.add_pipe(fd, kind);
                 }
+                if matches!(spec.ready, Readiness::Command { .. }) {
+                    self.check_due.insert((now.mono, id, CheckKind::Ready));
+                }
+                if let Some(h) = &spec.health {
+                    self.check_due
+                        .insert((now.mono + h.interval_ms, id, CheckKind::Health));
+                }
                 self.services
                     .spawned(name, index, id, pid, now.mono, now.wall)
             }
@@ -301,13 +315,9 @@ impl EventLoop {
         }
     }
 
-    /// Builds the child's environment, stdio and readiness pipe, and spawns.
-    #[allow(clippy::type_complexity)]
-    fn try_spawn_service(
-        &self,
-        spec: &ServiceSpec,
-        index: u32,
-    ) -> Result<(platform::Spawned, Vec<(PipeKind, OwnedFd)>), SpawnFail> {
+    /// A service's environment: archon's (unless `env_clear`), its own
+    /// variables, ARCHON_SERVICE and ARCHON_INSTANCE.
+    fn service_env(&self, spec: &ServiceSpec, index: u32) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = if spec.env_clear {
             Vec::new()
         } else {
@@ -320,13 +330,25 @@ impl EventLoop {
         for (k, v) in &spec.env {
             set(k, v.clone());
         }
-        if spec.ready == Readiness::Notify {
-            if let Some(name) = &self.notify_name {
-                set("NOTIFY_SOCKET", name.clone());
-            }
-        }
         set("ARCHON_SERVICE", spec.name.clone());
         set("ARCHON_INSTANCE", index.to_string());
+        env
+    }
+
+    /// Builds the child's environment, stdio and readiness pipe, and spawns.
+    #[allow(clippy::type_complexity)]
+    fn try_spawn_service(
+        &self,
+        spec: &ServiceSpec,
+        index: u32,
+    ) -> Result<(platform::Spawned, Vec<(PipeKind, OwnedFd)>), SpawnFail> {
+        let mut env = self.service_env(spec, index);
+        if spec.ready == Readiness::Notify {
+            if let Some(name) = &self.notify_name {
+                env.retain(|(k, _)| k != "NOTIFY_SOCKET");
+                env.push(("NOTIFY_SOCKET".into(), name.clone()));
+            }
+        }
         let (program, argv, envp) = exec_parts(&spec.cmd, &env)?;
         let cwd = match &spec.cwd {
             Some(d) => Some(CString::new(d.as_bytes()).map_err(|_| {
@@ -391,46 +413,44 @@ impl EventLoop {
             keep_w.push(w);
             pipes.push((PipeKind::Ready { entry: 0 }, r));
         }
-        let spawn_spec = platform::SpawnSpec {
+        let mut spawn_spec = platform::SpawnSpec::new(
             program,
             argv,
             envp,
             stdio,
-            nofile: self.nofile,
-            ignored_signals: self.ignored_signals.clone(),
-            keep_inherited_fds: false,
-            foreground_tty: None,
-            cwd,
-            extra_fd,
-            rlimits: spec
-                .rlimits
-                .iter()
-                .filter_map(|(name, soft, hard)| {
-                    let inf = |v: u64| {
-                        if v == u64::MAX {
-                            libc::RLIM_INFINITY
-                        } else {
-                            v
-                        }
-                    };
-                    Some((
-                        platform::rlimit_resource(name)?,
-                        libc::rlimit {
-                            rlim_cur: inf(*soft),
-                            rlim_max: inf(*hard),
-                        },
-                    ))
-                })
-                .collect(),
-            umask: spec.umask,
-            uid: spec.identity.as_ref().and_then(|i| i.uid),
-            gid: spec.identity.as_ref().and_then(|i| i.gid),
-            groups: spec
-                .identity
-                .as_ref()
-                .filter(|i| i.uid.is_some())
-                .map(|i| i.groups.clone()),
-        };
+            self.nofile,
+            self.ignored_signals.clone(),
+        );
+        spawn_spec.cwd = cwd;
+        spawn_spec.extra_fd = extra_fd;
+        spawn_spec.rlimits = spec
+            .rlimits
+            .iter()
+            .filter_map(|(name, soft, hard)| {
+                let inf = |v: u64| {
+                    if v == u64::MAX {
+                        libc::RLIM_INFINITY
+                    } else {
+                        v
+                    }
+                };
+                Some((
+                    platform::rlimit_resource(name)?,
+                    libc::rlimit {
+                        rlim_cur: inf(*soft),
+                        rlim_max: inf(*hard),
+                    },
+                ))
+            })
+            .collect();
+        spawn_spec.umask = spec.umask;
+        spawn_spec.uid = spec.identity.as_ref().and_then(|i| i.uid);
+        spawn_spec.gid = spec.identity.as_ref().and_then(|i| i.gid);
+        spawn_spec.groups = spec
+            .identity
+            .as_ref()
+            .filter(|i| i.uid.is_some())
+            .map(|i| i.groups.clone());
         let spawned = platform::spawn(&spawn_spec).map_err(SpawnFail::Os)?;
         // The write ends now belong to the child alone.
         drop(keep_w);
@@ -672,6 +692,98 @@ impl EventLoop {
         }
     }
 
+    /// Runs the readiness and health checks that are due. A check is
+    /// skipped while the previous one of the same service still runs.
+    pub(super) fn run_due_checks(&mut self) {
+        let now = self.now();
+        while let Some(&(due, entry, kind)) = self.check_due.first() {
+            if due > now.mono {
+                break;
+            }
+            self.check_due.pop_first();
+            let Some((name, _)) = self.services.owner(entry) else {
+                continue; // the service's process is gone
+            };
+            let Some(spec) = self.services.spec(&name).cloned() else {
+                continue;
+            };
+            let state = self.services.state_of(entry);
+            let (argv, interval) = match (kind, &spec.ready, &spec.health) {
+                (CheckKind::Ready, Readiness::Command { argv, interval_ms }, _)
+                    if state == Some(SvcState::Starting) =>
+                {
+                    (argv.clone(), *interval_ms)
+                }
+                (CheckKind::Health, _, Some(h)) => {
+                    if !matches!(state, Some(SvcState::Running | SvcState::Unhealthy)) {
+                        // Not ready yet: look again later.
+                        self.check_due
+                            .insert((now.mono + h.interval_ms, entry, kind));
+                        continue;
+                    }
+                    (h.argv.clone(), h.interval_ms)
+                }
+                _ => continue,
+            };
+            if self.checks.values().any(|&(e, k)| e == entry && k == kind) {
+                self.check_due.insert((now.mono + interval, entry, kind));
+                continue;
+            }
+            let env = self.service_env(&spec, 0);
+            match exec_parts(&argv, &env).and_then(|(program, argv_c, envp)| {
+                let dn = self.dev_null.as_raw_fd();
+                let spawn_spec = platform::SpawnSpec::new(
+                    program,
+                    argv_c,
+                    envp,
+                    [dn, dn, dn],
+                    self.nofile,
+                    self.ignored_signals.clone(),
+                );
+                platform::spawn(&spawn_spec).map_err(SpawnFail::Os)
+            }) {
+                Ok(sp) => {
+                    let id = self.track(Kind::Run, sp, argv, None, now);
+                    self.checks.insert(id, (entry, kind));
+                }
+                Err(_) => {
+                    log::warn!("service {name}: cannot run its {kind:?} check");
+                    self.check_ended(entry, kind, false);
+                }
+            }
+        }
+    }
+
+    /// A check finished (or could not start).
+    pub(super) fn check_ended(&mut self, entry: u64, kind: CheckKind, ok: bool) {
+        let now = self.now();
+        let Some((name, _)) = self.services.owner(entry) else {
+            return;
+        };
+        let Some(spec) = self.services.spec(&name).cloned() else {
+            return;
+        };
+        match kind {
+            CheckKind::Ready if ok => {
+                let cmds = self.services.ready(entry, now.mono, now.wall);
+                self.apply_svc(cmds);
+            }
+            CheckKind::Ready => {
+                if let Readiness::Command { interval_ms, .. } = spec.ready {
+                    self.check_due.insert((now.mono + interval_ms, entry, kind));
+                }
+            }
+            CheckKind::Health => {
+                let cmds = self.services.health(entry, ok, now.mono, now.wall);
+                self.apply_svc(cmds);
+                if let Some(h) = &spec.health {
+                    self.check_due
+                        .insert((now.mono + h.interval_ms, entry, kind));
+                }
+            }
+        }
+    }
+
     /// `Status` rows of services.
     pub(super) fn service_rows(&self, only: Option<&str>) -> Result<Vec<Vec<String>>, String> {
         let now = self.now();
@@ -775,12 +887,29 @@ impl EventLoop {
             put("oneshot", s.oneshot.to_string());
             put(
                 "ready",
-                match s.ready {
+                match &s.ready {
                     Readiness::Exec => "exec".into(),
                     Readiness::Fd(n) => format!("fd {n}"),
                     Readiness::Notify => "notify".into(),
+                    Readiness::Command { argv, interval_ms } => {
+                        format!(
+                            "command {} every {}",
+                            argv.join(" "),
+                            fmt_secs(*interval_ms)
+                        )
+                    }
                 },
             );
+            if let Some(h) = &s.health {
+                put(
+                    "health",
+                    format!(
+                        "command {} every {}",
+                        h.argv.join(" "),
+                        fmt_secs(h.interval_ms)
+                    ),
+                );
+            }
             put("start_timeout", fmt_secs(s.start_timeout_ms));
             put("essential", s.essential.to_string());
             put("autostart", s.autostart.to_string());

@@ -125,6 +125,37 @@ pub struct SpawnSpec {
     pub groups: Option<Vec<libc::gid_t>>,
 }
 
+impl SpawnSpec {
+    /// A child with these essentials and nothing else: no extra fd, no
+    /// terminal, no identity change, archon's cwd and umask.
+    pub fn new(
+        program: CString,
+        argv: Vec<CString>,
+        envp: Vec<CString>,
+        stdio: [RawFd; 3],
+        nofile: libc::rlimit,
+        ignored_signals: Vec<i32>,
+    ) -> SpawnSpec {
+        SpawnSpec {
+            program,
+            argv,
+            envp,
+            stdio,
+            nofile,
+            ignored_signals,
+            keep_inherited_fds: false,
+            foreground_tty: None,
+            cwd: None,
+            extra_fd: None,
+            rlimits: Vec::new(),
+            umask: None,
+            uid: None,
+            gid: None,
+            groups: None,
+        }
+    }
+}
+
 /// The RLIMIT_* number of a resource name as the config spells it.
 pub fn rlimit_resource(name: &str) -> Option<i32> {
     Some(match name {
@@ -950,26 +981,17 @@ mod tests {
     use super::*;
 
     fn spec(code: &str) -> SpawnSpec {
-        SpawnSpec {
-            program: CString::new("/bin/sh").unwrap(),
-            argv: to_cstrings(["sh", "-c", code]).unwrap(),
-            envp: Vec::new(),
-            stdio: [0, 1, 2],
-            nofile: libc::rlimit {
+        SpawnSpec::new(
+            CString::new("/bin/sh").unwrap(),
+            to_cstrings(["sh", "-c", code]).unwrap(),
+            Vec::new(),
+            [0, 1, 2],
+            libc::rlimit {
                 rlim_cur: 1024,
                 rlim_max: 1024,
             },
-            ignored_signals: ignored_signals(),
-            keep_inherited_fds: false,
-            foreground_tty: None,
-            cwd: None,
-            extra_fd: None,
-            rlimits: Vec::new(),
-            umask: None,
-            uid: None,
-            gid: None,
-            groups: None,
-        }
+            ignored_signals(),
+        )
     }
 
     fn wait_exit(s: &Spawned) -> i32 {

@@ -354,6 +354,31 @@ impl Services {
         out
     }
 
+    /// A health check's verdict on an entry's process.
+    pub fn health(&mut self, entry: u64, healthy: bool, mono: u64, wall: u64) -> Vec<Cmd> {
+        let Some((n, i)) = self.owner(entry) else {
+            return Vec::new();
+        };
+        let ev = if healthy {
+            Event::Healthy
+        } else {
+            Event::Unhealthy
+        };
+        let mut out = self.step(&n, i, ev, mono, wall);
+        out.extend(self.settle(mono, wall));
+        out
+    }
+
+    /// The state of the instance an entry belongs to.
+    pub fn state_of(&self, entry: u64) -> Option<SvcState> {
+        let (n, i) = self.owner(entry)?;
+        self.instances
+            .get(&n)?
+            .iter()
+            .find(|x| x.index == i)
+            .map(|x| x.state)
+    }
+
     /// A process exited; None when it was no service's.
     pub fn exited(&mut self, entry: u64, exit: Exit, mono: u64, wall: u64) -> Option<Vec<Cmd>> {
         let (n, i) = self.by_entry.remove(&entry)?;

@@ -46,6 +46,16 @@ pub enum Readiness {
     Fd(i32),
     /// systemd: `READY=1` on the datagram socket named by `NOTIFY_SOCKET`.
     Notify,
+    /// Ready once this command exits 0; tried every `interval_ms`.
+    Command { argv: Vec<String>, interval_ms: u64 },
+}
+
+/// A health check: run every `interval_ms` while the service runs; a
+/// failure makes it `unhealthy`, a success `running` again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    pub argv: Vec<String>,
+    pub interval_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -101,6 +111,7 @@ pub struct ServiceSpec {
     pub depends_on: Vec<String>,
     pub oneshot: bool,
     pub ready: Readiness,
+    pub health: Option<Health>,
     pub start_timeout_ms: u64,
     pub essential: bool,
     pub autostart: bool,
@@ -136,6 +147,7 @@ impl ServiceSpec {
             depends_on: Vec::new(),
             oneshot: false,
             ready: Readiness::Exec,
+            health: None,
             start_timeout_ms: 60_000,
             essential: false,
             autostart: true,
