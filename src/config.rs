@@ -45,7 +45,7 @@ pub fn load_str(text: &[u8], name: &str) -> Result<Config, Vec<String>> {
     let register = {
         let errors = errors.clone();
         let services = services.clone();
-        let file = name.to_string();
+        let file: Rc<str> = Rc::from(name);
         lua.create_function(move |lua, svc_name: Value| {
             let line = lua
                 .inspect_stack(1, |d| d.current_line())
@@ -66,7 +66,7 @@ pub fn load_str(text: &[u8], name: &str) -> Result<Config, Vec<String>> {
             let file = file.clone();
             lua.create_function(move |_, body: Value| {
                 let mut errs = Vec::new();
-                let spec = parse_service(&svc_name, &file, line, body, &mut errs);
+                let spec = parse_service(&svc_name, file.clone(), line, body, &mut errs);
                 if valid_name(&svc_name) {
                     services.borrow_mut().push(spec);
                 } else if !svc_name.is_empty() {
@@ -210,12 +210,12 @@ const KEYS: &[&str] = &[
 /// with file and line; what could be read is returned.
 fn parse_service(
     name: &str,
-    file: &str,
+    file: Rc<str>,
     line: usize,
     body: Value,
     errs: &mut Vec<String>,
 ) -> ServiceSpec {
-    let mut s = ServiceSpec::new(name, file, line);
+    let mut s = ServiceSpec::new_in(name, file.clone(), line);
     let at = format!("{file}:{line}: service {name:?}");
     let Value::Table(t) = body else {
         errs.push(format!(

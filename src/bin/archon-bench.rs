@@ -163,6 +163,225 @@ fn all_execd(pids: &[u32], comm: &str) -> bool {
         .all(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == comm))
 }
 
+/// The pid of a service instance from `Status,<name>` (None while it has
+/// no process).
+fn service_pid(c: &mut Conn, name: &str) -> Option<u32> {
+    c.r.get_mut()
+        .write_all(format!("Status,{name}\n").as_bytes())
+        .unwrap();
+    let mut pid = None;
+    loop {
+        let mut l = String::new();
+        c.r.read_line(&mut l).unwrap();
+        if l.starts_with("Ok") || l.starts_with("Error") {
+            return pid;
+        }
+        let f: Vec<&str> = l.trim_end().split(',').collect();
+        if f[0] == "Service" && f[3] == "running" {
+            pid = f[4].parse().ok();
+        }
+    }
+}
+
+/// Every service pid from `Status` (running instances only).
+fn service_pids(c: &mut Conn) -> Vec<u32> {
+    c.r.get_mut().write_all(b"Status\n").unwrap();
+    let mut pids = Vec::new();
+    loop {
+        let mut l = String::new();
+        c.r.read_line(&mut l).unwrap();
+        if l.starts_with("Ok") {
+            return pids;
+        }
+        let f: Vec<&str> = l.trim_end().split(',').collect();
+        if f[0] == "Service" && f[3] == "running" {
+            if let Ok(p) = f[4].parse() {
+                pids.push(p);
+            }
+        }
+    }
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Services from a config: 1 000 started until all exec'd, the respawn of a
+/// killed service (median and p99), the stop of 1 000, memory, idle.
+fn services_bench(rows: &mut Vec<Row>, n: usize, respawns: usize, idle_secs: u64) {
+    let dir = std::env::temp_dir().join(format!("archon-bench-svc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("bench.lua");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"for i = 1, {n} do
+                 service("s" .. i) {{ cmd = {{ "sleep", "100000" }}, stdout = "null", stderr = "null" }}
+               end
+               service "respawn" {{ cmd = {{ "sleep", "100000" }}, stdout = "null",
+                 backoff = {{ reset_after = 0 }}, budget = false, autostart = false }}"#
+        ),
+    )
+    .unwrap();
+    let sock = dir.join("s");
+    // 1 000 services from the config, until every one has exec'd.
+    let t = Instant::now();
+    let mut child = Command::new(bin_dir().join("archon"))
+        .arg("--socket")
+        .arg(&sock)
+        .args(["--log-level", "warn", "--grace", "5", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    while UnixStream::connect(&sock).is_err() {
+        std::thread::yield_now();
+    }
+    let mut c = Conn::new(&sock);
+    let pids = loop {
+        let p = service_pids(&mut c);
+        if p.len() == n && all_execd(&p, "sleep") {
+            break p;
+        }
+    };
+    let t_archon = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let mut direct: Vec<Child> = (0..n)
+        .map(|_| {
+            Command::new("sleep")
+                .arg("100000")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let dpids: Vec<u32> = direct.iter().map(|c| c.id()).collect();
+    while !all_execd(&dpids, "sleep") {
+        std::thread::yield_now();
+    }
+    let t_direct = t.elapsed().as_secs_f64() * 1e3;
+    rows.push(Row {
+        name: "1000 services from a config until exec'd",
+        archon: t_archon,
+        baseline: t_direct,
+        unit: "ms",
+        ratio: t_archon / t_direct,
+        target: "<= 1.15",
+        pass: t_archon / t_direct <= 1.15,
+    });
+    // Stop of 1 000: the direct baseline first (SIGTERM all, reap all).
+    let t = Instant::now();
+    for d in &direct {
+        unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
+    }
+    for d in direct.iter_mut() {
+        let _ = d.wait();
+    }
+    let t_stop_direct = t.elapsed().as_secs_f64() * 1e3;
+    let _ = pids;
+    // Memory and idle with 1 000 services.
+    let apid = child.id();
+    let pss = proc_field(apid, "smaps_rollup", "Pss:");
+    rows.push(Row {
+        name: "archon PSS with 1000 services",
+        archon: pss as f64,
+        baseline: 4096.0,
+        unit: "KiB",
+        ratio: pss as f64 / 4096.0,
+        target: "<= 1.00 (4 MiB)",
+        pass: pss <= 4096,
+    });
+    let cs = |p| {
+        proc_field(p, "status", "voluntary_ctxt_switches:")
+            + proc_field(p, "status", "nonvoluntary_ctxt_switches:")
+    };
+    let cs0 = cs(apid);
+    std::thread::sleep(Duration::from_secs(idle_secs));
+    let idle = cs(apid) - cs0;
+    rows.push(Row {
+        name: "idle wake-ups with 1000 services",
+        archon: idle as f64,
+        baseline: 0.0,
+        unit: "count",
+        ratio: idle as f64,
+        target: "0",
+        pass: idle == 0,
+    });
+    // Respawn of a killed long-running service: kill -> new process exec'd.
+    assert!(c.ask("Start,respawn\n").starts_with("Ok"));
+    let mut prev = loop {
+        if let Some(p) = service_pid(&mut c, "respawn") {
+            if all_execd(&[p], "sleep") {
+                break p;
+            }
+        }
+    };
+    let mut ra: Vec<f64> = (0..respawns)
+        .map(|_| {
+            let t = Instant::now();
+            unsafe { libc::kill(prev as i32, libc::SIGKILL) };
+            let next = loop {
+                if let Some(p) = service_pid(&mut c, "respawn") {
+                    if p != prev && all_execd(&[p], "sleep") {
+                        break p;
+                    }
+                }
+            };
+            prev = next;
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    let mut dp = Command::new("sleep").arg("100000").spawn().unwrap();
+    let mut rd: Vec<f64> = (0..respawns)
+        .map(|_| {
+            let t = Instant::now();
+            let _ = dp.kill();
+            let _ = dp.wait();
+            dp = Command::new("sleep").arg("100000").spawn().unwrap();
+            while !all_execd(&[dp.id()], "sleep") {
+                std::thread::yield_now();
+            }
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    let _ = dp.kill();
+    let _ = dp.wait();
+    for (name, p) in [
+        ("respawn of a killed service (median)", 0.5),
+        ("respawn of a killed service (p99)", 0.99),
+    ] {
+        let (x, b) = (percentile(&mut ra, p), percentile(&mut rd, p));
+        rows.push(Row {
+            name,
+            archon: x,
+            baseline: b,
+            unit: "us",
+            ratio: x / b,
+            target: "<= 1.15",
+            pass: x / b <= 1.15,
+        });
+    }
+    // Stop of 1 000 services: SIGTERM to archon until it has exited.
+    drop(c);
+    let t = Instant::now();
+    unsafe { libc::kill(apid as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    let t_stop = t.elapsed().as_secs_f64() * 1e3;
+    rows.push(Row {
+        name: "stop of 1000 services",
+        archon: t_stop,
+        baseline: t_stop_direct,
+        unit: "ms",
+        ratio: t_stop / t_stop_direct,
+        target: "<= 1.3",
+        pass: t_stop / t_stop_direct <= 1.3,
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `archon-bench --echo-server PATH`: the process-echo baseline. A blocking
 /// line echo ("Ok" per line) in a process of its own, as archon is.
 fn echo_server(path: &str) {
@@ -443,6 +662,11 @@ fn main() {
         cs1 - cs0,
     ));
     rows.push(none_expected("idle CPU time", "ticks", cpu1 - cpu0));
+    drop(c);
+    drop(a);
+
+    // 7. Configured services (issue 4).
+    services_bench(&mut rows, daemons, if quick { 50 } else { 200 }, idle_secs);
 
     println!(
         "{:<44} {:>12} {:>12} {:>7} {:>8} {:>16} result",
@@ -474,5 +698,4 @@ fn main() {
         Some(p) => std::fs::write(p, json).unwrap(),
         None => print!("{json}"),
     }
-    drop(c);
 }

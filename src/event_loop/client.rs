@@ -238,6 +238,11 @@ impl Client {
                 Err(e) => return Err(e),
             }
         }
+        // A big reply (a Status of thousands of rows) should not keep its
+        // buffer for the life of the connection.
+        if self.out.capacity() > 64 * 1024 {
+            self.out = Vec::new();
+        }
         Ok(())
     }
 

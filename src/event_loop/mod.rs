@@ -136,6 +136,7 @@ impl EventLoop {
             },
             None => crate::services::Services::default(),
         };
+        platform::trim_heap();
         let pid1 = platform::getpid() == 1;
         let system_init = platform::is_system_init();
         if system_init {

@@ -923,7 +923,9 @@ impl EventLoop {
         let Some(path) = self.opts.config.clone() else {
             return Reply::error(ErrorKind::BadRequest, "archon was started without --config");
         };
-        match crate::config::load(&path) {
+        let loaded = crate::config::load(&path);
+        platform::trim_heap();
+        match loaded {
             Err(errs) => {
                 for e in &errs {
                     log::error!("reload refused: {e}");

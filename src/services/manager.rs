@@ -47,7 +47,17 @@ pub struct Services {
     /// Services a reload removed: their spec stays until the last instance
     /// has stopped.
     removing: BTreeSet<String>,
+    /// Instances waiting to be spawned, and pending instance deadlines
+    /// (mono ms): indexes kept by `step`, so no event costs a scan of
+    /// every instance.
+    waiting: BTreeSet<(String, u32)>,
+    /// Waiting instances a `Spawn` was already returned for (so each is
+    /// asked for once, not once per event until it is spawned).
+    announced: BTreeSet<(String, u32)>,
+    deadlines: BTreeSet<(u64, String, u32)>,
     shutting_down: bool,
+    /// Every instance has been asked to stop (see `advance_shutdown`).
+    shutdown_settled: bool,
 }
 
 /// What a reload changed, for the reply.
@@ -154,12 +164,30 @@ impl Services {
         };
         let before = inst.state;
         let entry_before = inst.entry;
+        let deadline_before = inst.next_deadline();
         let actions = inst.step(ev, spec, mono, wall);
         if self.shutting_down && inst.entry.is_none() {
             // Nothing restarts during a shutdown.
             inst.state = SvcState::Stopped;
+            inst.next_attempt = None;
         }
         let (state, pid, entry) = (inst.state, inst.pid, inst.entry);
+        let deadline = inst.next_deadline();
+        let key = (name.to_string(), index);
+        if inst.wants_spawn() {
+            self.waiting.insert(key.clone());
+        } else {
+            self.waiting.remove(&key);
+            self.announced.remove(&key);
+        }
+        if deadline_before != deadline {
+            if let Some(d) = deadline_before {
+                self.deadlines.remove(&(d, key.0.clone(), index));
+            }
+            if let Some(d) = deadline {
+                self.deadlines.insert((d, key.0, index));
+            }
+        }
         let essential = spec.essential;
         let mut out = Vec::new();
         if entry_before != entry {
@@ -207,20 +235,27 @@ impl Services {
             return Vec::new();
         }
         let mut out = Vec::new();
-        let names: Vec<String> = self.instances.keys().cloned().collect();
-        for name in names {
-            if self.pending.contains_key(&name) || !self.deps_ready(&name) {
+        let mut ready: BTreeMap<&str, bool> = BTreeMap::new();
+        for key @ (name, index) in &self.waiting {
+            if self.announced.contains(key)
+                || self.pending.contains_key(name)
+                || self.retiring.contains(&(name.clone(), *index))
+            {
                 continue;
             }
-            if let Some(v) = self.instances.get(&name) {
-                for i in v.iter().filter(|i| i.wants_spawn()) {
-                    if !self.retiring.contains(&(name.clone(), i.index)) {
-                        out.push(Cmd::Spawn {
-                            name: name.clone(),
-                            index: i.index,
-                        });
-                    }
-                }
+            if *ready
+                .entry(name.as_str())
+                .or_insert_with(|| self.deps_ready(name))
+            {
+                out.push(Cmd::Spawn {
+                    name: name.clone(),
+                    index: *index,
+                });
+            }
+        }
+        for c in &out {
+            if let Cmd::Spawn { name, index } = c {
+                self.announced.insert((name.clone(), *index));
             }
         }
         out
@@ -244,6 +279,9 @@ impl Services {
             .collect();
         for (n, i) in done {
             self.retiring.remove(&(n.clone(), i));
+            self.waiting.remove(&(n.clone(), i));
+            self.announced.remove(&(n.clone(), i));
+            self.deadlines.retain(|(_, dn, di)| !(dn == &n && *di == i));
             if let Some(v) = self.instances.get_mut(&n) {
                 v.retain(|x| x.index != i);
             }
@@ -390,13 +428,10 @@ impl Services {
     /// Time passed: backoff delays and start timeouts that are due.
     pub fn tick(&mut self, mono: u64, wall: u64) -> Vec<Cmd> {
         let due: Vec<(String, u32)> = self
-            .instances
+            .deadlines
             .iter()
-            .flat_map(|(n, v)| {
-                v.iter()
-                    .filter(|i| i.next_deadline().is_some_and(|d| d <= mono))
-                    .map(move |i| (n.clone(), i.index))
-            })
+            .take_while(|(d, _, _)| *d <= mono)
+            .map(|(_, n, i)| (n.clone(), *i))
             .collect();
         if due.is_empty() {
             return Vec::new();
@@ -410,11 +445,7 @@ impl Services {
     }
 
     pub fn next_deadline(&self) -> Option<u64> {
-        self.instances
-            .values()
-            .flatten()
-            .filter_map(Instance::next_deadline)
-            .min()
+        self.deadlines.first().map(|(d, _, _)| *d)
     }
 
     fn known(&self, name: &str) -> bool {
@@ -641,32 +672,35 @@ impl Services {
 
     /// Called after every exit during a shutdown.
     pub fn advance_shutdown(&mut self, mono: u64, wall: u64) -> Vec<Cmd> {
-        if !self.shutting_down {
+        if !self.shutting_down || self.shutdown_settled {
             return Vec::new();
         }
+        // Services some live service depends on wait for it.
+        let mut held: BTreeSet<String> = BTreeSet::new();
+        for (n, v) in &self.instances {
+            if v.iter().any(Instance::is_live) {
+                held.extend(self.deps_of(n));
+            }
+        }
+        let todo: Vec<(String, u32)> = self
+            .instances
+            .iter()
+            .filter(|(n, _)| !held.contains(*n))
+            .flat_map(|(n, v)| {
+                v.iter()
+                    .filter(|i| {
+                        (i.is_live() && i.state != SvcState::Stopping)
+                            || matches!(i.state, SvcState::Starting | SvcState::Backoff)
+                    })
+                    .map(move |i| (n.clone(), i.index))
+            })
+            .collect();
+        // Nothing held back: every instance has been told, and later exits
+        // cannot change that.
+        self.shutdown_settled = held.is_empty();
         let mut out = Vec::new();
-        let names: Vec<String> = self.instances.keys().cloned().collect();
-        for n in &names {
-            let dependents_live = names.iter().any(|other| {
-                self.deps_of(other).contains(n)
-                    && self
-                        .instances
-                        .get(other)
-                        .is_some_and(|v| v.iter().any(Instance::is_live))
-            });
-            if dependents_live {
-                continue;
-            }
-            for i in self.indexes(n) {
-                let stopping = self
-                    .instances
-                    .get(n)
-                    .and_then(|v| v.iter().find(|x| x.index == i))
-                    .is_some_and(|x| x.state == SvcState::Stopping);
-                if !stopping {
-                    out.extend(self.step(n, i, Event::Stop, mono, wall));
-                }
-            }
+        for (n, i) in todo {
+            out.extend(self.step(&n, i, Event::Stop, mono, wall));
         }
         out
     }

@@ -85,7 +85,8 @@ pub struct Identity {
 pub struct ServiceSpec {
     pub name: String,
     /// Where it was declared, for messages.
-    pub file: String,
+    /// Shared by every service of one file (1 000 services, one string).
+    pub file: std::rc::Rc<str>,
     pub line: usize,
     pub cmd: Vec<String>,
     /// Added to archon's environment (or replacing it, with `env_clear`).
@@ -119,9 +120,13 @@ pub struct ServiceSpec {
 
 impl ServiceSpec {
     pub fn new(name: &str, file: &str, line: usize) -> Self {
+        Self::new_in(name, std::rc::Rc::from(file), line)
+    }
+
+    pub fn new_in(name: &str, file: std::rc::Rc<str>, line: usize) -> Self {
         ServiceSpec {
             name: name.into(),
-            file: file.into(),
+            file,
             line,
             cmd: Vec::new(),
             env: Vec::new(),
@@ -159,7 +164,7 @@ impl ServiceSpec {
     pub fn same_process(&self, other: &ServiceSpec) -> bool {
         let strip = |s: &ServiceSpec| {
             let mut s = s.clone();
-            s.file.clear();
+            s.file = std::rc::Rc::from("");
             s.line = 0;
             s.replicas = 0;
             s
@@ -210,7 +215,7 @@ impl Config {
         }
         if let Some(cycle) = find_cycle(&self.services) {
             let s = seen.get(cycle[0].as_str()).copied();
-            let (file, line) = s.map_or(("?", 0), |s| (s.file.as_str(), s.line));
+            let (file, line) = s.map_or(("?", 0), |s| (&*s.file, s.line));
             errs.push(format!(
                 "{file}:{line}: dependency cycle: {}",
                 cycle.join(" -> ")

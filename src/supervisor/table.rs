@@ -153,6 +153,9 @@ pub struct Supervisor {
     main: Option<u64>,
     /// Set once an orderly shutdown has begun: the grace period it uses.
     shutdown_grace: Option<u64>,
+    /// Live entries that archon started (all but monitors), counted as
+    /// they come and go: checked on every loop iteration of a shutdown.
+    alive_started: usize,
 }
 
 fn fmt_time(ms: u64) -> String {
@@ -213,6 +216,9 @@ impl Supervisor {
             group: kind == Kind::Run,
         };
         let fx = vec![self.event(&entry, now, "started")];
+        if kind != Kind::Monitor {
+            self.alive_started += 1;
+        }
         self.live_pids.insert(pid, id);
         self.entries.insert(id, entry);
         (id, fx)
@@ -270,6 +276,9 @@ impl Supervisor {
             State::Running | State::Stopping => {}
         }
         e.state = State::Exited;
+        if e.kind != Kind::Monitor {
+            self.alive_started = self.alive_started.saturating_sub(1);
+        }
         let pid = e.pid;
         e.exit = Some(exit.clone());
         e.exited_wall = Some(now.wall);
@@ -518,14 +527,7 @@ impl Supervisor {
 
     /// Processes archon started that are still alive.
     pub fn started_alive(&self) -> usize {
-        self.live_pids
-            .values()
-            .filter(|id| {
-                self.entries
-                    .get(id)
-                    .is_some_and(|e| e.kind != Kind::Monitor)
-            })
-            .count()
+        self.alive_started
     }
 
     pub fn rows(&self, only: Option<u64>) -> Result<Vec<ProcessRow>, Reply> {
