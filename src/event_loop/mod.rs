@@ -1122,6 +1122,7 @@ impl EventLoop {
         for fx in effects {
             match fx {
                 Effect::Reply { to, reply } => self.reply_to(to, &reply),
+                Effect::Event(_) if self.subscribers.is_empty() => {}
                 Effect::Event(row) => {
                     let text = row.encode();
                     let subs: Vec<u64> = self.subscribers.iter().copied().collect();

@@ -216,6 +216,9 @@ impl EventLoop {
                         state.as_str(),
                         pid.map_or("-".into(), |p| p.to_string())
                     );
+                    if self.subscribers.is_empty() {
+                        continue;
+                    }
                     let now = self.now();
                     let row = vec![
                         "ServiceEvent".to_string(),

@@ -717,14 +717,14 @@ impl Services {
     /// (name, instance) snapshots, in name order, for `Status`.
     pub fn instances(&self, only: Option<&str>) -> Result<Vec<(&str, &Instance)>, String> {
         if let Some(n) = only {
-            if !self.instances.contains_key(n) {
-                return Err(Self::unknown(n));
-            }
+            return match self.instances.get_key_value(n) {
+                Some((k, v)) => Ok(v.iter().map(|i| (k.as_str(), i)).collect()),
+                None => Err(Self::unknown(n)),
+            };
         }
         Ok(self
             .instances
             .iter()
-            .filter(|(n, _)| only.is_none_or(|o| o == n.as_str()))
             .flat_map(|(n, v)| v.iter().map(move |i| (n.as_str(), i)))
             .collect())
     }
