@@ -82,6 +82,7 @@ impl FileLog {
     /// `path` -> `path.1` -> ... -> `path.keep` (the oldest goes).
     fn rotate(&mut self) {
         self.file = None;
+        self.size = 0;
         if self.keep == 0 {
             let _ = std::fs::remove_file(&self.path);
         } else {
@@ -98,15 +99,42 @@ impl FileLog {
         }
     }
 
-    /// Whole lines only, so a rotation never splits one.
-    fn write(&mut self, lines: &[u8]) {
-        use std::io::Write;
-        if self.size > 0 && self.size + lines.len() as u64 > self.max_size {
-            self.rotate();
+    /// Whole lines only, so a rotation never splits one; a batch is cut
+    /// at line ends so no file grows past `max_size` (unless one line
+    /// alone is longer).
+    fn write(&mut self, mut lines: &[u8]) {
+        while !lines.is_empty() {
+            let room = self.max_size.saturating_sub(self.size) as usize;
+            // The longest run of whole lines that fits.
+            let fit = match lines.get(..room.min(lines.len())) {
+                Some(head) if head.len() == lines.len() => lines.len(),
+                Some(head) => head.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1),
+                None => 0,
+            };
+            if fit == 0 {
+                if self.size > 0 {
+                    self.rotate();
+                    continue;
+                }
+                // One line longer than a whole file: it goes in alone.
+                let end = lines
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(lines.len(), |p| p + 1);
+                self.append(&lines[..end]);
+                lines = &lines[end..];
+                continue;
+            }
+            self.append(&lines[..fit]);
+            lines = &lines[fit..];
         }
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        use std::io::Write;
         if let Some(f) = self.file.as_mut() {
-            match f.write_all(lines) {
-                Ok(()) => self.size += lines.len() as u64,
+            match f.write_all(bytes) {
+                Ok(()) => self.size += bytes.len() as u64,
                 Err(e) => log::warn!("cannot write log file path={} error={e}", self.path),
             }
         }
