@@ -555,3 +555,75 @@ fn command_readiness_and_health_checks() {
     wait_for("healthy again", || state(&d, "slow", 0) == "running");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A service that writes faster than archon's stdout drains is throttled
+/// by its own pipe: archon stays responsive, its memory stays bounded, and
+/// once the reader catches up every line arrives, in order.
+#[test]
+fn a_slow_stdout_throttles_the_service_not_archon() {
+    use std::io::{BufRead, BufReader};
+    const FILL: &str = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+    let dir = temp_dir("slowsink");
+    let cfg = dir.join("a.lua");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"service "flood" {{ cmd = {}, restart = "never" }}"#,
+            helper(&format!("lines 300000 {FILL}"))
+        ),
+    )
+    .unwrap();
+    let sock = dir.join("s.sock");
+    let mut child = Command::new(ARCHON)
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--config")
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("socket", || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
+    let ask = |line: &str| {
+        Conn::new(std::os::unix::net::UnixStream::connect(&sock).unwrap()).request(line)
+    };
+    // Nobody reads archon's stdout: the service fills its pipe and waits.
+    wait_for("flood blocked on its pipe", || {
+        let r = ask("Status,flood");
+        let pid: i32 = r[0]
+            .split(',')
+            .nth(4)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        pid > 0
+            && std::fs::read_to_string(format!("/proc/{pid}/wchan"))
+                .is_ok_and(|w| w.contains("pipe"))
+    });
+    // archon answers, and holds no more than its bounded queue.
+    assert!(ask("Version")[0].starts_with("Ok,archon"));
+    let rss_kib = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap();
+    assert!(rss_kib < 16 * 1024, "archon holds {rss_kib} KiB");
+    // Now read everything: 300 000 lines, whole and in order.
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let mut n = 0;
+    for line in out.lines() {
+        let line = line.unwrap();
+        assert_eq!(line, format!("flood| {FILL} {n}"));
+        n += 1;
+        if n == 300_000 {
+            break;
+        }
+    }
+    assert_eq!(n, 300_000);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}
