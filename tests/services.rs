@@ -574,16 +574,26 @@ fn a_slow_stdout_throttles_the_service_not_archon() {
     )
     .unwrap();
     let sock = dir.join("s.sock");
-    let mut child = Command::new(ARCHON)
-        .arg("--socket")
-        .arg(&sock)
-        .arg("--config")
-        .arg(&cfg)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    /// Kills archon (and so its service) even when an assertion fails.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Reap(
+        Command::new(ARCHON)
+            .arg("--socket")
+            .arg(&sock)
+            .args(["--grace", "1", "--config"])
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_for("socket", || {
         std::os::unix::net::UnixStream::connect(&sock).is_ok()
     });
@@ -604,7 +614,7 @@ fn a_slow_stdout_throttles_the_service_not_archon() {
     });
     // archon answers, and holds no more than its bounded queue.
     assert!(ask("Version")[0].starts_with("Ok,archon"));
-    let rss_kib = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+    let rss_kib = std::fs::read_to_string(format!("/proc/{}/status", child.0.id()))
         .unwrap()
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -612,7 +622,7 @@ fn a_slow_stdout_throttles_the_service_not_archon() {
         .unwrap();
     assert!(rss_kib < 16 * 1024, "archon holds {rss_kib} KiB");
     // Now read everything: 300 000 lines, whole and in order.
-    let out = BufReader::new(child.stdout.take().unwrap());
+    let out = BufReader::new(child.0.stdout.take().unwrap());
     let mut n = 0;
     for line in out.lines() {
         let line = line.unwrap();
@@ -623,7 +633,6 @@ fn a_slow_stdout_throttles_the_service_not_archon() {
         }
     }
     assert_eq!(n, 300_000);
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    child.wait().unwrap();
+    drop(child);
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -782,18 +782,18 @@ impl EventLoop {
                 env!("CARGO_PKG_VERSION").into(),
                 format!("protocol={PROTOCOL_VERSION}"),
             ])),
-            Request::Status(None) => Some(match self.sup.rows(None) {
-                Ok(rows) => self.status_all(rows),
-                Err(e) => e,
-            }),
+            Request::Status(None) => Some(self.status_all()),
             Request::Status(only) => Some(match self.sup.rows(only) {
                 Ok(rows) => Reply::Table(rows),
                 Err(e) => e,
             }),
-            Request::StatusService(name) => Some(match self.service_rows(Some(&name)) {
-                Ok(rows) => Reply::Rows(rows),
-                Err(e) => Reply::error(ErrorKind::NoSuchService, e),
-            }),
+            Request::StatusService(name) => {
+                let mut out = String::new();
+                Some(match self.service_rows(Some(&name), &mut out) {
+                    Ok(()) => Reply::Encoded(out),
+                    Err(e) => Reply::error(ErrorKind::NoSuchService, e),
+                })
+            }
             Request::Start(name) => Some(self.service_cmd(&name, |s, n, m, w| s.start(n, m, w))),
             Request::StopService(name) => {
                 Some(self.service_cmd(&name, |s, n, m, w| s.stop(n, m, w)))

@@ -4,7 +4,6 @@
 //! to. Every fd here is non-blocking and owned by the loop.
 
 use super::*;
-use crate::protocol::ProcessRow;
 use crate::services::manager::Cmd;
 use crate::services::spec::{Output, Readiness, ServiceSpec};
 use crate::services::SvcState;
@@ -816,34 +815,32 @@ impl EventLoop {
     }
 
     /// `Status` rows of services.
-    pub(super) fn service_rows(&self, only: Option<&str>) -> Result<Vec<Vec<String>>, String> {
+    /// `Status` rows of services, encoded one by one into `out`.
+    pub(super) fn service_rows(&self, only: Option<&str>, out: &mut String) -> Result<(), String> {
         let now = self.now();
-        Ok(self
-            .services
-            .instances(only)?
-            .into_iter()
-            .map(|(name, i)| {
-                vec![
-                    "Service".to_string(),
-                    name.to_string(),
-                    i.index.to_string(),
-                    i.state.as_str().to_string(),
-                    i.pid.map(|p| p.to_string()).unwrap_or_default(),
-                    fmt_wall(i.since_wall),
-                    i.restarts.to_string(),
-                    fmt_secs(i.delay_ms),
-                    i.next_attempt
-                        .filter(|_| i.state == SvcState::Backoff)
-                        .map(|t| fmt_wall(now.wall + t.saturating_sub(now.mono)))
-                        .unwrap_or_default(),
-                    i.last_exit
-                        .as_ref()
-                        .map(|e| e.describe())
-                        .unwrap_or_default(),
-                    i.status_text.clone(),
-                ]
-            })
-            .collect())
+        for (name, i) in self.services.instances(only)? {
+            let row = [
+                "Service".to_string(),
+                name.to_string(),
+                i.index.to_string(),
+                i.state.as_str().to_string(),
+                i.pid.map(|p| p.to_string()).unwrap_or_default(),
+                fmt_wall(i.since_wall),
+                i.restarts.to_string(),
+                fmt_secs(i.delay_ms),
+                i.next_attempt
+                    .filter(|_| i.state == SvcState::Backoff)
+                    .map(|t| fmt_wall(now.wall + t.saturating_sub(now.mono)))
+                    .unwrap_or_default(),
+                i.last_exit
+                    .as_ref()
+                    .map(|e| e.describe())
+                    .unwrap_or_default(),
+                i.status_text.clone(),
+            ];
+            out.push_str(&crate::protocol::encode_record(&row));
+        }
+        Ok(())
     }
 
     /// `DumpConfig`: one row per setting of every service.
@@ -987,10 +984,11 @@ impl EventLoop {
     }
 
     /// `Status` of everything: process rows, then service rows.
-    pub(super) fn status_all(&self, procs: Vec<ProcessRow>) -> Reply {
-        let mut rows: Vec<Vec<String>> = procs.iter().map(ProcessRow::fields).collect();
-        rows.extend(self.service_rows(None).unwrap_or_default());
-        Reply::Rows(rows)
+    pub(super) fn status_all(&self) -> Reply {
+        let mut out = String::new();
+        self.sup.each_row(|p| out.push_str(&p.encode()));
+        let _ = self.service_rows(None, &mut out);
+        Reply::Encoded(out)
     }
 }
 

@@ -452,6 +452,9 @@ pub enum Reply {
     Table(Vec<ProcessRow>),
     /// Any rows (each a record), then a closing `Ok`.
     Rows(Vec<Vec<String>>),
+    /// Rows already encoded (each ending in LF), then a closing `Ok`: big
+    /// tables are encoded row by row instead of held as fields.
+    Encoded(String),
 }
 
 impl Reply {
@@ -477,6 +480,11 @@ impl Reply {
                 for r in rows {
                     out.push_str(&r.encode());
                 }
+                out.push_str(&encode_record(&["Ok"]));
+                out
+            }
+            Reply::Encoded(rows) => {
+                let mut out = rows.clone();
                 out.push_str(&encode_record(&["Ok"]));
                 out
             }

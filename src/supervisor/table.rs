@@ -530,8 +530,15 @@ impl Supervisor {
         self.alive_started
     }
 
-    pub fn rows(&self, only: Option<u64>) -> Result<Vec<ProcessRow>, Reply> {
-        let row = |e: &Entry| ProcessRow {
+    /// Every row, one at a time (a big table is not built in memory).
+    pub fn each_row(&self, mut f: impl FnMut(ProcessRow)) {
+        for e in self.entries.values() {
+            f(Self::row(e));
+        }
+    }
+
+    fn row(e: &Entry) -> ProcessRow {
+        ProcessRow {
             id: e.id,
             kind: e.kind.as_str().into(),
             pid: e.pid,
@@ -540,7 +547,11 @@ impl Supervisor {
             exited: e.exited_wall.map(fmt_time).unwrap_or_default(),
             status: e.exit.as_ref().map(Exit::describe).unwrap_or_default(),
             argv: e.argv.clone(),
-        };
+        }
+    }
+
+    pub fn rows(&self, only: Option<u64>) -> Result<Vec<ProcessRow>, Reply> {
+        let row = Self::row;
         match only {
             Some(id) => match self.entries.get(&id) {
                 Some(e) => Ok(vec![row(e)]),
