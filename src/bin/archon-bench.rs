@@ -319,21 +319,34 @@ fn services_bench(rows: &mut Vec<Row>, n: usize, respawns: usize, idle_secs: u64
             }
         }
     };
+    // The new pid comes from a subscription (a blocking read), so the
+    // bench does not compete for the CPUs while archon respawns.
+    let mut sub = Conn::new(&sock);
+    assert!(sub.ask("Subscribe\n").starts_with("Ok"));
     let mut ra: Vec<f64> = (0..respawns)
         .map(|_| {
             let t = Instant::now();
             unsafe { libc::kill(prev as i32, libc::SIGKILL) };
             let next = loop {
-                if let Some(p) = service_pid(&mut c, "respawn") {
-                    if p != prev && all_execd(&[p], "sleep") {
-                        break p;
+                let mut l = String::new();
+                sub.r.read_line(&mut l).unwrap();
+                let f: Vec<&str> = l.trim_end().split(',').collect();
+                if f[0] == "ServiceEvent" && f[2] == "respawn" && f[4] == "running" {
+                    if let Ok(p) = f[5].parse::<u32>() {
+                        if p != prev {
+                            break p;
+                        }
                     }
                 }
             };
+            while !all_execd(&[next], "sleep") {
+                std::thread::yield_now();
+            }
             prev = next;
             t.elapsed().as_secs_f64() * 1e6
         })
         .collect();
+    drop(sub);
     let mut dp = Command::new("sleep").arg("100000").spawn().unwrap();
     let mut rd: Vec<f64> = (0..respawns)
         .map(|_| {

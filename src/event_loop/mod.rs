@@ -95,6 +95,8 @@ pub struct EventLoop {
     /// kind); and those due: (when, service entry, kind).
     checks: HashMap<u64, (u64, svc::CheckKind)>,
     check_due: std::collections::BTreeSet<(u64, u64, svc::CheckKind)>,
+    /// PATH searches of services' programs.
+    programs: ProgramCache,
     /// The systemd notification socket and its NOTIFY_SOCKET value.
     notify: Option<OwnedFd>,
     notify_name: Option<String>,
@@ -195,6 +197,7 @@ impl EventLoop {
             file_logs: HashMap::new(),
             notify: None,
             notify_name: None,
+            programs: Default::default(),
             checks: HashMap::new(),
             check_due: std::collections::BTreeSet::new(),
         })
@@ -1164,12 +1167,48 @@ fn exec_parts(
     argv: &[String],
     env: &[(String, String)],
 ) -> Result<(CString, Vec<CString>, Vec<CString>), SpawnFail> {
+    exec_parts_cached(argv, env, None)
+}
+
+/// `exec_parts` with a cache of PATH searches: (argv[0], PATH) -> program.
+/// A cached program is used while it is still executable (one `access`
+/// instead of a `stat` per PATH directory on every respawn).
+type ProgramCache = std::cell::RefCell<HashMap<(String, String), CString>>;
+
+fn exec_parts_cached(
+    argv: &[String],
+    env: &[(String, String)],
+    cache: Option<&ProgramCache>,
+) -> Result<(CString, Vec<CString>, Vec<CString>), SpawnFail> {
     let path = env
         .iter()
         .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| std::ffi::OsStr::new(v.as_str()));
-    let program =
-        platform::resolve_program(std::ffi::OsStr::new(&argv[0]), path).map_err(SpawnFail::Exec)?;
+        .map(|(_, v)| v.as_str());
+    let key = (argv[0].clone(), path.unwrap_or("").to_string());
+    let cached = cache
+        .and_then(|c| c.borrow().get(&key).cloned())
+        .filter(|p| {
+            // SAFETY: a valid NUL-terminated path.
+            unsafe { libc::access(p.as_ptr(), libc::X_OK) == 0 }
+        });
+    let program = match cached {
+        Some(p) => p,
+        None => {
+            let p = platform::resolve_program(
+                std::ffi::OsStr::new(&argv[0]),
+                path.map(std::ffi::OsStr::new),
+            )
+            .map_err(SpawnFail::Exec)?;
+            if let Some(c) = cache {
+                let mut c = c.borrow_mut();
+                if c.len() > 4096 {
+                    c.clear();
+                }
+                c.insert(key, p.clone());
+            }
+            p
+        }
+    };
     let nul = || {
         SpawnFail::Exec(platform::ExecError {
             code: 127,

@@ -379,7 +379,7 @@ impl EventLoop {
                 env.push(("NOTIFY_SOCKET".into(), name.clone()));
             }
         }
-        let (program, argv, envp) = exec_parts(&spec.cmd, &env)?;
+        let (program, argv, envp) = exec_parts_cached(&spec.cmd, &env, Some(&self.programs))?;
         let cwd = match &spec.cwd {
             Some(d) => Some(CString::new(d.as_bytes()).map_err(|_| {
                 SpawnFail::Exec(platform::ExecError {
