@@ -28,20 +28,37 @@ const BUDGET_TAG: &str = "instruction budget spent";
 
 /// Loads and validates `path`. On error, every problem found, one per line.
 pub fn load(path: &Path) -> Result<Config, Vec<String>> {
+    load_all(path).map(|(c, _)| c)
+}
+
+/// Loads `path`: its services, and its hooks (None when it registers none).
+pub fn load_all(path: &Path) -> Result<(Config, Option<crate::hooks::Hooks>), Vec<String>> {
     let shown = path.display().to_string();
     let meta = std::fs::metadata(path).map_err(|e| vec![format!("{shown}: {e}")])?;
     if meta.len() > MAX_FILE {
         return Err(vec![format!("{shown}: larger than {} bytes", MAX_FILE)]);
     }
     let text = std::fs::read(path).map_err(|e| vec![format!("{shown}: {e}")])?;
-    load_str(&text, &shown)
+    load_str_all(&text, &shown)
 }
 
 /// Evaluates config text; `name` is what messages call the file.
 pub fn load_str(text: &[u8], name: &str) -> Result<Config, Vec<String>> {
+    load_str_all(text, name).map(|(c, _)| c)
+}
+
+pub fn load_str_all(
+    text: &[u8],
+    name: &str,
+) -> Result<(Config, Option<crate::hooks::Hooks>), Vec<String>> {
     let errors: Rc<RefCell<Vec<String>>> = Rc::new(RefCell::new(Vec::new()));
     let services: Rc<RefCell<Vec<ServiceSpec>>> = Rc::new(RefCell::new(Vec::new()));
-    let lua = sandbox().map_err(|e| vec![format!("{name}: cannot set up Lua: {e}")])?;
+    let budget = Rc::new(LuaBudget::default());
+    budget.limit.set(INSTRUCTION_BUDGET);
+    let lua =
+        sandbox(budget.clone()).map_err(|e| vec![format!("{name}: cannot set up Lua: {e}")])?;
+    let registry = crate::hooks::install(&lua, Rc::from(name), errors.clone())
+        .map_err(|e| vec![format!("{name}: cannot set up Lua: {e}")])?;
     let register = {
         let errors = errors.clone();
         let services = services.clone();
@@ -99,11 +116,15 @@ pub fn load_str(text: &[u8], name: &str) -> Result<Config, Vec<String>> {
         services: services.take(),
     };
     errs.extend(config.validate());
-    if errs.is_empty() {
-        Ok(config)
-    } else {
-        Err(errs)
+    if !errs.is_empty() {
+        return Err(errs);
     }
+    let hooks = if registry.handlers.borrow().is_empty() {
+        None
+    } else {
+        Some(crate::hooks::Hooks::new(lua, registry, budget))
+    };
+    Ok((config, hooks))
 }
 
 fn valid_name(n: &str) -> bool {
@@ -123,9 +144,22 @@ fn first_line(msg: &str, file: &str) -> String {
     }
 }
 
-fn sandbox() -> mlua::Result<Lua> {
+/// The instruction budget of whatever Lua runs now (the config, or one
+/// hook call): `spent` is reset before each run, `limit` says how much.
+#[derive(Debug, Default)]
+pub struct LuaBudget {
+    pub spent: std::cell::Cell<u64>,
+    pub limit: std::cell::Cell<u64>,
+}
+
+/// A fresh sandboxed state (see the module's comment), its instruction
+/// hook counting into `budget`. Coroutines are there for hooks; their
+/// `resume` and `wrap`, like `pcall` and `xpcall`, re-raise the budget's
+/// error, and an `xpcall` handler runs after the call, where the budget
+/// still applies (a real message handler would run with hooks off).
+pub(crate) fn sandbox(budget: Rc<LuaBudget>) -> mlua::Result<Lua> {
     let lua = Lua::new_with(
-        StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::UTF8,
+        StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE,
         LuaOptions::default(),
     )?;
     lua.set_memory_limit(MEMORY_LIMIT)?;
@@ -144,34 +178,63 @@ fn sandbox() -> mlua::Result<Lua> {
         math.raw_set("random", Value::Nil)?;
         math.raw_set("randomseed", Value::Nil)?;
     }
-    let spent = Rc::new(std::cell::Cell::new(0u64));
     lua.set_global_hook(
         HookTriggers::new().every_nth_instruction(HOOK_EVERY),
         move |_, debug| {
-            let n = spent.get() + HOOK_EVERY as u64;
-            spent.set(n);
-            if n > INSTRUCTION_BUDGET {
+            let n = budget.spent.get() + HOOK_EVERY as u64;
+            budget.spent.set(n);
+            let limit = budget.limit.get();
+            if n > limit {
                 // Keeps failing from here on, wherever it fires.
                 let src = debug.source();
                 let line = debug.current_line().unwrap_or(0);
                 return Err(mlua::Error::runtime(format!(
-                    "{}:{line}: {BUDGET_TAG} ({INSTRUCTION_BUDGET} instructions): does the config loop?",
+                    "{}:{line}: {BUDGET_TAG} ({limit} instructions): does it loop?",
                     src.short_src.as_deref().unwrap_or("?")
                 )));
             }
             Ok(VmState::Continue)
         },
     )?;
-    // pcall/xpcall must not swallow the budget's error.
     lua.load(format!(
         r#"
-        local rawpcall, rawxpcall, pack, unpack, err, tostr = pcall, xpcall, table.pack, table.unpack, error, tostring
+        local rawpcall, pack, unpack, err, tostr = pcall, table.pack, table.unpack, error, tostring
+        local create, resume, status = coroutine.create, coroutine.resume, coroutine.status
+        local function spent(e) return tostr(e):find("{BUDGET_TAG}", 1, true) end
         local function check(r)
-            if not r[1] and tostr(r[2]):find("{BUDGET_TAG}", 1, true) then err(r[2], 0) end
+            if not r[1] and spent(r[2]) then err(r[2], 0) end
             return unpack(r, 1, r.n)
         end
         pcall = function(...) return check(pack(rawpcall(...))) end
-        xpcall = function(...) return check(pack(rawxpcall(...))) end
+        xpcall = function(f, h, ...)
+            local r = pack(rawpcall(f, ...))
+            if r[1] then return unpack(r, 1, r.n) end
+            if spent(r[2]) then err(r[2], 0) end
+            return false, h(r[2])
+        end
+        coroutine.resume = function(co, ...) return check(pack(resume(co, ...))) end
+        coroutine.wrap = function(f)
+            local co = create(f)
+            return function(...)
+                local r = pack(resume(co, ...))
+                if not r[1] then err(r[2], 0) end
+                return unpack(r, 2, r.n)
+            end
+        end
+        -- Patterns run in C, where the budget cannot stop them: refuse the
+        -- expensive ones (several repetitions) on long subjects.
+        local sfind, smatch, sgmatch, sgsub, slen = string.find, string.match, string.gmatch, string.gsub, string.len
+        local function guard(s, p, plain)
+            if plain or type(s) ~= "string" or type(p) ~= "string" then return end
+            local reps = select(2, sgsub(sgsub(p, "%%.", ""), "[%*%+%-]", ""))
+            if reps >= 2 and slen(s) > 4096 then
+                err("pattern with " .. reps .. " repetitions on a " .. slen(s) .. "-byte string: too slow for archon's Lua", 2)
+            end
+        end
+        string.find = function(s, p, i, plain) guard(s, p, plain) return sfind(s, p, i, plain) end
+        string.match = function(s, p, ...) guard(s, p) return smatch(s, p, ...) end
+        string.gmatch = function(s, p, ...) guard(s, p) return sgmatch(s, p, ...) end
+        string.gsub = function(s, p, ...) guard(s, p) return sgsub(s, p, ...) end
         "#
     ))
     .set_name("=archon")

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod event_loop;
+pub mod hooks;
 pub mod platform;
 pub mod protocol;
 pub mod services;

@@ -6,6 +6,7 @@
 //! on a client or a child.
 
 mod client;
+mod hook;
 mod listener;
 mod svc;
 
@@ -95,6 +96,11 @@ pub struct EventLoop {
     /// kind); and those due: (when, service entry, kind).
     checks: HashMap<u64, (u64, svc::CheckKind)>,
     check_due: std::collections::BTreeSet<(u64, u64, svc::CheckKind)>,
+    /// The config's hooks, what they asked for and not yet done, and the
+    /// commands they run (entry -> callback, hook location).
+    hooks: Option<crate::hooks::Hooks>,
+    hook_actions: std::collections::VecDeque<crate::hooks::HookAction>,
+    hook_runs: HashMap<u64, (mlua::RegistryKey, String)>,
     /// PATH searches of services' programs.
     programs: ProgramCache,
     /// The systemd notification socket and its NOTIFY_SOCKET value.
@@ -131,12 +137,12 @@ impl EventLoop {
         } else {
             None
         };
-        let services = match &opts.config {
-            Some(path) => match crate::config::load(path) {
-                Ok(c) => crate::services::Services::new(c),
+        let (services, hooks) = match &opts.config {
+            Some(path) => match crate::config::load_all(path) {
+                Ok((c, h)) => (crate::services::Services::new(c), h),
                 Err(errs) => return Err(errs.join("\n")),
             },
-            None => crate::services::Services::default(),
+            None => (crate::services::Services::default(), None),
         };
         platform::trim_heap();
         let pid1 = platform::getpid() == 1;
@@ -198,6 +204,9 @@ impl EventLoop {
             notify: None,
             notify_name: None,
             programs: Default::default(),
+            hooks,
+            hook_actions: std::collections::VecDeque::new(),
+            hook_runs: HashMap::new(),
             checks: HashMap::new(),
             check_due: std::collections::BTreeSet::new(),
         })
@@ -221,8 +230,10 @@ impl EventLoop {
             log::info!("listening socket={}", self.opts.socket.display());
         }
         let now = self.now();
+        self.fire_simple("started", "archon", 0);
         let cmds = self.services.boot(now.mono, now.wall);
         self.apply_svc(cmds);
+        self.apply_hook_actions();
         if !self.opts.command.is_empty() && !self.shutting_down {
             self.start_main();
         }
@@ -240,6 +251,8 @@ impl EventLoop {
                 self.sweep.as_ref().map(|sw| sw.deadline),
                 self.services.next_deadline(),
                 self.check_due.first().map(|c| c.0),
+                // Hook actions left for this iteration: do not wait.
+                (!self.hook_actions.is_empty()).then_some(0),
             ]
             .into_iter()
             .flatten()
@@ -292,6 +305,7 @@ impl EventLoop {
             if !self.shutting_down {
                 self.run_due_checks();
             }
+            self.apply_hook_actions();
             while let Some(cid) = self.resume.pop() {
                 if self.clients.get(&cid).is_some_and(|c| c.can_take_request()) {
                     self.service_client(cid, false);
@@ -505,6 +519,8 @@ impl EventLoop {
             return;
         }
         log::info!("shutting down reason={why}");
+        self.fire_simple("shutdown", "archon", 0);
+        self.hook_actions.clear();
         self.shutting_down = true;
         if let Some(l) = self.listener.as_mut() {
             let _ = self.poll.registry().deregister(l);
@@ -805,7 +821,11 @@ impl EventLoop {
                 Some(self.service_cmd(&name, |s, n, m, w| s.restart(n, m, w)))
             }
             Request::Scale { name, replicas } => {
-                Some(self.service_cmd(&name, |s, n, m, w| s.scale(n, replicas, m, w)))
+                let r = self.service_cmd(&name, |s, n, m, w| s.scale(n, replicas, m, w));
+                if matches!(r, Reply::Ok(_)) {
+                    self.fire_simple("scaled", &name, replicas);
+                }
+                Some(r)
             }
             Request::Reload => Some(self.reload()),
             Request::DumpConfig => Some(Reply::Rows(self.config_rows())),
@@ -1029,6 +1049,13 @@ impl EventLoop {
                     .sup
                     .get(id)
                     .is_some_and(|e| e.state == crate::supervisor::State::Exited);
+                if !already {
+                    let exit = match &info {
+                        platform::PidfdExit::Exited(raw) => to_exit(*raw),
+                        _ => Exit::Unknown,
+                    };
+                    self.fire_exit(id, Kind::Monitor, &exit);
+                }
                 match info {
                     platform::PidfdExit::Exited(raw) => {
                         let exit = to_exit(raw);
@@ -1105,8 +1132,14 @@ impl EventLoop {
                     let exit = to_exit(raw);
                     log::info!("child exited id={id} pid={pid} status={}", exit.describe());
                     let now = self.now();
+                    // Hooks see the entry before the table forgets it.
+                    let kind_of = self.sup.get(id).map(|e| e.kind);
+                    if let Some(k) = kind_of {
+                        self.fire_exit(id, k, &exit);
+                    }
                     let fx = self.sup.exited(id, exit.clone(), now);
                     self.apply(fx);
+                    self.hook_run_done(id, &exit);
                     if let Some((svc_entry, kind)) = self.checks.remove(&id) {
                         self.check_ended(svc_entry, kind, exit == Exit::Code(0));
                     }

@@ -235,9 +235,13 @@ impl EventLoop {
                 Cmd::Changed {
                     name,
                     index,
+                    old,
                     state,
                     pid,
+                    restarts,
+                    delay_ms,
                 } => {
+                    self.service_changed(&name, index, old, state, pid, restarts, delay_ms);
                     log::info!(
                         "service {name}.{index} {} pid={}",
                         state.as_str(),
@@ -323,6 +327,16 @@ impl EventLoop {
                     };
                     self.add_pipe(fd, kind);
                 }
+                let now_wall = now.wall;
+                self.fire(crate::hooks::HookEvent {
+                    kind: "spawned",
+                    service: name.to_string(),
+                    instance: index,
+                    pid: Some(pid),
+                    state: "starting".into(),
+                    time: super::hook::wall_secs(now_wall),
+                    ..Default::default()
+                });
                 if matches!(spec.ready, Readiness::Command { .. }) {
                     self.check_due.insert((now.mono, id, CheckKind::Ready));
                 }
@@ -951,7 +965,7 @@ impl EventLoop {
         let Some(path) = self.opts.config.clone() else {
             return Reply::error(ErrorKind::BadRequest, "archon was started without --config");
         };
-        let loaded = crate::config::load(&path);
+        let loaded = crate::config::load_all(&path);
         platform::trim_heap();
         match loaded {
             Err(errs) => {
@@ -960,7 +974,11 @@ impl EventLoop {
                 }
                 Reply::error(ErrorKind::BadConfig, errs.join("; "))
             }
-            Ok(config) => {
+            Ok((config, hooks)) => {
+                // The new file's hooks replace the old ones; callbacks of
+                // commands the old hooks ran are dropped with their state.
+                self.hooks = hooks;
+                self.hook_runs.clear();
                 let now = self.now();
                 let (cmds, sum) = self.services.reload(config, now.mono, now.wall);
                 let list = |k: &str, v: &[String]| format!("{k}={}", v.join(" "));
@@ -972,6 +990,7 @@ impl EventLoop {
                     list("rescaled", &sum.rescaled)
                 );
                 self.apply_svc(cmds);
+                self.fire_simple("reloaded", "archon", 0);
                 Reply::Ok(vec![
                     list("added", &sum.added),
                     list("removed", &sum.removed),

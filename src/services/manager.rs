@@ -23,8 +23,11 @@ pub enum Cmd {
     Changed {
         name: String,
         index: u32,
+        old: SvcState,
         state: SvcState,
         pid: Option<i32>,
+        restarts: u32,
+        delay_ms: u64,
     },
     /// An essential service failed for good: archon must shut down and exit
     /// with this status.
@@ -103,6 +106,15 @@ impl Services {
         }
     }
 
+    /// `archon.set_status` from a hook: every instance of the service.
+    pub fn set_status_by_name(&mut self, name: &str, text: &str) {
+        if let Some(v) = self.instances.get_mut(name) {
+            for inst in v {
+                inst.status_text = text.chars().take(256).collect();
+            }
+        }
+    }
+
     /// Whether a `Spawn` for this instance is still due (a batch of commands
     /// may name an instance that an earlier command already spawned).
     pub fn spawn_due(&self, name: &str, index: u32) -> bool {
@@ -172,6 +184,7 @@ impl Services {
             inst.next_attempt = None;
         }
         let (state, pid, entry) = (inst.state, inst.pid, inst.entry);
+        let (restarts, delay_ms) = (inst.restarts, inst.delay_ms);
         let deadline = inst.next_deadline();
         let key = (name.to_string(), index);
         if inst.wants_spawn() {
@@ -221,8 +234,11 @@ impl Services {
             out.push(Cmd::Changed {
                 name: name.to_string(),
                 index,
+                old: before,
                 state,
                 pid,
+                restarts,
+                delay_ms,
             });
         }
         out

@@ -1,0 +1,499 @@
+//! Lua hooks: functions the config registers with `on(event, pattern, fn)`,
+//! called when a matching event happens, in the config's own sandboxed
+//! state (see `config`), which stays alive for them.
+//!
+//! A hook gets a fresh table describing the event and acts through the
+//! `archon` table. Its calls that change something (start, stop, restart,
+//! scale, signal, run, set_status) are queued and applied by the event loop
+//! after the current event is fully handled, in order, never recursively.
+//! Each call runs under an instruction budget and the state's memory limit;
+//! a hook that errors or spends its budget is stopped, logged once with its
+//! location, counted, and disabled after `MAX_FAILURES` failures.
+
+use crate::config::LuaBudget;
+use mlua::{Function, Lua, RegistryKey, Table, Value};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+
+/// VM instructions one hook call may run.
+pub const CALL_BUDGET: u64 = 1_000_000;
+/// Memory the hooks' Lua state may use in all.
+pub const HOOK_MEMORY: usize = 32 << 20;
+/// Failures (errors, budget spent) before a hook is disabled.
+pub const MAX_FAILURES: u32 = 3;
+
+/// The events a hook can name.
+pub const EVENTS: &[&str] = &[
+    "spawned",
+    "ready",
+    "exited",
+    "restarting",
+    "failed",
+    "unhealthy",
+    "stopping",
+    "stopped",
+    "scaled",
+    "reloaded",
+    "monitor_exited",
+    "run_exited",
+    "started",
+    "shutdown",
+];
+
+/// What a hook asked for, applied after the event.
+#[derive(Debug)]
+pub enum HookAction {
+    Start(String),
+    Stop(String),
+    Restart(String),
+    Scale(String, u32),
+    Signal(String, i32),
+    SetStatus(String, String),
+    /// Run a command; when it exits, call the callback (a registry key of
+    /// the hooks' state) with its status.
+    Run {
+        argv: Vec<String>,
+        callback: Option<RegistryKey>,
+        by: String,
+    },
+}
+
+/// One event, as hooks see it.
+#[derive(Debug, Clone, Default)]
+pub struct HookEvent {
+    pub kind: &'static str,
+    pub service: String,
+    pub instance: u32,
+    pub pid: Option<i32>,
+    pub old_state: String,
+    pub state: String,
+    /// Exit status as a shell reports it.
+    pub status: Option<i32>,
+    pub signal: Option<String>,
+    pub restarts: u32,
+    pub delay: Option<f64>,
+    /// Wall time, seconds.
+    pub time: f64,
+}
+
+pub struct Handler {
+    event: String,
+    pattern: String,
+    status: Option<i32>,
+    func: Function,
+    /// `file:line`, for messages.
+    pub at: String,
+    pub failures: u32,
+    pub disabled: bool,
+    pub calls: u64,
+}
+
+/// What the API reads (`archon.status()`): kept up to date by the loop.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub services: BTreeMap<(String, u32), (String, Option<i32>, u32)>,
+}
+
+pub struct Hooks {
+    lua: Lua,
+    pub handlers: Vec<Handler>,
+    budget: Rc<LuaBudget>,
+    queue: Rc<RefCell<VecDeque<HookAction>>>,
+    in_hook: Rc<Cell<bool>>,
+    current: Rc<RefCell<String>>,
+    pub snapshot: Rc<RefCell<Snapshot>>,
+}
+
+/// Shared between the config's evaluation and the hooks.
+pub(crate) struct Registry {
+    pub handlers: Rc<RefCell<Vec<Handler>>>,
+    pub queue: Rc<RefCell<VecDeque<HookAction>>>,
+    pub in_hook: Rc<Cell<bool>>,
+    pub current: Rc<RefCell<String>>,
+    pub snapshot: Rc<RefCell<Snapshot>>,
+}
+
+/// `*` any run of characters, `?` one.
+pub fn glob(pattern: &str, name: &str) -> bool {
+    fn go(p: &[u8], n: &[u8]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
+            (Some(b'?'), Some(_)) => go(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    go(pattern.as_bytes(), name.as_bytes())
+}
+
+/// Installs `on` and the `archon` API in a config's state. Errors in `on`
+/// calls go to `errors` with file and line.
+pub(crate) fn install(
+    lua: &Lua,
+    file: Rc<str>,
+    errors: Rc<RefCell<Vec<String>>>,
+) -> mlua::Result<Registry> {
+    let reg = Registry {
+        handlers: Rc::new(RefCell::new(Vec::new())),
+        queue: Rc::new(RefCell::new(VecDeque::new())),
+        in_hook: Rc::new(Cell::new(false)),
+        current: Rc::new(RefCell::new(String::new())),
+        snapshot: Rc::new(RefCell::new(Snapshot::default())),
+    };
+    let handlers = reg.handlers.clone();
+    let on = lua.create_function(
+        move |lua, (event, pattern, f, filter): (Value, Value, Value, Value)| {
+            let line = lua
+                .inspect_stack(1, |d| d.current_line())
+                .flatten()
+                .unwrap_or(0);
+            let at = format!("{file}:{line}");
+            let text = |v: &Value| match v {
+                Value::String(s) => s.to_str().ok().map(|s| s.to_string()),
+                _ => None,
+            };
+            let event = match text(&event) {
+                Some(e) if EVENTS.contains(&e.as_str()) => e,
+                _ => {
+                    errors.borrow_mut().push(format!(
+                        "{at}: on: the first argument must be an event: {}",
+                        EVENTS.join(", ")
+                    ));
+                    return Ok(());
+                }
+            };
+            let Some(pattern) = text(&pattern) else {
+                errors.borrow_mut().push(format!(
+                    "{at}: on: the second argument must be a name pattern such as \"web*\""
+                ));
+                return Ok(());
+            };
+            let Value::Function(func) = f else {
+                errors
+                    .borrow_mut()
+                    .push(format!("{at}: on: the third argument must be a function"));
+                return Ok(());
+            };
+            let status = match &filter {
+                Value::Nil => None,
+                Value::Table(t) => match t.get::<Value>("status")? {
+                    Value::Integer(n) => Some(n as i32),
+                    Value::Nil => None,
+                    _ => {
+                        errors
+                            .borrow_mut()
+                            .push(format!("{at}: on: filter status must be a number"));
+                        None
+                    }
+                },
+                _ => {
+                    errors.borrow_mut().push(format!(
+                        "{at}: on: the fourth argument must be a filter table"
+                    ));
+                    None
+                }
+            };
+            handlers.borrow_mut().push(Handler {
+                event,
+                pattern,
+                status,
+                func,
+                at,
+                failures: 0,
+                disabled: false,
+                calls: 0,
+            });
+            Ok(())
+        },
+    )?;
+    lua.globals().set("on", on)?;
+    let api = lua.create_table()?;
+    let queue_fn = |lua: &Lua, name: &'static str, reg: &Registry| -> mlua::Result<Function> {
+        let queue = reg.queue.clone();
+        let in_hook = reg.in_hook.clone();
+        let current = reg.current.clone();
+        lua.create_function(move |lua, args: mlua::MultiValue| {
+            if !in_hook.get() {
+                let at = lua
+                    .inspect_stack(1, |d| {
+                        format!(
+                            "{}:{}: ",
+                            d.source().short_src.as_deref().unwrap_or("?"),
+                            d.current_line().unwrap_or(0)
+                        )
+                    })
+                    .unwrap_or_default();
+                return Err(mlua::Error::runtime(format!(
+                    "{at}archon.{name} can only be called from a hook"
+                )));
+            }
+            let args: Vec<Value> = args.into_iter().collect();
+            let s = |i: usize| -> mlua::Result<String> {
+                match args.get(i) {
+                    Some(Value::String(s)) => Ok(s.to_str()?.to_string()),
+                    _ => Err(mlua::Error::runtime(format!(
+                        "archon.{name}: argument {} must be a string",
+                        i + 1
+                    ))),
+                }
+            };
+            let n = |i: usize| -> mlua::Result<i64> {
+                match args.get(i) {
+                    Some(Value::Integer(n)) => Ok(*n),
+                    Some(Value::Number(f)) if f.fract() == 0.0 => Ok(*f as i64),
+                    _ => Err(mlua::Error::runtime(format!(
+                        "archon.{name}: argument {} must be a whole number",
+                        i + 1
+                    ))),
+                }
+            };
+            let action = match name {
+                "start" => HookAction::Start(s(0)?),
+                "stop" => HookAction::Stop(s(0)?),
+                "restart" => HookAction::Restart(s(0)?),
+                "scale" => HookAction::Scale(
+                    s(0)?,
+                    u32::try_from(n(1)?)
+                        .ok()
+                        .filter(|n| *n <= 10_000)
+                        .ok_or_else(|| {
+                            mlua::Error::runtime("archon.scale: 0 to 10000 instances")
+                        })?,
+                ),
+                "signal" => {
+                    let sig = match args.get(1) {
+                        Some(Value::Integer(n)) => Some(*n as i32),
+                        Some(Value::String(t)) => crate::platform::signal_number(&t.to_str()?),
+                        _ => None,
+                    }
+                    .ok_or_else(|| mlua::Error::runtime("archon.signal: unknown signal"))?;
+                    HookAction::Signal(s(0)?, sig)
+                }
+                "set_status" => HookAction::SetStatus(s(0)?, s(1)?),
+                "run" => {
+                    let argv: Vec<String> = match args.first() {
+                        Some(Value::Table(t)) => t
+                            .clone()
+                            .sequence_values::<String>()
+                            .collect::<mlua::Result<_>>()?,
+                        _ => {
+                            return Err(mlua::Error::runtime(
+                                "archon.run: expected a list of strings",
+                            ))
+                        }
+                    };
+                    if argv.is_empty() {
+                        return Err(mlua::Error::runtime("archon.run: empty command"));
+                    }
+                    let callback = match args.get(1) {
+                        Some(Value::Function(f)) => Some(lua.create_registry_value(f.clone())?),
+                        None | Some(Value::Nil) => None,
+                        _ => {
+                            return Err(mlua::Error::runtime(
+                                "archon.run: the callback must be a function",
+                            ))
+                        }
+                    };
+                    HookAction::Run {
+                        argv,
+                        callback,
+                        by: current.borrow().clone(),
+                    }
+                }
+                _ => return Ok(()),
+            };
+            let mut q = queue.borrow_mut();
+            if q.len() >= 1000 {
+                return Err(mlua::Error::runtime(
+                    "archon: more than 1000 actions queued",
+                ));
+            }
+            q.push_back(action);
+            Ok(())
+        })
+    };
+    for name in [
+        "start",
+        "stop",
+        "restart",
+        "scale",
+        "signal",
+        "set_status",
+        "run",
+    ] {
+        api.set(name, queue_fn(lua, name, &reg)?)?;
+    }
+    let current = reg.current.clone();
+    api.set(
+        "log",
+        lua.create_function(move |_, (level, msg): (String, String)| {
+            let at = current.borrow().clone();
+            let msg: String = msg.chars().take(4096).collect();
+            match level.as_str() {
+                "error" => log::error!("hook {at}: {msg}"),
+                "warn" => log::warn!("hook {at}: {msg}"),
+                "debug" => log::debug!("hook {at}: {msg}"),
+                _ => log::info!("hook {at}: {msg}"),
+            }
+            Ok(())
+        })?,
+    )?;
+    let snapshot = reg.snapshot.clone();
+    api.set(
+        "status",
+        lua.create_function(move |lua, ()| {
+            let t = lua.create_table()?;
+            for ((name, idx), (state, pid, restarts)) in snapshot.borrow().services.iter() {
+                let row = lua.create_table()?;
+                row.set("service", name.as_str())?;
+                row.set("instance", *idx)?;
+                row.set("state", state.as_str())?;
+                row.set("pid", *pid)?;
+                row.set("restarts", *restarts)?;
+                t.push(row)?;
+            }
+            Ok(t)
+        })?,
+    )?;
+    lua.globals().set("archon", api)?;
+    Ok(reg)
+}
+
+impl Hooks {
+    pub(crate) fn new(lua: Lua, reg: Registry, budget: Rc<LuaBudget>) -> Hooks {
+        let _ = lua.set_memory_limit(HOOK_MEMORY);
+        let handlers = std::mem::take(&mut *reg.handlers.borrow_mut());
+        Hooks {
+            lua,
+            handlers,
+            budget,
+            queue: reg.queue,
+            in_hook: reg.in_hook,
+            current: reg.current,
+            snapshot: reg.snapshot,
+        }
+    }
+
+    /// Frees a callback that will not be called.
+    pub fn drop_key(&self, key: RegistryKey) {
+        let _ = self.lua.remove_registry_value(key);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.handlers.is_empty()
+    }
+
+    /// Whether any live hook listens for this kind of event.
+    pub fn wants(&self, kind: &str) -> bool {
+        self.handlers.iter().any(|h| !h.disabled && h.event == kind)
+    }
+
+    /// Calls every matching hook with the event; returns what they asked for.
+    pub fn fire(&mut self, ev: &HookEvent) -> Vec<HookAction> {
+        for i in 0..self.handlers.len() {
+            let h = &self.handlers[i];
+            if h.disabled
+                || h.event != ev.kind
+                || !glob(&h.pattern, &ev.service)
+                || h.status.is_some_and(|s| Some(s) != ev.status)
+            {
+                continue;
+            }
+            let func = h.func.clone();
+            let at = h.at.clone();
+            let result = self
+                .event_table(ev)
+                .and_then(|t| self.call(&at, |_| func.call::<()>(t)));
+            self.account(i, result);
+        }
+        self.queue.borrow_mut().drain(..).collect()
+    }
+
+    /// A `run` finished: its callback gets the status.
+    pub fn run_done(&mut self, callback: RegistryKey, by: &str, status: i32) -> Vec<HookAction> {
+        let func: mlua::Result<Function> = self.lua.registry_value(&callback);
+        let _ = self.lua.remove_registry_value(callback);
+        let idx = self.handlers.iter().position(|h| h.at == by);
+        if idx.is_some_and(|i| self.handlers[i].disabled) {
+            return Vec::new();
+        }
+        let result = func.and_then(|f| self.call(by, |_| f.call::<()>(status)));
+        match idx {
+            Some(i) => self.account(i, result),
+            None => {
+                if let Err(e) = result {
+                    log::warn!("hook callback {by} failed: {}", first_line(&e));
+                }
+            }
+        }
+        self.queue.borrow_mut().drain(..).collect()
+    }
+
+    fn call(&self, at: &str, f: impl FnOnce(&Lua) -> mlua::Result<()>) -> mlua::Result<()> {
+        self.budget.spent.set(0);
+        self.budget.limit.set(CALL_BUDGET);
+        self.in_hook.set(true);
+        *self.current.borrow_mut() = at.to_string();
+        let r = f(&self.lua);
+        self.in_hook.set(false);
+        // What a failed call queued is dropped: it did not finish.
+        if r.is_err() {
+            self.queue.borrow_mut().clear();
+        }
+        r
+    }
+
+    fn account(&mut self, i: usize, result: mlua::Result<()>) {
+        let h = &mut self.handlers[i];
+        h.calls += 1;
+        if let Err(e) = result {
+            h.failures += 1;
+            log::warn!(
+                "hook {} failed ({} of {MAX_FAILURES}): {}",
+                h.at,
+                h.failures,
+                first_line(&e)
+            );
+            if h.failures >= MAX_FAILURES {
+                h.disabled = true;
+                log::error!("hook {} disabled after {MAX_FAILURES} failures", h.at);
+            }
+        }
+    }
+
+    fn event_table(&self, ev: &HookEvent) -> mlua::Result<Table> {
+        let t = self.lua.create_table()?;
+        t.set("event", ev.kind)?;
+        t.set("service", ev.service.as_str())?;
+        t.set("name", ev.service.as_str())?;
+        t.set("instance", ev.instance)?;
+        t.set("pid", ev.pid)?;
+        t.set("old_state", ev.old_state.as_str())?;
+        t.set("state", ev.state.as_str())?;
+        t.set("status", ev.status)?;
+        t.set("signal", ev.signal.as_deref())?;
+        t.set("restarts", ev.restarts)?;
+        t.set("delay", ev.delay)?;
+        t.set("time", ev.time)?;
+        Ok(t)
+    }
+}
+
+fn first_line(e: &mlua::Error) -> String {
+    let s = e.to_string();
+    let l = s.lines().next().unwrap_or("").trim();
+    l.strip_prefix("runtime error: ").unwrap_or(l).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn globs() {
+        assert!(glob("worker*", "worker.3") && glob("*", "") && glob("w?b", "web"));
+        assert!(!glob("worker*", "db") && !glob("w?b", "wb"));
+    }
+}

@@ -1,0 +1,220 @@
+//! Lua hooks against the real binary: every event kind, every API call, and
+//! hostile hooks that must be stopped while archon stays responsive.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod util;
+
+use util::*;
+
+fn q(s: &str) -> String {
+    format!("{s:?}")
+}
+
+fn helper(actions: &str) -> String {
+    let mut parts = vec![q(HELPER)];
+    parts.extend(actions.split(' ').filter(|a| !a.is_empty()).map(q));
+    format!("{{ {} }}", parts.join(", "))
+}
+
+fn with_config(name: &str, lua: &str) -> Daemon {
+    let dir = temp_dir(&format!("{name}-cfg"));
+    let path = dir.join("hooks.lua");
+    std::fs::write(&path, lua).unwrap();
+    Daemon::start_with(name, &["--config", path.to_str().unwrap()], |_| {})
+}
+
+fn wait_log(d: &Daemon, what: &str) {
+    wait_for(&format!("{what:?} in archon's log"), || {
+        d.log().contains(what)
+    });
+}
+
+/// A hook that logs `EV <event> <service> <fields>` for every event kind.
+const LOG_ALL: &str = r#"
+for _, e in ipairs({ "spawned", "ready", "exited", "restarting", "failed", "unhealthy",
+                     "stopping", "stopped", "scaled", "reloaded", "monitor_exited",
+                     "run_exited", "started", "shutdown" }) do
+  on(e, "*", function(ev)
+    archon.log("info", "EV " .. ev.event .. " " .. ev.service .. " status=" .. tostring(ev.status)
+      .. " signal=" .. tostring(ev.signal) .. " old=" .. ev.old_state .. " pid=" .. tostring(ev.pid))
+  end)
+end
+"#;
+
+#[test]
+fn every_event_kind_reaches_hooks() {
+    let dir = temp_dir("ev");
+    let healthy = dir.join("healthy");
+    std::fs::write(&healthy, "").unwrap();
+    let lua = format!(
+        r#"{LOG_ALL}
+        service "crash" {{ cmd = {crash}, backoff = {{ initial = 0.05 }}, budget = {{ restarts = 1, window = 60 }} }}
+        service "up" {{ cmd = {hang}, health = {{ command = {{ "test", "-e", {healthy} }}, interval = 0.05 }} }}
+        "#,
+        crash = helper("exit 3"),
+        hang = helper("hang"),
+        healthy = q(healthy.to_str().unwrap()),
+    );
+    let mut d = with_config("events", &lua);
+    wait_log(&d, "EV started archon");
+    wait_log(&d, "EV spawned crash");
+    wait_log(&d, "EV exited crash status=3");
+    wait_log(&d, "EV restarting crash");
+    wait_log(&d, "EV failed crash");
+    wait_log(&d, "EV ready up");
+    std::fs::remove_file(&healthy).unwrap();
+    wait_log(&d, "EV unhealthy up");
+    assert_eq!(last(&d.ask("Scale,up,2")), "Ok");
+    wait_log(&d, "EV scaled up");
+    assert!(last(&d.ask("Reload")).starts_with("Ok"));
+    wait_log(&d, "EV reloaded archon");
+    // A Run command and a monitored process.
+    assert!(d.ask(&format!("Run,{HELPER},exit,5"))[0].starts_with("ExitStatus,5"));
+    wait_log(&d, "EV run_exited archon-testhelper status=5");
+    let mut child = spawn_helper(&["hang"]);
+    let id = ok_id(&d.ask(&format!("MonitorPid,{}", child.id())));
+    child.kill();
+    child.wait();
+    wait_for("monitor exited", || row(&d, id)[4] == "exited");
+    wait_log(&d, "EV monitor_exited archon-testhelper");
+    assert_eq!(last(&d.ask("Stop,up")), "Ok");
+    wait_log(&d, "EV stopping up");
+    wait_log(&d, "EV stopped up");
+    assert!(d.terminate().success());
+    wait_log(&d, "EV shutdown archon");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn the_api_acts_after_the_event() {
+    let dir = temp_dir("api");
+    let ran = dir.join("ran");
+    let lua = format!(
+        r#"
+        service "db" {{ cmd = {hang} }}
+        service "worker" {{ cmd = {hang}, autostart = false, replicas = 2 }}
+        service "flaky" {{ cmd = {crash}, restart = "never" }}
+        service "fallback" {{ cmd = {hang}, autostart = false }}
+        service "victim" {{ cmd = {hang} }}
+        -- restart worker* when db becomes ready again
+        on("ready", "db", function(ev)
+          archon.start("worker")
+          archon.set_status("db", "seen ready")
+        end)
+        -- a failure: start a fallback, log, scale, run a command with a callback
+        on("failed", "flaky", function(ev)
+          archon.start("fallback")
+          archon.log("warn", "flaky failed, fallback started")
+          archon.scale("worker", 3)
+          archon.signal("victim", "TERM")
+          archon.run({{ "sh", "-c", "touch {ran}; exit 4" }}, function(status)
+            archon.log("info", "run finished with " .. status)
+            local n = 0
+            for _, s in ipairs(archon.status()) do n = n + 1 end
+            archon.log("info", "status has " .. n .. " rows")
+          end)
+        end)
+        "#,
+        hang = helper("hang"),
+        crash = helper("exit 1"),
+        ran = ran.display(),
+    );
+    let d = with_config("api", &lua);
+    wait_for("workers started by the hook", || {
+        d.ask("Status,worker")
+            .iter()
+            .filter(|l| l.contains(",running,"))
+            .count()
+            >= 2
+    });
+    wait_log(&d, "flaky failed, fallback started");
+    wait_for("fallback running", || {
+        d.ask("Status,fallback")[0].contains(",running,")
+    });
+    wait_for("3 workers", || {
+        d.ask("Status,worker")
+            .iter()
+            .filter(|l| l.contains(",running,"))
+            .count()
+            == 3
+    });
+    wait_log(&d, "run finished with 4");
+    assert!(ran.exists());
+    wait_log(&d, "status has ");
+    // victim got SIGTERM from the hook and was restarted (restart = always).
+    wait_for("victim restarted", || {
+        d.ask("Status,victim")[0].split(',').nth(9) == Some("143")
+    });
+    assert!(d.ask("Status,db")[0].ends_with(",seen ready"));
+    // The API outside a hook is an error at load time.
+    let bad = temp_dir("api-bad");
+    let cfg = bad.join("x.lua");
+    std::fs::write(&cfg, "archon.start('x')").unwrap();
+    let o = std::process::Command::new(ARCHON)
+        .args(["--no-socket", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .contains("x.lua:1: archon.start can only be called from a hook"));
+    std::fs::remove_dir_all(dir).unwrap();
+    std::fs::remove_dir_all(bad).unwrap();
+}
+
+/// Every escape PLATFORM-NOTES.md lists, and a few more: each hook is
+/// stopped, logged with its location, disabled after 3 failures, and
+/// archon answers other clients meanwhile.
+#[test]
+fn hostile_hooks_are_stopped_and_disabled() {
+    let cases = [
+        ("loop", "while true do end"),
+        ("pcall", "while true do pcall(function() while true do end end) end"),
+        ("xpcall", "xpcall(function() error('x') end, function() while true do end end)"),
+        ("errhandler", "xpcall(function() error('x') end, function() error('in handler') end) error('after')"),
+        ("coroutine", "local co = coroutine.create(function() while true do end end) while true do coroutine.resume(co) end"),
+        ("wrap", "coroutine.wrap(function() while true do end end)()"),
+        ("sort", "local t = {} for i = 1, 100 do t[i] = i end table.sort(t, function(a, b) while true do end end)"),
+        ("gsub", "string.gsub(string.rep('a', 100), 'a', function() while true do end end)"),
+        ("pattern", "string.find(string.rep('a', 100000), '.-.-.-.-.-b')"),
+        ("recursion", "local function f() return 1 + f() end f()"),
+        ("stringbomb", "local s = 'x' while true do s = s .. s end"),
+        ("bigtable", "local t = {} for i = 1, 1e9 do t[i] = {i} end"),
+    ];
+    let mut lua = format!(
+        r#"service "tick" {{ cmd = {}, backoff = {{ initial = 0.01, max = 0.01 }}, budget = false }}
+        "#,
+        helper("exit 1")
+    );
+    for (name, body) in cases {
+        lua.push_str(&format!(
+            "on(\"spawned\", \"tick\", function(ev) -- {name}\n  {body}\nend)\n"
+        ));
+    }
+    let d = with_config("hostile", &lua);
+    for (i, (name, _)) in cases.iter().enumerate() {
+        // Each hook is on its own line pair: line 2 + 3 * i + 1 is `on(`.
+        let line = 2 + 3 * i;
+        let at = format!("hooks.lua:{line}");
+        wait_for(&format!("hook {name} ({at}) disabled"), || {
+            d.log().contains(&format!("{at} disabled"))
+        });
+        // archon answers while hooks misbehave.
+        assert!(d.ask("Version")[0].starts_with("Ok,archon"), "{name}");
+    }
+    let log = d.log();
+    for (i, (name, _)) in cases.iter().enumerate() {
+        let line = 2 + 3 * i;
+        assert!(
+            log.contains(&format!("hooks.lua:{line} disabled after 3 failures")),
+            "{name} (line {line}) not disabled:\n{log}"
+        );
+    }
+    assert!(log.contains("instruction budget spent"));
+    assert!(
+        log.contains("too slow for archon's Lua"),
+        "the pattern guard"
+    );
+    assert!(log.contains("memory"), "the memory limit");
+    // Still serving, and the service keeps cycling without hooks now.
+    assert!(d.ask("Status,tick")[0].starts_with("Service,tick"));
+}
