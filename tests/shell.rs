@@ -87,6 +87,7 @@ fn man_pages_are_lint_clean() {
             "man/archonctl.8",
             "man/archon-protocol.7",
             "man/archon-config.5",
+            "man/archon-hooks.5",
         ],
     );
 }
