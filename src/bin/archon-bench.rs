@@ -395,6 +395,156 @@ fn services_bench(rows: &mut Vec<Row>, n: usize, respawns: usize, idle_secs: u64
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Respawn times (us) of a killed service, with or without a hook on every
+/// exit, in an archon of its own.
+fn respawn_times(with_hook: bool, n: usize) -> Vec<f64> {
+    let dir = std::env::temp_dir().join(format!(
+        "archon-bench-respawn-{}-{with_hook}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("r.lua");
+    let hook = if with_hook {
+        r#"on("exited", "*", function(ev) local s = ev.service .. ":" .. tostring(ev.status) end)"#
+    } else {
+        ""
+    };
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"service "respawn" {{ cmd = {{ "sleep", "100000" }}, stdout = "null", stderr = "null",
+                 backoff = {{ reset_after = 0 }}, budget = false }}
+               {hook}"#
+        ),
+    )
+    .unwrap();
+    let sock = dir.join("s");
+    let mut child = Command::new(bin_dir().join("archon"))
+        .arg("--socket")
+        .arg(&sock)
+        .args(["--log-level", "warn", "--grace", "1", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    while UnixStream::connect(&sock).is_err() {
+        std::thread::yield_now();
+    }
+    let mut c = Conn::new(&sock);
+    let mut prev = loop {
+        if let Some(p) = service_pid(&mut c, "respawn") {
+            if all_execd(&[p], "sleep") {
+                break p;
+            }
+        }
+    };
+    let mut sub = Conn::new(&sock);
+    assert!(sub.ask("Subscribe\n").starts_with("Ok"));
+    let times = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            unsafe { libc::kill(prev as i32, libc::SIGKILL) };
+            let next = loop {
+                let mut l = String::new();
+                sub.r.read_line(&mut l).unwrap();
+                let f: Vec<&str> = l.trim_end().split(',').collect();
+                if f[0] == "ServiceEvent" && f[4] == "running" {
+                    if let Ok(p) = f[5].parse::<u32>() {
+                        if p != prev {
+                            break p;
+                        }
+                    }
+                }
+            };
+            while !all_execd(&[next], "sleep") {
+                std::thread::yield_now();
+            }
+            prev = next;
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    drop(sub);
+    drop(c);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    times
+}
+
+/// Dispatching one event to a matching hook that does a little work, vs
+/// the same event with no matching hook (in process, through the same code
+/// archon runs); and respawn latency with a hook on every exit.
+fn hooks_bench(rows: &mut Vec<Row>, n: usize, respawns: usize) {
+    let load = |src: &str| {
+        archon::config::load_str_all(src.as_bytes(), "bench.lua")
+            .unwrap()
+            .1
+            .unwrap()
+    };
+    let mut with = load(
+        r#"on("exited", "web*", function(ev)
+             local s = ev.service .. "." .. ev.instance .. " " .. tostring(ev.status)
+             if ev.status ~= 0 then s = s:upper() end
+           end)"#,
+    );
+    // A hook on another event: the dispatch finds nothing to call.
+    let mut without = load(r#"on("ready", "nothing", function(ev) end)"#);
+    let ev = archon::hooks::HookEvent {
+        kind: "exited",
+        service: "web".into(),
+        instance: 2,
+        pid: Some(1234),
+        status: Some(1),
+        state: "exited".into(),
+        ..Default::default()
+    };
+    let time_fire = |h: &mut archon::hooks::Hooks| -> Vec<f64> {
+        (0..n)
+            .map(|_| {
+                let t = Instant::now();
+                let a = h.fire(&ev);
+                std::hint::black_box(a);
+                t.elapsed().as_secs_f64() * 1e6
+            })
+            .collect()
+    };
+    let mut a = time_fire(&mut with);
+    let mut b = time_fire(&mut without);
+    for (name, p) in [
+        ("hook dispatch, added per call (median)", 0.5),
+        ("hook dispatch, added per call (p99)", 0.99),
+    ] {
+        let (x, y) = (percentile(&mut a, p), percentile(&mut b, p));
+        let added = x - y;
+        rows.push(Row {
+            name,
+            archon: added,
+            baseline: 5.0,
+            unit: "us",
+            ratio: added / 5.0,
+            target: if p == 0.5 { "<= 5 us" } else { "info" },
+            pass: p != 0.5 || added <= 5.0,
+        });
+    }
+    // Alternating rounds, so neither side gets the quieter moments.
+    let (mut r0, mut r1) = (Vec::new(), Vec::new());
+    for _ in 0..4 {
+        r0.extend(respawn_times(false, respawns / 4));
+        r1.extend(respawn_times(true, respawns / 4));
+    }
+    let (m0, m1) = (percentile(&mut r0, 0.5), percentile(&mut r1, 0.5));
+    rows.push(Row {
+        name: "respawn with a hook on every exit (median)",
+        archon: m1,
+        baseline: m0,
+        unit: "us",
+        ratio: m1 / m0,
+        target: "<= 1.05",
+        pass: m1 / m0 <= 1.05,
+    });
+}
+
 /// `archon-bench --echo-server PATH`: the process-echo baseline. A blocking
 /// line echo ("Ok" per line) in a process of its own, as archon is.
 fn echo_server(path: &str) {
@@ -680,6 +830,13 @@ fn main() {
 
     // 7. Configured services (issue 4).
     services_bench(&mut rows, daemons, if quick { 50 } else { 200 }, idle_secs);
+
+    // 8. Hooks (issue 5).
+    hooks_bench(
+        &mut rows,
+        if quick { 20_000 } else { 100_000 },
+        if quick { 50 } else { 200 },
+    );
 
     println!(
         "{:<44} {:>12} {:>12} {:>7} {:>8} {:>16} result",
