@@ -218,3 +218,32 @@ fn hostile_hooks_are_stopped_and_disabled() {
     // Still serving, and the service keeps cycling without hooks now.
     assert!(d.ask("Status,tick")[0].starts_with("Service,tick"));
 }
+
+/// A hook that spins close to its budget on every event (and so is never
+/// disabled) does not stop other clients: their requests all complete.
+#[test]
+fn a_busy_hook_on_every_event_leaves_clients_served() {
+    let lua = format!(
+        r#"service "tick" {{ cmd = {}, backoff = {{ initial = 0.01, max = 0.01 }}, budget = false }}
+        on("spawned", "tick", function(ev) local x = 0 for i = 1, 250000 do x = x + i end end)
+        on("exited", "tick", function(ev) local x = 0 for i = 1, 250000 do x = x + i end end)
+        "#,
+        helper("exit 1")
+    );
+    let d = with_config("busy", &lua);
+    let mut c = d.conn();
+    let mut served = 0;
+    // Keep asking while at least 20 more events have run their hooks.
+    wait_for("20 restarts, each firing two busy hooks", || {
+        let r = c.request("Status,tick");
+        assert!(r[0].starts_with("Service,tick"), "{r:?}");
+        served += 1;
+        r[0].split(',').nth(6).and_then(|n| n.parse::<u32>().ok()) > Some(20)
+    });
+    assert!(served > 1);
+    let log = d.log();
+    assert!(
+        !log.contains("disabled"),
+        "the busy hooks stay within budget:\n{log}"
+    );
+}
