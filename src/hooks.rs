@@ -22,6 +22,10 @@ pub const CALL_BUDGET: u64 = 1_000_000;
 pub const HOOK_MEMORY: usize = 32 << 20;
 /// Failures (errors, budget spent) before a hook is disabled.
 pub const MAX_FAILURES: u32 = 3;
+/// Instructions one hook may run across its calls within `WINDOW`; past
+/// it, its calls are skipped until the window ends.
+pub const WINDOW_BUDGET: u64 = 100 * CALL_BUDGET;
+pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The events a hook can name.
 pub const EVENTS: &[&str] = &[
@@ -81,6 +85,11 @@ pub struct Handler {
     event: String,
     pattern: String,
     status: Option<i32>,
+    signal: Option<String>,
+    /// Instructions spent in the current window, and when it began.
+    window_spent: u64,
+    window_start: std::time::Instant,
+    throttled: bool,
     func: Function,
     /// `file:line`, for messages.
     pub at: String,
@@ -176,18 +185,33 @@ pub(crate) fn install(
                     .push(format!("{at}: on: the third argument must be a function"));
                 return Ok(());
             };
+            let mut signal = None;
             let status = match &filter {
                 Value::Nil => None,
-                Value::Table(t) => match t.get::<Value>("status")? {
-                    Value::Integer(n) => Some(n as i32),
-                    Value::Nil => None,
-                    _ => {
-                        errors
-                            .borrow_mut()
-                            .push(format!("{at}: on: filter status must be a number"));
-                        None
+                Value::Table(t) => {
+                    signal = match t.get::<Value>("signal")? {
+                        Value::Nil => None,
+                        v => match text(&v).and_then(|s| crate::platform::signal_number(&s)) {
+                            Some(n) => Some(crate::platform::signal_name(n)),
+                            None => {
+                                errors
+                                    .borrow_mut()
+                                    .push(format!("{at}: on: filter signal must be a signal name"));
+                                None
+                            }
+                        },
+                    };
+                    match t.get::<Value>("status")? {
+                        Value::Integer(n) => Some(n as i32),
+                        Value::Nil => None,
+                        _ => {
+                            errors
+                                .borrow_mut()
+                                .push(format!("{at}: on: filter status must be a number"));
+                            None
+                        }
                     }
-                },
+                }
                 _ => {
                     errors.borrow_mut().push(format!(
                         "{at}: on: the fourth argument must be a filter table"
@@ -199,6 +223,10 @@ pub(crate) fn install(
                 event,
                 pattern,
                 status,
+                signal,
+                window_spent: 0,
+                window_start: std::time::Instant::now(),
+                throttled: false,
                 func,
                 at,
                 failures: 0,
@@ -398,11 +426,16 @@ impl Hooks {
                 || h.event != ev.kind
                 || !glob(&h.pattern, &ev.service)
                 || h.status.is_some_and(|s| Some(s) != ev.status)
+                || h.signal
+                    .as_ref()
+                    .is_some_and(|s| Some(s) != ev.signal.as_ref())
             {
                 continue;
             }
-            let func = h.func.clone();
-            let at = h.at.clone();
+            let (func, at) = (h.func.clone(), h.at.clone());
+            if !self.within_window(i) {
+                continue;
+            }
             let result = self
                 .event_table(ev)
                 .and_then(|t| self.call(&at, |_| func.call::<()>(t)));
@@ -445,8 +478,33 @@ impl Hooks {
         r
     }
 
-    fn account(&mut self, i: usize, result: mlua::Result<()>) {
+    /// Whether hook `i` may run now: its instructions across calls within
+    /// the current window are bounded too.
+    fn within_window(&mut self, i: usize) -> bool {
         let h = &mut self.handlers[i];
+        if h.window_start.elapsed() >= WINDOW {
+            h.window_start = std::time::Instant::now();
+            h.window_spent = 0;
+            h.throttled = false;
+        }
+        if h.window_spent <= WINDOW_BUDGET {
+            return true;
+        }
+        if !h.throttled {
+            h.throttled = true;
+            log::warn!(
+                "hook {} spent {WINDOW_BUDGET} instructions within {} s: skipped until the window ends",
+                h.at,
+                WINDOW.as_secs()
+            );
+        }
+        false
+    }
+
+    fn account(&mut self, i: usize, result: mlua::Result<()>) {
+        let spent = self.budget.spent.get();
+        let h = &mut self.handlers[i];
+        h.window_spent += spent;
         h.calls += 1;
         if let Err(e) = result {
             h.failures += 1;
