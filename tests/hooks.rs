@@ -247,3 +247,26 @@ fn a_busy_hook_on_every_event_leaves_clients_served() {
         "the busy hooks stay within budget:\n{log}"
     );
 }
+
+/// Across calls too: a hook that spends most of its per-call budget on
+/// every event is skipped once it has used its share for the minute; a
+/// status filter passes only matching events.
+#[test]
+fn per_hook_budget_across_calls_and_filters() {
+    let lua = format!(
+        r#"service "tick" {{ cmd = {}, backoff = {{ initial = 0.001, max = 0.001 }}, budget = false }}
+        on("spawned", "tick", function(ev) local x = 0 for i = 1, 300000 do x = x + i end end)
+        on("exited", "tick", function(ev) archon.log("info", "FILTERED " .. ev.status) end, {{ status = 4 }})
+        on("exited", "tick", function(ev) archon.log("info", "UNFILTERED " .. ev.status) end, {{ status = 3 }})
+        "#,
+        helper("exit 3")
+    );
+    let d = with_config("window", &lua);
+    wait_for("the busy hook throttled", || {
+        d.log().contains("skipped until the window ends")
+    });
+    let log = d.log();
+    assert!(log.contains("UNFILTERED 3"));
+    assert!(!log.contains("FILTERED 4"));
+    assert!(d.ask("Version")[0].starts_with("Ok,archon"));
+}
