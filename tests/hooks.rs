@@ -6,15 +6,8 @@ mod util;
 
 use util::*;
 
-fn q(s: &str) -> String {
-    format!("{s:?}")
-}
-
-fn helper(actions: &str) -> String {
-    let mut parts = vec![q(HELPER)];
-    parts.extend(actions.split(' ').filter(|a| !a.is_empty()).map(q));
-    format!("{{ {} }}", parts.join(", "))
-}
+use util::lua_helper as helper;
+use util::lua_str as q;
 
 fn with_config(name: &str, lua: &str) -> Daemon {
     let dir = temp_dir(&format!("{name}-cfg"));

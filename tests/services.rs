@@ -9,17 +9,8 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use util::*;
 
-/// A Lua string literal for a path or word.
-fn q(s: &str) -> String {
-    format!("{s:?}")
-}
-
-/// `{ "helper", "a", "b" }` for the helper with these actions.
-fn helper(actions: &str) -> String {
-    let mut parts = vec![q(HELPER)];
-    parts.extend(actions.split(' ').filter(|a| !a.is_empty()).map(q));
-    format!("{{ {} }}", parts.join(", "))
-}
+use util::lua_helper as helper;
+use util::lua_str as q;
 
 fn with_config(name: &str, lua: &str, extra: &[&str]) -> Daemon {
     let dir = temp_dir(&format!("{name}-cfg"));

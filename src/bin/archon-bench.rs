@@ -219,9 +219,7 @@ fn services_bench(rows: &mut Vec<Row>, n: usize, respawns: usize, idle_secs: u64
         format!(
             r#"for i = 1, {n} do
                  service("s" .. i) {{ cmd = {{ "sleep", "100000" }}, stdout = "null", stderr = "null" }}
-               end
-               service "respawn" {{ cmd = {{ "sleep", "100000" }}, stdout = "null",
-                 backoff = {{ reset_after = 0 }}, budget = false, autostart = false }}"#
+               end"#
         ),
     )
     .unwrap();
@@ -310,43 +308,9 @@ fn services_bench(rows: &mut Vec<Row>, n: usize, respawns: usize, idle_secs: u64
         target: "0",
         pass: idle == 0,
     });
-    // Respawn of a killed long-running service: kill -> new process exec'd.
-    assert!(c.ask("Start,respawn\n").starts_with("Ok"));
-    let mut prev = loop {
-        if let Some(p) = service_pid(&mut c, "respawn") {
-            if all_execd(&[p], "sleep") {
-                break p;
-            }
-        }
-    };
-    // The new pid comes from a subscription (a blocking read), so the
-    // bench does not compete for the CPUs while archon respawns.
-    let mut sub = Conn::new(&sock);
-    assert!(sub.ask("Subscribe\n").starts_with("Ok"));
-    let mut ra: Vec<f64> = (0..respawns)
-        .map(|_| {
-            let t = Instant::now();
-            unsafe { libc::kill(prev as i32, libc::SIGKILL) };
-            let next = loop {
-                let mut l = String::new();
-                sub.r.read_line(&mut l).unwrap();
-                let f: Vec<&str> = l.trim_end().split(',').collect();
-                if f[0] == "ServiceEvent" && f[2] == "respawn" && f[4] == "running" {
-                    if let Ok(p) = f[5].parse::<u32>() {
-                        if p != prev {
-                            break p;
-                        }
-                    }
-                }
-            };
-            while !all_execd(&[next], "sleep") {
-                std::thread::yield_now();
-            }
-            prev = next;
-            t.elapsed().as_secs_f64() * 1e6
-        })
-        .collect();
-    drop(sub);
+    // Respawn of a killed long-running service: kill -> new process exec'd
+    // (in an archon of its own, see `respawn_times`).
+    let mut ra = respawn_times(false, respawns);
     let mut dp = Command::new("sleep").arg("100000").spawn().unwrap();
     let mut rd: Vec<f64> = (0..respawns)
         .map(|_| {

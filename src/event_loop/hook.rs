@@ -93,23 +93,19 @@ impl EventLoop {
                 Some((n, i)) => ("exited", n, i),
                 None => return,
             },
-            Kind::Run => {
-                let argv0 = self
+            Kind::Run | Kind::Monitor => {
+                let program = self
                     .sup
                     .get(id)
-                    .and_then(|e| e.argv.first().cloned())
+                    .and_then(|e| e.argv.first())
+                    .map(|a| a.rsplit('/').next().unwrap_or("").to_string())
                     .unwrap_or_default();
-                let base = argv0.rsplit('/').next().unwrap_or("").to_string();
-                ("run_exited", base, 0)
-            }
-            Kind::Monitor => {
-                let argv0 = self
-                    .sup
-                    .get(id)
-                    .and_then(|e| e.argv.first().cloned())
-                    .unwrap_or_default();
-                let base = argv0.rsplit('/').next().unwrap_or("").to_string();
-                ("monitor_exited", base, 0)
+                let kind = if kind == Kind::Run {
+                    "run_exited"
+                } else {
+                    "monitor_exited"
+                };
+                (kind, program, 0)
             }
             _ => return,
         };

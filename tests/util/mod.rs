@@ -300,3 +300,16 @@ impl Drop for Spawned {
         let _ = self.0.wait();
     }
 }
+
+/// A Lua string literal for a path or word (configs written by tests).
+pub fn lua_str(s: &str) -> String {
+    format!("{s:?}")
+}
+
+/// `{ "helper", "a", "b" }`: the test helper with these actions, as a Lua
+/// list for a config's `cmd`.
+pub fn lua_helper(actions: &str) -> String {
+    let mut parts = vec![lua_str(HELPER)];
+    parts.extend(actions.split(' ').filter(|a| !a.is_empty()).map(lua_str));
+    format!("{{ {} }}", parts.join(", "))
+}
