@@ -491,9 +491,9 @@ fn hooks_bench(rows: &mut Vec<Row>, n: usize, respawns: usize) {
             pass: p != 0.5 || added <= 5.0,
         });
     }
-    // Alternating rounds, so neither side gets the quieter moments.
+    // Eight alternating rounds, so neither side gets the quieter moments.
     let (mut r0, mut r1) = (Vec::new(), Vec::new());
-    for _ in 0..4 {
+    for _ in 0..8 {
         r0.extend(respawn_times(false, respawns / 4));
         r1.extend(respawn_times(true, respawns / 4));
     }
