@@ -263,3 +263,31 @@ fn per_hook_budget_across_calls_and_filters() {
     assert!(!log.contains("FILTERED 4"));
     assert!(d.ask("Version")[0].starts_with("Ok,archon"));
 }
+
+/// archon.stop and archon.restart from hooks.
+#[test]
+fn hooks_stop_and_restart_services() {
+    let lua = format!(
+        r#"
+        service "a" {{ cmd = {hang} }}
+        service "b" {{ cmd = {hang} }}
+        service "trigger" {{ cmd = {once}, restart = "never" }}
+        on("exited", "trigger", function(ev)
+          archon.stop("a")
+          archon.restart("b")
+        end)
+        "#,
+        hang = helper("hang"),
+        once = helper("sleep 0.3 exit 0"),
+    );
+    let d = with_config("stoprestart", &lua);
+    wait_for("b running", || d.ask("Status,b")[0].contains(",running,"));
+    let b_pid = d.ask("Status,b")[0].split(',').nth(4).unwrap().to_string();
+    wait_for("a stopped by the hook", || {
+        d.ask("Status,a")[0].contains(",stopped,")
+    });
+    wait_for("b restarted by the hook", || {
+        let r = d.ask("Status,b");
+        r[0].contains(",running,") && r[0].split(',').nth(4) != Some(b_pid.as_str())
+    });
+}
