@@ -106,6 +106,8 @@ pub struct Snapshot {
 
 pub struct Hooks {
     lua: Lua,
+    /// Wraps an event's table in a read-only view.
+    read_only: Option<Function>,
     pub handlers: Vec<Handler>,
     budget: Rc<LuaBudget>,
     queue: Rc<RefCell<VecDeque<HookAction>>>,
@@ -393,8 +395,24 @@ impl Hooks {
     pub(crate) fn new(lua: Lua, reg: Registry, budget: Rc<LuaBudget>) -> Hooks {
         let _ = lua.set_memory_limit(HOOK_MEMORY);
         let handlers = std::mem::take(&mut *reg.handlers.borrow_mut());
+        let read_only = lua
+            .load(
+                r#"local setmetatable, next, error = setmetatable, next, error
+                return function(t)
+                  return setmetatable({}, {
+                    __index = t,
+                    __newindex = function() error("the event is read-only", 2) end,
+                    __pairs = function() return next, t, nil end,
+                    __metatable = false,
+                  })
+                end"#,
+            )
+            .set_name("=archon")
+            .eval::<Function>()
+            .ok();
         Hooks {
             lua,
+            read_only,
             handlers,
             budget,
             queue: reg.queue,
@@ -522,6 +540,14 @@ impl Hooks {
     }
 
     fn event_table(&self, ev: &HookEvent) -> mlua::Result<Table> {
+        let t = self.plain_event_table(ev)?;
+        match &self.read_only {
+            Some(ro) => ro.call::<Table>(t),
+            None => Ok(t),
+        }
+    }
+
+    fn plain_event_table(&self, ev: &HookEvent) -> mlua::Result<Table> {
         let t = self.lua.create_table()?;
         t.set("event", ev.kind)?;
         t.set("service", ev.service.as_str())?;

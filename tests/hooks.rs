@@ -291,3 +291,38 @@ fn hooks_stop_and_restart_services() {
         r[0].contains(",running,") && r[0].split(',').nth(4) != Some(b_pid.as_str())
     });
 }
+
+/// The event table is read-only, and `pairs` walks it.
+#[test]
+fn the_event_is_read_only() {
+    let lua = format!(
+        r#"
+        service "x" {{ cmd = {}, restart = "never" }}
+        on("exited", "x", function(ev)
+          local n = 0
+          for k, v in pairs(ev) do n = n + 1 end
+          archon.log("info", "FIELDS " .. n .. " " .. ev.service)
+          ev.service = "changed"
+        end)
+        "#,
+        helper("exit 0")
+    );
+    let d = with_config("readonly", &lua);
+    wait_for("hook ran", || d.log().contains("FIELDS "));
+    wait_for("write refused", || {
+        d.log().contains("the event is read-only")
+    });
+    let log = d.log();
+    let line = log.lines().find(|l| l.contains("FIELDS ")).unwrap();
+    let n: usize = line
+        .split("FIELDS ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(n >= 8, "pairs walks the fields: {line}");
+    assert!(line.ends_with(" x"), "{line}");
+}
