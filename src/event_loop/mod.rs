@@ -101,6 +101,9 @@ pub struct EventLoop {
     hooks: Option<crate::hooks::Hooks>,
     hook_actions: std::collections::VecDeque<crate::hooks::HookAction>,
     hook_runs: HashMap<u64, (mlua::RegistryKey, String)>,
+    /// A SIGCHLD arrived: reap (waitpid(-1)) once this iteration's events
+    /// are handled.
+    chld_pending: bool,
     /// PATH searches of services' programs.
     programs: ProgramCache,
     /// The systemd notification socket and its NOTIFY_SOCKET value.
@@ -204,6 +207,7 @@ impl EventLoop {
             notify: None,
             notify_name: None,
             programs: Default::default(),
+            chld_pending: false,
             hooks,
             hook_actions: std::collections::VecDeque::new(),
             hook_runs: HashMap::new(),
@@ -296,6 +300,9 @@ impl EventLoop {
                     }
                     Token(id) => self.process_event(id as u64),
                 }
+            }
+            if std::mem::take(&mut self.chld_pending) {
+                self.reap();
             }
             let now = self.now();
             let fx = self.sup.tick(now);
@@ -536,7 +543,9 @@ impl EventLoop {
             let name = platform::signal_name(sig);
             log::debug!("signal received signal={name}");
             match sig {
-                libc::SIGCHLD => self.reap(),
+                // After this iteration's events: the pidfds of archon's own
+                // children have reaped those by pid by then.
+                libc::SIGCHLD => self.chld_pending = true,
                 // The system's init: Ctrl-Alt-Del (the kernel sends SIGINT
                 // once told to) reboots.
                 libc::SIGINT if self.system_init => {
@@ -1036,7 +1045,12 @@ impl EventLoop {
             return;
         };
         match w.kind {
-            Kind::Run | Kind::Daemon | Kind::Main | Kind::Service => self.reap(),
+            Kind::Run | Kind::Daemon | Kind::Main | Kind::Service => {
+                let pid = self.sup.get(id).map_or(0, |e| e.pid);
+                if let Some((pid, raw)) = platform::reap_pid(pid) {
+                    self.child_reaped(pid, raw);
+                }
+            }
             Kind::Monitor => {
                 // Readable means the process has exited; check rather than
                 // trust the edge (monitor() calls this without one).
@@ -1109,19 +1123,25 @@ impl EventLoop {
         }
     }
 
+    /// Stops watching a process. Closing its pidfd (archon holds the only
+    /// reference) also takes it out of the epoll set, without an
+    /// `epoll_ctl` per exit; an event of it still in this iteration's batch
+    /// finds no entry and is ignored.
     fn forget(&mut self, id: u64) {
-        if let Some(w) = self.watched.remove(&id) {
-            let _ = self
-                .poll
-                .registry()
-                .deregister(&mut SourceFd(&w.pidfd.as_raw_fd()));
-        }
+        self.watched.remove(&id);
     }
 
     /// The one reaper: every exited child of archon is collected here and its
     /// status routed by pid to the entry that tracks it.
     fn reap(&mut self) {
         while let Some((pid, raw)) = platform::reap_one() {
+            self.child_reaped(pid, raw);
+        }
+    }
+
+    /// Routes one reaped child's status to the entry that tracks it.
+    fn child_reaped(&mut self, pid: i32, raw: RawExit) {
+        {
             match self.sup.find_live_pid(pid) {
                 Some(id)
                     if self

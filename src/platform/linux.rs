@@ -594,10 +594,25 @@ fn decode_wait_status(status: libc::c_int) -> Option<RawExit> {
 /// The one reaper: reaps one exited child of archon (tracked or orphan).
 /// Stopped or continued children are not reported. None when nothing is left.
 pub fn reap_one() -> Option<(i32, RawExit)> {
+    reap_from(-1)
+}
+
+/// Reaps one known child if it has exited. `waitpid(-1)` walks every child
+/// of archon in the kernel; with 1 000 children, reaping a burst of exits
+/// that way is quadratic. A child whose pidfd said it exited is reaped by
+/// its pid instead.
+pub fn reap_pid(pid: i32) -> Option<(i32, RawExit)> {
+    if pid <= 0 {
+        return None;
+    }
+    reap_from(pid)
+}
+
+fn reap_from(which: i32) -> Option<(i32, RawExit)> {
     loop {
         let mut status: libc::c_int = 0;
         // SAFETY: plain syscall.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        let pid = unsafe { libc::waitpid(which, &mut status, libc::WNOHANG) };
         if pid <= 0 {
             return None;
         }
