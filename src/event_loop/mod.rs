@@ -238,6 +238,9 @@ impl EventLoop {
         let cmds = self.services.boot(now.mono, now.wall);
         self.apply_svc(cmds);
         self.apply_hook_actions();
+        // Booting many services leaves the heap fragmented by short-lived
+        // allocations: give the free pages back once.
+        platform::trim_heap();
         if !self.opts.command.is_empty() && !self.shutting_down {
             self.start_main();
         }
