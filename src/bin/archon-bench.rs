@@ -158,6 +158,27 @@ fn cpu_ticks(pid: u32) -> u64 {
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
+/// The direct baseline: `n` sleeps spawned by the bench itself, and the
+/// time (ms) until every one has exec'd.
+fn spawn_sleeps(n: usize) -> (Vec<Child>, f64) {
+    let t = Instant::now();
+    let children: Vec<Child> = (0..n)
+        .map(|_| {
+            Command::new("sleep")
+                .arg("100000")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let pids: Vec<u32> = children.iter().map(|c| c.id()).collect();
+    while !all_execd(&pids, "sleep") {
+        std::thread::yield_now();
+    }
+    (children, t.elapsed().as_secs_f64() * 1e3)
+}
+
 fn all_execd(pids: &[u32], comm: &str) -> bool {
     pids.iter()
         .all(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == comm))
@@ -245,22 +266,7 @@ fn services_bench(rows: &mut Vec<Row>, n: usize, respawns: usize, idle_secs: u64
         }
     };
     let t_archon = t.elapsed().as_secs_f64() * 1e3;
-    let t = Instant::now();
-    let mut direct: Vec<Child> = (0..n)
-        .map(|_| {
-            Command::new("sleep")
-                .arg("100000")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let dpids: Vec<u32> = direct.iter().map(|c| c.id()).collect();
-    while !all_execd(&dpids, "sleep") {
-        std::thread::yield_now();
-    }
-    let t_direct = t.elapsed().as_secs_f64() * 1e3;
+    let (mut direct, t_direct) = spawn_sleeps(n);
     rows.push(Row {
         name: "1000 services from a config until exec'd",
         archon: t_archon,
@@ -619,21 +625,7 @@ fn main() {
         std::thread::yield_now();
     }
     let t_archon = t.elapsed().as_secs_f64() * 1e3;
-    let t = Instant::now();
-    let mut direct_children: Vec<Child> = (0..daemons)
-        .map(|_| {
-            Command::new("sleep")
-                .arg("100000")
-                .stdin(Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let dpids: Vec<u32> = direct_children.iter().map(|c| c.id()).collect();
-    while !all_execd(&dpids, "sleep") {
-        std::thread::yield_now();
-    }
-    let t_direct = t.elapsed().as_secs_f64() * 1e3;
+    let (mut direct_children, t_direct) = spawn_sleeps(daemons);
     for ch in direct_children.iter_mut() {
         let _ = ch.kill();
         let _ = ch.wait();
