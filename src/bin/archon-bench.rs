@@ -601,11 +601,22 @@ fn main() {
     // 3. StartDaemon of 1000 sleeps until all have exec'd, vs a direct loop.
     let pss_before = proc_field(a.pid(), "smaps_rollup", "Pss:");
     let t = Instant::now();
+    // Pipelined, as a client starting many daemons would: one writer, the
+    // replies read as they come (archon answers in order).
     let mut ids = Vec::new();
+    let writer = {
+        let mut w = c.r.get_ref().try_clone().unwrap();
+        std::thread::spawn(move || {
+            let batch = "StartDaemon,sleep,100000,\n".repeat(daemons);
+            w.write_all(batch.as_bytes()).unwrap();
+        })
+    };
     for _ in 0..daemons {
-        let r = c.ask("StartDaemon,sleep,100000,\n");
-        ids.push(r.trim().strip_prefix("Ok,").unwrap().to_string());
+        let mut l = String::new();
+        c.r.read_line(&mut l).unwrap();
+        ids.push(l.trim().strip_prefix("Ok,").unwrap().to_string());
     }
+    writer.join().unwrap();
     let status = {
         c.r.get_mut().write_all(b"Status\n").unwrap();
         let mut pids = Vec::new();
