@@ -320,6 +320,9 @@ fn spawn_forking(
     // SAFETY: zeroed clone_args is the documented "no options" value.
     let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
     args.flags = libc::CLONE_PIDFD as u64;
+    if !spec.keep_inherited_fds {
+        args.flags |= libc::CLONE_FILES as u64;
+    }
     args.pidfd = &mut pidfd as *mut libc::c_int as u64;
     args.exit_signal = libc::SIGCHLD as u64;
     // SAFETY: clone3 without a stack behaves like fork; the child branch only
