@@ -319,10 +319,10 @@ fn spawn_forking(
     let mut pidfd: libc::c_int = -1;
     // SAFETY: zeroed clone_args is the documented "no options" value.
     let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
+    // No CLONE_FILES here: without vfork, archon runs on while the child
+    // starts, and could close an fd meant for the child (a request's stdio)
+    // in a shared table before the child has taken it.
     args.flags = libc::CLONE_PIDFD as u64;
-    if !spec.keep_inherited_fds {
-        args.flags |= libc::CLONE_FILES as u64;
-    }
     args.pidfd = &mut pidfd as *mut libc::c_int as u64;
     args.exit_signal = libc::SIGCHLD as u64;
     // SAFETY: clone3 without a stack behaves like fork; the child branch only
