@@ -979,6 +979,18 @@ impl EventLoop {
                 // commands the old hooks ran are dropped with their state.
                 self.hooks = hooks;
                 self.hook_runs.clear();
+                // The new hooks' view of the services starts from now.
+                if let Some(h) = self.hooks.as_ref() {
+                    let mut snap = h.snapshot.borrow_mut();
+                    if let Ok(all) = self.services.instances(None) {
+                        for (name, i) in all {
+                            snap.services.insert(
+                                (name.to_string(), i.index),
+                                (i.state.as_str().to_string(), i.pid, i.restarts),
+                            );
+                        }
+                    }
+                }
                 let now = self.now();
                 let (cmds, sum) = self.services.reload(config, now.mono, now.wall);
                 let list = |k: &str, v: &[String]| format!("{k}={}", v.join(" "));
