@@ -1,0 +1,267 @@
+//! The loop's life: starting the entrypoint's main command, signals,
+//! the orderly shutdown, and PID 1's last sweep and reboot(2).
+
+use super::*;
+
+impl EventLoop {
+    /// Entrypoint mode: starts the main command with archon's own stdio,
+    /// environment, working directory and inherited fds, in its own process
+    /// group, in the terminal's foreground when archon has it.
+    pub(super) fn start_main(&mut self) {
+        use std::os::unix::ffi::OsStrExt;
+        let argv_os = self.opts.command.clone();
+        let shown: Vec<String> = argv_os
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let path = std::env::var_os("PATH");
+        let spawned = platform::resolve_program(&argv_os[0], path.as_deref())
+            .map_err(SpawnFail::Exec)
+            .and_then(|program| {
+                let nul = |_| {
+                    SpawnFail::Exec(platform::ExecError {
+                        code: 127,
+                        reason: "argument contains NUL".into(),
+                    })
+                };
+                let argv = platform::to_cstrings(argv_os.iter().map(|a| a.as_bytes().to_vec()))
+                    .ok_or(())
+                    .map_err(nul)?;
+                let envp = platform::to_cstrings(std::env::vars_os().map(|(k, v)| {
+                    let mut kv = k.as_bytes().to_vec();
+                    kv.push(b'=');
+                    kv.extend_from_slice(v.as_bytes());
+                    kv
+                }))
+                .ok_or(())
+                .map_err(nul)?;
+                let mut spec = platform::SpawnSpec::new(
+                    program,
+                    argv,
+                    envp,
+                    [0, 1, 2],
+                    self.nofile,
+                    self.ignored_signals.clone(),
+                );
+                spec.keep_inherited_fds = true;
+                spec.foreground_tty = platform::foreground_tty();
+                platform::spawn(&spec).map_err(SpawnFail::Os)
+            });
+        match spawned {
+            Ok(sp) => {
+                let now = self.now();
+                let (id, fx) = self
+                    .sup
+                    .started_main(sp.pid, shown, self.opts.forward_group, now);
+                log::debug!("main command started id={id} pid={}", sp.pid);
+                self.watch(id, Kind::Main, sp.pidfd);
+                self.apply(fx);
+            }
+            Err(fail) => {
+                let (code, why) = match fail {
+                    SpawnFail::Exec(e) => (e.code, e.reason),
+                    SpawnFail::Os(e) => (126, format!("{}: {e}", shown[0])),
+                };
+                // Not through the log: this must be seen even with logging off.
+                eprintln!("archon: {why}");
+                self.exit_code = Some(code);
+                self.begin_shutdown("main command could not start", libc::SIGTERM);
+            }
+        }
+    }
+
+    /// PID 1's last step (a no-op otherwise): true once no other process is
+    /// left, or the sweep has given up after SIGKILL and a second grace
+    /// period. Started on the first call, advanced on every later one.
+    pub(super) fn sweep_done(&mut self) -> bool {
+        if !self.pid1 {
+            return true;
+        }
+        self.reap();
+        let now = self.now().mono;
+        let left = match platform::other_live_pids() {
+            Some(pids) => pids,
+            // No /proc: children are all archon can know of.
+            None if platform::has_children() => vec![-1],
+            None => Vec::new(),
+        };
+        if left.is_empty() {
+            if let Some(sw) = self.sweep.take() {
+                for (_, fd) in sw.watched {
+                    let _ = self
+                        .poll
+                        .registry()
+                        .deregister(&mut SourceFd(&fd.as_raw_fd()));
+                }
+            }
+            return true;
+        }
+        let grace = self.opts.grace_ms;
+        let sweep = self.sweep.get_or_insert_with(|| {
+            log::info!(
+                "sending SIGTERM to every remaining process count={}",
+                left.len()
+            );
+            if let Err(e) = platform::kill_all(libc::SIGTERM) {
+                log::warn!("kill(-1, SIGTERM) failed error={e}");
+            }
+            Sweep {
+                killed: false,
+                deadline: now + grace,
+                watched: HashMap::new(),
+            }
+        });
+        for &pid in left.iter().filter(|&&p| p > 0) {
+            if sweep.watched.contains_key(&pid) {
+                continue;
+            }
+            if let Ok(fd) = platform::pidfd_open(pid) {
+                let token = Token(SWEEP_BASE + pid as usize);
+                if self
+                    .poll
+                    .registry()
+                    .register(&mut SourceFd(&fd.as_raw_fd()), token, Interest::READABLE)
+                    .is_ok()
+                {
+                    sweep.watched.insert(pid, fd);
+                }
+            }
+        }
+        if now < sweep.deadline {
+            return false;
+        }
+        if !sweep.killed {
+            log::warn!(
+                "sending SIGKILL to every remaining process count={}",
+                left.len()
+            );
+            if let Err(e) = platform::kill_all(libc::SIGKILL) {
+                log::warn!("kill(-1, SIGKILL) failed error={e}");
+            }
+            sweep.killed = true;
+            sweep.deadline = now + grace.max(1000);
+            return false;
+        }
+        log::error!("processes survived SIGKILL, giving up on them pids={left:?}");
+        true
+    }
+
+    /// The end: answers what can be answered, removes the socket, then
+    /// either reboot(2) (PID 1 asked to power off, reboot or halt; always
+    /// for the system's init, which must not exit) or returns archon's exit
+    /// status: the main command's, as a shell reports it, or 0.
+    pub(super) fn finish_shutdown(mut self) -> i32 {
+        let ids: Vec<u64> = self.clients.keys().copied().collect();
+        for cid in ids {
+            if let Some(c) = self.clients.get_mut(&cid) {
+                let _ = c.flush();
+            }
+        }
+        if self.listener.is_some() {
+            if let Err(e) = std::fs::remove_file(&self.opts.socket) {
+                log::warn!(
+                    "cannot remove socket path={} error={e}",
+                    self.opts.socket.display()
+                );
+            }
+        }
+        let code = self
+            .exit_code
+            .or_else(|| self.sup.main_exit().and_then(|e| e.shell_code()))
+            .unwrap_or(0);
+        let power = match (self.power, self.system_init) {
+            (Some(p), _) if self.pid1 => Some(p),
+            (None, true) => Some(PowerAction::Poweroff),
+            _ => None,
+        };
+        if let Some(p) = power {
+            let cmd = match p {
+                PowerAction::Poweroff => platform::RebootCmd::Poweroff,
+                PowerAction::Reboot => platform::RebootCmd::Reboot,
+                PowerAction::Halt => platform::RebootCmd::Halt,
+            };
+            log::info!("stopped; {}", p.verb().to_lowercase());
+            let err = platform::reboot(cmd);
+            log::error!("reboot(2) failed error={err}");
+            if self.system_init {
+                // Exiting would panic the kernel: stay, reaping, forever.
+                log::error!("init cannot exit; reaping orphans until power is cut");
+                loop {
+                    platform::reap_blocking();
+                }
+            }
+        }
+        log::info!("stopped status={code}");
+        code
+    }
+
+    /// Starts the orderly shutdown (see `Supervisor::shutdown`); the main
+    /// command gets `main_signal`. A second request kills what is left.
+    pub(super) fn begin_shutdown(&mut self, why: &str, main_signal: i32) {
+        let now = self.now();
+        if self.shutting_down {
+            log::info!("second {why}: killing what is left now");
+            let fx = self.sup.hurry(now);
+            self.apply(fx);
+            if let Some(sw) = self.sweep.as_mut() {
+                sw.deadline = now.mono;
+            }
+            return;
+        }
+        log::info!("shutting down reason={why}");
+        self.fire_simple("shutdown", "archon", 0);
+        self.hook_actions.clear();
+        self.shutting_down = true;
+        if let Some(l) = self.listener.as_mut() {
+            let _ = self.poll.registry().deregister(l);
+        }
+        let fx = self.sup.shutdown(self.opts.grace_ms, main_signal, now);
+        self.apply(fx);
+        let cmds = self.services.shutdown(now.mono, now.wall);
+        self.apply_svc(cmds);
+    }
+
+    pub(super) fn read_signals(&mut self) {
+        while let Some(sig) = platform::read_signal(&self.signals) {
+            let name = platform::signal_name(sig);
+            log::debug!("signal received signal={name}");
+            match sig {
+                // After this iteration's events: the pidfds of archon's own
+                // children have reaped those by pid by then.
+                libc::SIGCHLD => self.chld_pending = true,
+                // The system's init: Ctrl-Alt-Del (the kernel sends SIGINT
+                // once told to) reboots.
+                libc::SIGINT if self.system_init => {
+                    self.power.get_or_insert(PowerAction::Reboot);
+                    self.begin_shutdown("SIGINT (Ctrl-Alt-Del)", libc::SIGTERM);
+                }
+                // Power failure, or `lxc-stop`: power off.
+                libc::SIGPWR if self.pid1 => {
+                    self.power.get_or_insert(PowerAction::Poweroff);
+                    self.begin_shutdown("SIGPWR", libc::SIGTERM);
+                }
+                libc::SIGTERM | libc::SIGINT => {
+                    // The main command gets this very signal (once): a
+                    // shutdown's first signal is the forwarded one.
+                    if self.shutting_down {
+                        let fx = self.sup.forward(sig);
+                        self.apply(fx);
+                    }
+                    self.begin_shutdown(&format!("SIG{name}"), sig);
+                }
+                libc::SIGHUP if self.opts.config.is_some() && self.opts.command.is_empty() => {
+                    log::info!("SIGHUP: reloading the config");
+                    let _ = self.reload();
+                }
+                _ if platform::is_forwarded(sig) => {
+                    let fx = self.sup.forward(sig);
+                    if fx.is_empty() {
+                        log::info!("ignoring signal={name}");
+                    }
+                    self.apply(fx);
+                }
+                _ => log::debug!("ignoring signal={name}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Requests: one line from a client, parsed, answered now or later.
+
+use super::*;
+
+impl EventLoop {
+    pub(super) fn handle_line(&mut self, cid: u64, raw: client::Request) {
+        let Some(c) = self.clients.get_mut(&cid) else {
+            return;
+        };
+        let seq = c.open_slot();
+        let fds = raw.fds;
+        let to = ReplyTo { client: cid, seq };
+        let answer = match parse_request(&raw.line) {
+            Err((kind, msg)) => Some(Reply::error(kind, msg)),
+            Ok(_) if raw.fds_truncated => Some(Reply::error(
+                ErrorKind::BadFd,
+                "too many fds sent with the request",
+            )),
+            Ok(req) => self.handle_request(to, req, fds),
+        };
+        if let Some(reply) = answer {
+            if let Some(c) = self.clients.get_mut(&cid) {
+                c.fill_slot(seq, reply.encode());
+            }
+        }
+    }
+
+    /// Returns the reply now, or None when it comes later (Run, Stop).
+    pub(super) fn handle_request(
+        &mut self,
+        to: ReplyTo,
+        req: Request,
+        fds: Vec<OwnedFd>,
+    ) -> Option<Reply> {
+        let fd_free = matches!(req, Request::Run(_) | Request::MonitorFd);
+        if !fd_free && !fds.is_empty() {
+            return Some(Reply::error(ErrorKind::BadFd, "this request takes no fds"));
+        }
+        if self.shutting_down
+            && !matches!(
+                req,
+                Request::Status(_) | Request::Version | Request::Subscribe
+            )
+        {
+            return Some(Reply::error(
+                ErrorKind::ShuttingDown,
+                "archon is shutting down",
+            ));
+        }
+        let now = self.now();
+        match req {
+            Request::Version => Some(Reply::Ok(vec![
+                "archon".into(),
+                env!("CARGO_PKG_VERSION").into(),
+                format!("protocol={PROTOCOL_VERSION}"),
+            ])),
+            Request::Status(None) => Some(self.status_all()),
+            Request::Status(only) => Some(match self.sup.rows(only) {
+                Ok(rows) => Reply::Table(rows),
+                Err(e) => e,
+            }),
+            Request::StatusService(name) => {
+                let mut out = String::new();
+                Some(match self.service_rows(Some(&name), &mut out) {
+                    Ok(()) => Reply::Encoded(out),
+                    Err(e) => Reply::error(ErrorKind::NoSuchService, e),
+                })
+            }
+            Request::Start(name) => Some(self.service_cmd(&name, |s, n, m, w| s.start(n, m, w))),
+            Request::StopService(name) => {
+                Some(self.service_cmd(&name, |s, n, m, w| s.stop(n, m, w)))
+            }
+            Request::Restart(name) => {
+                Some(self.service_cmd(&name, |s, n, m, w| s.restart(n, m, w)))
+            }
+            Request::Scale { name, replicas } => {
+                let r = self.service_cmd(&name, |s, n, m, w| s.scale(n, replicas, m, w));
+                if matches!(r, Reply::Ok(_)) {
+                    self.fire_simple("scaled", &name, replicas);
+                }
+                Some(r)
+            }
+            Request::Reload => Some(self.reload()),
+            Request::DumpConfig => Some(Reply::Rows(self.config_rows())),
+            Request::Depend { name, dep } => Some(match self.services.depend(&name, &dep) {
+                Ok(()) => Reply::Ok(Vec::new()),
+                Err(e) if e.starts_with("no service") => Reply::error(ErrorKind::NoSuchService, e),
+                Err(e) => Reply::error(ErrorKind::BadRequest, e),
+            }),
+            Request::Undepend { name, dep } => Some(match self.services.undepend(&name, &dep) {
+                Ok(()) => Reply::Ok(Vec::new()),
+                Err(e) => Reply::error(ErrorKind::BadRequest, e),
+            }),
+            Request::Power(action) => {
+                let uid = self.clients.get(&to.client).map_or(u32::MAX, |c| c.uid);
+                if uid != 0 {
+                    return Some(Reply::error(
+                        ErrorKind::Permission,
+                        format!("{} is for root only (peer uid {uid})", action.verb()),
+                    ));
+                }
+                log::info!("{} requested by a client", action.verb());
+                self.power = Some(action);
+                // Answer first: the shutdown may end the connection.
+                if let Some(c) = self.clients.get_mut(&to.client) {
+                    c.fill_slot(to.seq, Reply::Ok(Vec::new()).encode());
+                }
+                self.flush_client(to.client);
+                self.begin_shutdown(action.verb(), libc::SIGTERM);
+                None
+            }
+            Request::Subscribe => {
+                if let Some(c) = self.clients.get_mut(&to.client) {
+                    c.subscribed = true;
+                    self.subscribers.insert(to.client);
+                }
+                Some(Reply::Ok(Vec::new()))
+            }
+            Request::Run(cmd) => {
+                if fds.len() > 3 {
+                    return Some(Reply::error(
+                        ErrorKind::BadFd,
+                        "Run takes at most 3 fds (stdin, stdout, stderr)",
+                    ));
+                }
+                match self.spawn(&cmd, &fds) {
+                    Ok(spawned) => {
+                        self.track(Kind::Run, spawned, cmd.argv, Some(to), now);
+                        None
+                    }
+                    Err(SpawnFail::Exec(e)) => {
+                        log::warn!("run failed reason={:?}", e.reason);
+                        Some(Reply::ExitStatus(e.code, None))
+                    }
+                    Err(SpawnFail::Os(e)) => {
+                        log::error!("spawn failed error={e}");
+                        Some(Reply::error(ErrorKind::Spawn, format!("cannot start: {e}")))
+                    }
+                }
+            }
+            Request::StartDaemon(cmd) => match self.spawn(&cmd, &[]) {
+                Ok(spawned) => {
+                    let id = self.track(Kind::Daemon, spawned, cmd.argv, None, now);
+                    Some(Reply::Ok(vec![id.to_string()]))
+                }
+                Err(SpawnFail::Exec(e)) => Some(Reply::error(ErrorKind::Spawn, e.reason)),
+                Err(SpawnFail::Os(e)) => {
+                    Some(Reply::error(ErrorKind::Spawn, format!("cannot start: {e}")))
+                }
+            },
+            Request::MonitorFd => {
+                let mut fds = fds;
+                if fds.len() != 1 {
+                    return Some(Reply::error(
+                        ErrorKind::BadFd,
+                        format!("MonitorFD takes exactly one pidfd, got {}", fds.len()),
+                    ));
+                }
+                let fd = fds.remove(0);
+                match platform::pidfd_pid(&fd) {
+                    Ok(pid) => Some(self.monitor(pid, fd, now)),
+                    Err(msg) => Some(Reply::error(ErrorKind::BadFd, msg)),
+                }
+            }
+            Request::MonitorPid(pid) => match platform::pidfd_open(pid) {
+                Ok(fd) => Some(self.monitor(pid, fd, now)),
+                Err(e) => Some(Reply::error(
+                    ErrorKind::NoSuchProcess,
+                    format!("pid {pid}: {e}"),
+                )),
+            },
+            Request::Stop { id, grace_ms } => {
+                let grace = grace_ms.unwrap_or(self.opts.grace_ms);
+                match self.sup.stop(id, grace, Some(to), now) {
+                    Ok(fx) => {
+                        self.apply(fx);
+                        None
+                    }
+                    Err(reply) => Some(reply),
+                }
+            }
+            Request::Signal { id, signal } => {
+                let signo = match &signal {
+                    SignalSpec::Number(n) => platform::signal_number(&n.to_string()),
+                    SignalSpec::Name(n) => platform::signal_number(n),
+                };
+                let Some(signo) = signo else {
+                    return Some(Reply::error(
+                        ErrorKind::BadRequest,
+                        format!("unknown signal: {signal:?}"),
+                    ));
+                };
+                match (self.sup.get(id), self.watched.get(&id)) {
+                    (None, _) => Some(Reply::error(
+                        ErrorKind::NoSuchId,
+                        format!("no process {id}"),
+                    )),
+                    (Some(_), None) => Some(Reply::error(
+                        ErrorKind::NotRunning,
+                        format!("process {id} has exited"),
+                    )),
+                    (Some(_), Some(w)) => {
+                        Some(match platform::pidfd_send_signal(&w.pidfd, signo) {
+                            Ok(()) => Reply::Ok(Vec::new()),
+                            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                                Reply::error(ErrorKind::Permission, format!("signal {id}: {e}"))
+                            }
+                            Err(e) => {
+                                Reply::error(ErrorKind::NotRunning, format!("signal {id}: {e}"))
+                            }
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn monitor(&mut self, pid: i32, fd: OwnedFd, now: Clock) -> Reply {
+        if let Some(id) = self.sup.find_live_pid(pid) {
+            return Reply::Ok(vec![id.to_string()]);
+        }
+        let argv = platform::proc_cmdline(pid);
+        let id = self.track(
+            Kind::Monitor,
+            platform::Spawned { pid, pidfd: fd },
+            argv,
+            None,
+            now,
+        );
+        // It may already be gone: the edge for that has fired before we registered.
+        self.process_event(id);
+        Reply::Ok(vec![id.to_string()])
+    }
+
+    /// Runs a manager call for one service and executes its commands.
+    pub(super) fn service_cmd(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(
+            &mut crate::services::Services,
+            &str,
+            u64,
+            u64,
+        ) -> Result<Vec<crate::services::manager::Cmd>, String>,
+    ) -> Reply {
+        let now = self.now();
+        match f(&mut self.services, name, now.mono, now.wall) {
+            Ok(cmds) => {
+                self.apply_svc(cmds);
+                Reply::Ok(Vec::new())
+            }
+            Err(e) if e.starts_with("no service") => Reply::error(ErrorKind::NoSuchService, e),
+            Err(e) => Reply::error(ErrorKind::BadRequest, e),
+        }
+    }
+}
