@@ -9,6 +9,7 @@ mod client;
 mod hook;
 mod lifecycle;
 mod listener;
+mod output;
 mod requests;
 mod svc;
 
@@ -86,14 +87,14 @@ pub struct EventLoop {
     exit_code: Option<i32>,
     services: crate::services::Services,
     /// Service pipes (output, readiness) by token.
-    pipes: HashMap<usize, svc::Pipe>,
+    pipes: HashMap<usize, output::Pipe>,
     next_pipe: usize,
-    sink_out: svc::Sink,
-    sink_err: svc::Sink,
+    sink_out: output::Sink,
+    sink_err: output::Sink,
     /// Output pipes left unread while their sink is full.
     paused: std::collections::BTreeSet<usize>,
     /// Services' log files, by path.
-    file_logs: HashMap<String, svc::FileLog>,
+    file_logs: HashMap<String, output::FileLog>,
     /// Readiness and health checks running: check entry -> (service entry,
     /// kind); and those due: (when, service entry, kind).
     checks: HashMap<u64, (u64, svc::CheckKind)>,
@@ -202,8 +203,8 @@ impl EventLoop {
             services,
             pipes: HashMap::new(),
             next_pipe: 0,
-            sink_out: svc::Sink::open(1),
-            sink_err: svc::Sink::open(2),
+            sink_out: output::Sink::open(1),
+            sink_err: output::Sink::open(2),
             paused: std::collections::BTreeSet::new(),
             file_logs: HashMap::new(),
             notify: None,
@@ -288,10 +289,10 @@ impl EventLoop {
                 match ev.token() {
                     LISTENER => self.accept_all(),
                     SIGNALS => self.read_signals(),
-                    svc::SINK_OUT => self.flush_sink(false),
-                    svc::SINK_ERR => self.flush_sink(true),
+                    output::SINK_OUT => self.flush_sink(false),
+                    output::SINK_ERR => self.flush_sink(true),
                     svc::NOTIFY => self.notify_event(),
-                    Token(t) if t >= svc::PIPE_BASE => self.pipe_event(t),
+                    Token(t) if t >= output::PIPE_BASE => self.pipe_event(t),
                     Token(t) if t >= SWEEP_BASE => {}
                     Token(t) if t >= CLIENT_BASE => {
                         let cid = (t - CLIENT_BASE) as u64;
