@@ -461,7 +461,10 @@ fn working_directory_and_inherited_fds_are_kept() {
             // SAFETY: only dup2 between fork and exec.
             unsafe {
                 c.pre_exec(move || {
-                    if libc::dup2(raw, 5) < 0 {
+                    // dup2 onto itself would keep close-on-exec.
+                    if raw == 5 {
+                        libc::fcntl(5, libc::F_SETFD, 0);
+                    } else if libc::dup2(raw, 5) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
                     // Whatever else the test runner left open is not ours.
