@@ -36,7 +36,8 @@ pub enum Cmd {
 
 #[derive(Debug, Default)]
 pub struct Services {
-    specs: BTreeMap<String, ServiceSpec>,
+    /// Boxed: a spec is large and maps move their values around.
+    specs: BTreeMap<String, Box<ServiceSpec>>,
     instances: BTreeMap<String, Vec<Instance>>,
     /// Dependencies added at run time (`Depend`), on top of the config's.
     extra_deps: BTreeMap<String, BTreeSet<String>>,
@@ -80,7 +81,7 @@ impl Services {
             let n = spec.replicas;
             s.instances
                 .insert(spec.name.clone(), (0..n).map(Instance::new).collect());
-            s.specs.insert(spec.name.clone(), spec);
+            s.specs.insert(spec.name.clone(), Box::new(spec));
         }
         s
     }
@@ -90,7 +91,7 @@ impl Services {
     }
 
     pub fn spec(&self, name: &str) -> Option<&ServiceSpec> {
-        self.specs.get(name)
+        self.specs.get(name).map(|b| &**b)
     }
 
     /// A service's own status text (systemd's STATUS=).
@@ -321,7 +322,7 @@ impl Services {
             if let Some(spec) = self.pending.remove(&n) {
                 let start = spec.autostart;
                 let count = spec.replicas;
-                self.specs.insert(n.clone(), spec);
+                self.specs.insert(n.clone(), Box::new(spec));
                 self.instances
                     .insert(n.clone(), (0..count).map(Instance::new).collect());
                 if start {
@@ -669,7 +670,7 @@ impl Services {
                 Some(_) => {
                     sum.unchanged.push(n.clone());
                     // Position in the file may have moved.
-                    self.specs.insert(n.clone(), spec);
+                    self.specs.insert(n.clone(), Box::new(spec));
                 }
             }
         }
@@ -746,7 +747,7 @@ impl Services {
     }
 
     pub fn specs(&self) -> impl Iterator<Item = &ServiceSpec> {
-        self.specs.values()
+        self.specs.values().map(|b| &**b)
     }
 
     pub fn extra_deps(&self, name: &str) -> Vec<String> {

@@ -141,7 +141,8 @@ pub enum Effect {
 
 #[derive(Debug, Default)]
 pub struct Supervisor {
-    entries: BTreeMap<u64, Entry>,
+    /// Boxed: with a thousand entries, the map's nodes stay small.
+    entries: BTreeMap<u64, Box<Entry>>,
     /// pid -> id of the live (not exited) entries: the reaper's routing table.
     live_pids: HashMap<i32, u64>,
     /// (kill_at, id) of every entry with a pending SIGKILL, so timers cost
@@ -171,7 +172,7 @@ impl Supervisor {
     }
 
     pub fn get(&self, id: u64) -> Option<&Entry> {
-        self.entries.get(&id)
+        self.entries.get(&id).map(|b| &**b)
     }
 
     /// The live entry (not exited) for a pid, if any.
@@ -220,7 +221,7 @@ impl Supervisor {
             self.alive_started += 1;
         }
         self.live_pids.insert(pid, id);
-        self.entries.insert(id, entry);
+        self.entries.insert(id, Box::new(entry));
         (id, fx)
     }
 
@@ -560,7 +561,7 @@ impl Supervisor {
                     format!("no process {id}"),
                 )),
             },
-            None => Ok(self.entries.values().map(row).collect()),
+            None => Ok(self.entries.values().map(|e| row(e)).collect()),
         }
     }
 }
