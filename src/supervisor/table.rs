@@ -320,7 +320,11 @@ impl Supervisor {
                 }
             }
         }
-        fx.extend(self.advance(now));
+        // Only the main command's or a daemon's exit can let the
+        // shutdown move on (scanning on every service's exit was O(n^2)).
+        if matches!(kind, Kind::Main | Kind::Daemon) {
+            fx.extend(self.advance(now));
+        }
         fx
     }
 
