@@ -158,6 +158,22 @@ fn cpu_ticks(pid: u32) -> u64 {
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
+/// An archon on `sock` with a config file, once it answers.
+fn archon_with_config(sock: &Path, cfg: &Path, grace: &str) -> Child {
+    let child = Command::new(bin_dir().join("archon"))
+        .arg("--socket")
+        .arg(sock)
+        .args(["--log-level", "warn", "--grace", grace, "--config"])
+        .arg(cfg)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    while UnixStream::connect(sock).is_err() {
+        std::thread::yield_now();
+    }
+    child
+}
+
 /// The direct baseline: `n` sleeps spawned by the bench itself, and the
 /// time (ms) until every one has exec'd.
 fn spawn_sleeps(n: usize) -> (Vec<Child>, f64) {
@@ -247,17 +263,7 @@ fn services_bench(rows: &mut Vec<Row>, n: usize, respawns: usize, idle_secs: u64
     let sock = dir.join("s");
     // 1 000 services from the config, until every one has exec'd.
     let t = Instant::now();
-    let mut child = Command::new(bin_dir().join("archon"))
-        .arg("--socket")
-        .arg(&sock)
-        .args(["--log-level", "warn", "--grace", "5", "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    while UnixStream::connect(&sock).is_err() {
-        std::thread::yield_now();
-    }
+    let mut child = archon_with_config(&sock, &cfg, "5");
     let mut c = Conn::new(&sock);
     let pids = loop {
         let p = service_pids(&mut c);
@@ -390,17 +396,7 @@ fn respawn_times(with_hook: bool, n: usize) -> Vec<f64> {
     )
     .unwrap();
     let sock = dir.join("s");
-    let mut child = Command::new(bin_dir().join("archon"))
-        .arg("--socket")
-        .arg(&sock)
-        .args(["--log-level", "warn", "--grace", "1", "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    while UnixStream::connect(&sock).is_err() {
-        std::thread::yield_now();
-    }
+    let mut child = archon_with_config(&sock, &cfg, "1");
     let mut c = Conn::new(&sock);
     let mut prev = loop {
         if let Some(p) = service_pid(&mut c, "respawn") {

@@ -480,29 +480,32 @@ impl Services {
             .unwrap_or_default()
     }
 
-    pub fn start(&mut self, name: &str, mono: u64, wall: u64) -> Result<Vec<Cmd>, String> {
+    /// One event to every instance of a known service, then `settle`.
+    fn step_all(
+        &mut self,
+        name: &str,
+        ev: Event,
+        mono: u64,
+        wall: u64,
+    ) -> Result<Vec<Cmd>, String> {
         if !self.known(name) {
             return Err(Self::unknown(name));
         }
         let mut out = Vec::new();
         for i in self.indexes(name) {
-            out.extend(self.step(name, i, Event::Start, mono, wall));
+            out.extend(self.step(name, i, ev.clone(), mono, wall));
         }
         out.extend(self.settle(mono, wall));
         Ok(out)
     }
 
+    pub fn start(&mut self, name: &str, mono: u64, wall: u64) -> Result<Vec<Cmd>, String> {
+        self.step_all(name, Event::Start, mono, wall)
+    }
+
     pub fn stop(&mut self, name: &str, mono: u64, wall: u64) -> Result<Vec<Cmd>, String> {
-        if !self.known(name) {
-            return Err(Self::unknown(name));
-        }
         self.rolling.remove(name);
-        let mut out = Vec::new();
-        for i in self.indexes(name) {
-            out.extend(self.step(name, i, Event::Stop, mono, wall));
-        }
-        out.extend(self.settle(mono, wall));
-        Ok(out)
+        self.step_all(name, Event::Stop, mono, wall)
     }
 
     /// Restarts every instance; a pool one at a time, each next one once
