@@ -43,6 +43,14 @@ commands (protocol verb in brackets):
 exit status: 0 Ok, 1 Error reply or archon unreachable, 2 usage error;
 run exits with the command's status, or 125 when archon could not run it.";
 
+/// `writeln!` into a `String`, which cannot fail.
+macro_rules! outln {
+    ($out:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+
 /// Exit status of `run` when archon itself refused or failed the request.
 const RUN_FAILED: i32 = 125;
 
@@ -372,8 +380,14 @@ impl Ctl {
                 ReplyLine::ExitStatus(code, _) => return Ok(code),
                 ReplyLine::Ok(fields) => {
                     if !self.csv {
-                        self.print_ok(cmd, &fields, &rows);
-                        print_rows(&other);
+                        // One write for the whole table (stdout is line
+                        // buffered: println! would cost a syscall a row).
+                        let mut out = String::new();
+                        self.print_ok(&mut out, cmd, &fields, &rows);
+                        print_rows(&mut out, &other);
+                        let mut stdout = std::io::stdout().lock();
+                        let _ = stdout.write_all(out.as_bytes());
+                        let _ = stdout.flush();
                     }
                     if cmd == "subscribe" {
                         continue;
@@ -384,17 +398,29 @@ impl Ctl {
         }
     }
 
-    fn print_ok(&self, cmd: &str, fields: &[String], rows: &[archon::protocol::ProcessRow]) {
+    fn print_ok(
+        &self,
+        out: &mut String,
+        cmd: &str,
+        fields: &[String],
+        rows: &[archon::protocol::ProcessRow],
+    ) {
         match cmd {
             // Service processes appear in the service table instead.
             "status" if rows.iter().all(|r| r.kind == "service") => {}
             "status" => {
-                println!(
+                outln!(
+                    out,
                     "{:>5} {:<8} {:>8} {:<9} {:>7}  COMMAND",
-                    "ID", "KIND", "PID", "STATE", "STATUS"
+                    "ID",
+                    "KIND",
+                    "PID",
+                    "STATE",
+                    "STATUS"
                 );
                 for r in rows.iter().filter(|r| r.kind != "service") {
-                    println!(
+                    outln!(
+                        out,
                         "{:>5} {:<8} {:>8} {:<9} {:>7}  {}",
                         r.id,
                         r.kind,
@@ -405,8 +431,9 @@ impl Ctl {
                     );
                 }
             }
-            "version" => println!("{}", fields.join(" ")),
-            "stop" => println!(
+            "version" => outln!(out, "{}", fields.join(" ")),
+            "stop" => outln!(
+                out,
                 "stopped {} status {}",
                 fields.first().map_or("", |s| s),
                 fields.get(1).map_or("", |s| s)
@@ -416,14 +443,14 @@ impl Ctl {
                 for f in fields {
                     if let Some((k, v)) = f.split_once('=') {
                         if !v.is_empty() && k != "unchanged" {
-                            println!("{k}: {v}");
+                            outln!(out, "{k}: {v}");
                         }
                     }
                 }
             }
             _ => {
                 if let Some(id) = fields.first() {
-                    println!("{id}");
+                    outln!(out, "{id}");
                 }
             }
         }
@@ -432,16 +459,21 @@ impl Ctl {
 
 /// Service rows as a table a person reads at a glance; settings as
 /// `service key value`.
-fn print_rows(rows: &[Vec<String>]) {
+fn print_rows(out: &mut String, rows: &[Vec<String>]) {
     let services: Vec<&Vec<String>> = rows.iter().filter(|r| r[0] == "Service").collect();
     if !services.is_empty() {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
-        println!(
+        outln!(
+            out,
             "{:<20} {:<10} {:>8} {:>9} {:>8}  LAST EXIT",
-            "SERVICE", "STATE", "PID", "UPTIME", "RESTARTS"
+            "SERVICE",
+            "STATE",
+            "PID",
+            "UPTIME",
+            "RESTARTS"
         );
         for r in services {
             let get = |i: usize| r.get(i).map_or("", |s| s.as_str());
@@ -462,7 +494,8 @@ fn print_rows(rows: &[Vec<String>]) {
                 let next = get(8).parse::<f64>().unwrap_or(now);
                 last = format!("{last} (retry in {})", human(next - now));
             }
-            println!(
+            outln!(
+                out,
                 "{:<20} {:<10} {:>8} {:>9} {:>8}  {}",
                 name,
                 state,
@@ -474,7 +507,7 @@ fn print_rows(rows: &[Vec<String>]) {
         }
     }
     for r in rows.iter().filter(|r| r[0] == "Setting") {
-        println!("{} {} {}", r[1], r[2], r.get(3).map_or("", |s| s));
+        outln!(out, "{} {} {}", r[1], r[2], r.get(3).map_or("", |s| s));
     }
 }
 
