@@ -1,15 +1,29 @@
-//! Links the unwinder statically on glibc targets.
+//! Link-time choices for glibc targets (see BENCHMARKS.md for the numbers).
 //!
-//! Rust's standard library asks for `libgcc_s.so` (the unwinder) on
-//! `*-linux-gnu`, and loading that second shared library is most of what a
-//! small Rust program costs at exec time over a C one: about 100 us per
-//! start on the benchmark machine (BENCHMARKS.md). `archonctl` is started
-//! once per command, so that cost is the difference between it and
-//! `/bin/true`. Linking gcc's own static copy of the same unwinder
-//! (`libgcc_eh.a`, which is what Rust itself links under `crt-static`) whole,
-//! ahead of the standard library's `-lgcc_s`, leaves nothing for
-//! `libgcc_s.so` to provide, so `--as-needed` drops it; libc stays dynamic
-//! (NSS look-ups need it).
+//! 1. The unwinder, for every binary. Rust's standard library asks for
+//!    `libgcc_s.so` on `*-linux-gnu`, and loading that second shared library
+//!    costs about 100 us per start on the benchmark machine. Linking gcc's own
+//!    static copy of the same unwinder (`libgcc_eh.a`, which Rust itself uses
+//!    under `crt-static`) whole, ahead of the standard library's `-lgcc_s`,
+//!    leaves nothing for `libgcc_s.so` to provide, so `--as-needed` drops it.
+//!
+//! 2. `archonctl` is linked statically (static-pie). It is started once per
+//!    command, and the dynamic loader's work (mapping libc, relocating,
+//!    looking up symbols) is most of what it costs over `/bin/true`; static,
+//!    it starts faster than `/bin/true` does. Cargo has no per-binary
+//!    `crt-static`, so for that binary alone the linker gets `-static-pie`
+//!    and a search directory, searched before the system's, where `libc.so`,
+//!    `libm.so` and `libgcc_s.so` are linker scripts naming the static
+//!    archives (`-L` applies to every `-l`, wherever it stands). Skipped when
+//!    the C compiler does not know `libc.a` (no libc6-dev): archonctl is then
+//!    dynamic, and only slower to start.
+//!
+//!    `archon` stays dynamic: with 1000 services running, libc's pages are
+//!    shared with every one of them, so they add nearly nothing to archon's
+//!    PSS, where a static copy is archon's alone (+700 KiB measured); and NSS
+//!    modules beyond `files` need the shared libc.
+
+use std::path::{Path, PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -18,7 +32,40 @@ fn main() {
     let crt_static = var("CARGO_CFG_TARGET_FEATURE")
         .split(',')
         .any(|f| f == "crt-static");
-    if gnu_linux && !crt_static {
-        println!("cargo:rustc-link-lib=static:-bundle,+whole-archive=gcc_eh");
+    if !gnu_linux || crt_static {
+        return;
     }
+    println!("cargo:rustc-link-lib=static:-bundle,+whole-archive=gcc_eh");
+    if let Some(dir) = static_libs_dir(&PathBuf::from(var("OUT_DIR"))) {
+        println!("cargo:rustc-link-arg-bin=archonctl=-static-pie");
+        println!("cargo:rustc-link-arg-bin=archonctl=-L{}", dir.display());
+    }
+}
+
+/// Where the C compiler finds `name`, if it does.
+fn archive(name: &str) -> Option<PathBuf> {
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = std::process::Command::new(cc)
+        .arg(format!("-print-file-name={name}"))
+        .output()
+        .ok()?;
+    let p = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
+    // Without the file, the compiler prints the bare name back.
+    (p.is_absolute() && p.is_file()).then_some(p)
+}
+
+/// Writes the linker scripts that send `-lc`, `-lm` and `-lgcc_s` to the
+/// static archives; None if an archive is missing.
+fn static_libs_dir(out: &Path) -> Option<PathBuf> {
+    let dir = out.join("static-archonctl");
+    std::fs::create_dir_all(&dir).ok()?;
+    for (lib, ar) in [
+        ("libc.so", "libc.a"),
+        ("libm.so", "libm.a"),
+        ("libgcc_s.so", "libgcc_eh.a"),
+    ] {
+        let script = format!("INPUT ( {} )\n", archive(ar)?.display());
+        std::fs::write(dir.join(lib), script).ok()?;
+    }
+    Some(dir)
 }

@@ -20,6 +20,9 @@ options:
       --grace SECONDS      SIGTERM-to-SIGKILL grace period (default 10)
   -g, --forward-to-group   forward signals to the main child's process group
       --no-subreaper       when not PID 1, do not become a child subreaper
+      --nice N             archon's own nice value, -20 to 0 (default -10);
+                           children always start at the nice archon was
+                           started with
   -c, --config FILE        services to supervise (Lua, see archon-config(5));
                            reloaded on SIGHUP and by `archonctl reload`";
 
@@ -40,6 +43,9 @@ pub struct Options {
     pub subreaper: bool,
     /// The services config (Lua).
     pub config: Option<PathBuf>,
+    /// archon's own nice value (-20..=0); children are reset to the one
+    /// archon was started with. See `platform::prioritise`.
+    pub nice: i32,
 }
 
 /// `$ARCHON_SOCKET`, else `/run/archon/archon.sock` for root, else
@@ -79,6 +85,7 @@ pub fn parse(args: &[OsString], uid: u32) -> Result<Parsed, String> {
         forward_group: false,
         subreaper: true,
         config: None,
+        nice: -10,
     };
     let mut it = args.iter();
     while let Some(raw) = it.next() {
@@ -133,6 +140,14 @@ pub fn parse(args: &[OsString], uid: u32) -> Result<Parsed, String> {
             "-c" | "--config" => opts.config = Some(PathBuf::from(value("--config")?)),
             "-g" | "--forward-to-group" => opts.forward_group = true,
             "--no-subreaper" => opts.subreaper = false,
+            "--nice" => {
+                let v = value("--nice")?;
+                opts.nice = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (-20..=0).contains(n))
+                    .ok_or_else(|| format!("bad nice value (-20 to 0): {v}"))?;
+            }
             other => return Err(format!("unknown option: {other}")),
         }
     }
@@ -165,6 +180,16 @@ mod tests {
         assert!(parse(&a(&["--socket"]), 0).is_err());
         assert!(parse(&a(&["--socket-mode", "999"]), 0).is_err());
         assert!(o.command.is_empty() && o.use_socket && o.subreaper);
+        assert_eq!(o.nice, -10);
+        let nice = |v: &[&str]| match parse(&a(v), 0) {
+            Ok(Parsed::Run(o)) => Some(o.nice),
+            _ => None,
+        };
+        assert_eq!(nice(&["--nice", "-5"]), Some(-5));
+        assert_eq!(nice(&["--nice=0"]), Some(0));
+        assert_eq!(nice(&["--nice", "5"]), None);
+        assert_eq!(nice(&["--nice", "-21"]), None);
+        assert_eq!(nice(&["--nice", "x"]), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use util::*;
 
 fn h(actions: &str) -> String {
@@ -657,4 +658,104 @@ fn split_requests_eof_with_data_and_fds_after_data() {
     assert_eq!(row(&d, id)[4], "running");
     child.kill();
     child.wait();
+}
+
+fn sched_of(pid: i32) -> archon::platform::SchedAttr {
+    archon::platform::sched_getattr(pid).unwrap()
+}
+
+/// The pid of a daemon started through `d`, once it runs.
+fn daemon_pid(d: &Daemon) -> i32 {
+    let id = ok_id(&d.ask(&format!("StartDaemon,{}", h("hang"))));
+    row(d, id)[3].parse().unwrap()
+}
+
+use archon::platform::SCHED_FLAG_RESET_ON_FORK as RESET_ON_FORK;
+
+/// archon raises its own priority (nice -10 by default, a short EEVDF
+/// slice) with SCHED_FLAG_RESET_ON_FORK, so its children start exactly as
+/// they would have without it; `--nice` changes the value; a priority the
+/// admin gave archon is left alone and inherited.
+#[test]
+fn archons_priority_is_its_own_and_children_start_at_the_default() {
+    let root = unsafe { libc::geteuid() } == 0;
+    // Whether this kernel reports a fair task's slice (EEVDF, >= 6.12).
+    let slices = sched_of(0).runtime != 0;
+    if !slices {
+        eprintln!("!!! SKIPPING the slice checks: this kernel reports no EEVDF slice");
+    }
+    let d = Daemon::start("prio");
+    let (a, c) = (sched_of(d.pid()), sched_of(daemon_pid(&d)));
+    assert_eq!(a.policy, libc::SCHED_OTHER as u32);
+    assert_ne!(a.flags & RESET_ON_FORK, 0, "{a:?}");
+    if root {
+        assert_eq!(a.nice, -10, "{a:?}");
+    } else {
+        eprintln!("!!! SKIPPING the nice check: not root, archon cannot lower its nice");
+    }
+    assert_eq!(
+        (c.policy, c.nice, c.flags & RESET_ON_FORK),
+        (0, 0, 0),
+        "{c:?}"
+    );
+    if slices {
+        assert_eq!(a.runtime, 100_000, "{a:?}");
+        assert_ne!(
+            c.runtime, 100_000,
+            "the child gets the default slice: {c:?}"
+        );
+    }
+
+    let d = Daemon::start_with("prio-nice", &["--nice", "-3"], |_| {});
+    let (a, c) = (sched_of(d.pid()), sched_of(daemon_pid(&d)));
+    assert_eq!(a.nice, if root { -3 } else { 0 }, "{a:?}");
+    assert_eq!(c.nice, 0, "{c:?}");
+
+    // Started at nice 5: archon keeps it, and so do its children.
+    let d = Daemon::start_with("prio-admin", &[], |c| {
+        // SAFETY: setpriority only, between fork and exec.
+        unsafe {
+            c.pre_exec(|| {
+                libc::setpriority(libc::PRIO_PROCESS, 0, 5);
+                Ok(())
+            });
+        }
+    });
+    let (a, c) = (sched_of(d.pid()), sched_of(daemon_pid(&d)));
+    assert_eq!((a.nice, a.flags & RESET_ON_FORK), (5, 0), "{a:?}");
+    assert_eq!(c.nice, 5, "{c:?}");
+    if slices {
+        assert_ne!(a.runtime, 100_000, "{a:?}");
+    }
+}
+
+/// Whether an ELF file asks for a program interpreter (is dynamically
+/// linked): a PT_INTERP program header.
+fn has_interpreter(path: &str) -> bool {
+    let b = std::fs::read(path).unwrap();
+    assert_eq!(&b[..4], b"\x7fELF");
+    let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(b[0x20..0x28].try_into().unwrap()) as usize;
+    let (size, count) = (u16_at(0x36), u16_at(0x38));
+    (0..count).any(|i| {
+        let o = phoff + i * size;
+        u32::from_le_bytes(b[o..o + 4].try_into().unwrap()) == 3
+    })
+}
+
+/// build.rs links archonctl statically where the C library's static archive
+/// exists (CI installs it), and archon dynamically.
+#[test]
+fn archonctl_is_static_and_archon_dynamic() {
+    let out = std::process::Command::new("cc")
+        .arg("-print-file-name=libc.a")
+        .output()
+        .unwrap();
+    let libc_a = String::from_utf8(out.stdout).unwrap();
+    if !std::path::Path::new(libc_a.trim()).is_absolute() {
+        eprintln!("!!! SKIPPING: no libc.a on this machine, so archonctl is linked dynamically");
+        return;
+    }
+    assert!(!has_interpreter(CTL), "archonctl is dynamically linked");
+    assert!(has_interpreter(ARCHON), "archon is statically linked");
 }

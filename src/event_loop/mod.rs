@@ -166,6 +166,12 @@ impl EventLoop {
                 Err(e) => log::warn!("cannot become a child subreaper error={e}"),
             }
         }
+        match platform::prioritise(opts.nice) {
+            Ok((nice, slice)) => {
+                log::debug!("archon runs at nice {nice}, slice {slice} ns; children get nice 0 and the default slice")
+            }
+            Err(e) => log::debug!("scheduling priority not changed: {e}"),
+        }
         poll.registry()
             .register(
                 &mut SourceFd(&signals.as_raw_fd()),

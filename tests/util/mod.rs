@@ -271,15 +271,22 @@ pub fn row(d: &Daemon, id: u64) -> Vec<String> {
 /// holds the test runner's output pipe open.
 pub struct Spawned(pub std::process::Child);
 
+/// Starts the helper and returns once its exec has completed: `spawn`
+/// returns as soon as the child has left the parent's memory, before the
+/// kernel has set up its new command line, and a `MonitorPid` in between
+/// would record an empty command.
 pub fn spawn_helper(args: &[&str]) -> Spawned {
-    Spawned(
-        Command::new(HELPER)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
+    let child = Command::new(HELPER)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let cmdline = format!("/proc/{}/cmdline", child.id());
+    wait_for("the helper's exec", || {
+        std::fs::read(&cmdline).is_ok_and(|b| b.starts_with(HELPER.as_bytes()))
+    });
+    Spawned(child)
 }
 
 impl Spawned {
