@@ -548,7 +548,8 @@ impl Hooks {
     }
 
     fn plain_event_table(&self, ev: &HookEvent) -> mlua::Result<Table> {
-        let t = self.lua.create_table()?;
+        // Sized for the 12 fields up front: no rehash while filling it.
+        let t = self.lua.create_table_with_capacity(0, 12)?;
         t.set("event", ev.kind)?;
         t.set("service", ev.service.as_str())?;
         t.set("name", ev.service.as_str())?;

@@ -326,3 +326,50 @@ fn the_event_is_read_only() {
     assert!(n >= 8, "pairs walks the fields: {line}");
     assert!(line.ends_with(" x"), "{line}");
 }
+
+/// Hooks run at the end of the loop iteration, after what the event set off:
+/// a killed service is already respawned when its `exited` hook runs (the
+/// hook's cost is not added to the restart), and `archon.status()` there
+/// shows the new process.
+#[test]
+fn a_crashed_service_is_respawned_before_its_exited_hook_runs() {
+    let lua = format!(
+        r#"
+        service "h" {{ cmd = {hang}, backoff = {{ reset_after = 0 }}, budget = false }}
+        on("exited", "h", function(ev)
+          local now = "none"
+          for _, s in ipairs(archon.status()) do
+            if s.service == "h" then now = tostring(s.pid) .. ":" .. s.state end
+          end
+          archon.log("info", "EXITED old=" .. tostring(ev.pid) .. " now=" .. now .. " END")
+        end)
+        "#,
+        hang = helper("hang"),
+    );
+    let d = with_config("respawn-first", &lua);
+    let pid_of = || {
+        d.ask("Status,h")
+            .iter()
+            .find(|l| l.starts_with("Service,h,"))
+            .and_then(|l| l.split(',').nth(4).and_then(|p| p.parse::<i32>().ok()))
+    };
+    wait_for("h running", || pid_of().is_some());
+    let old = pid_of().unwrap();
+    unsafe { libc::kill(old, libc::SIGKILL) };
+    let marker = format!("EXITED old={old} now=");
+    wait_log(&d, &marker);
+    let log = d.log();
+    let line = log.lines().find(|l| l.contains(&marker)).unwrap();
+    let now = line
+        .split(&marker)
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    let (pid, state) = now.split_once(':').unwrap_or_else(|| panic!("{line}"));
+    let pid: i32 = pid.parse().unwrap_or_else(|_| panic!("no new pid: {line}"));
+    assert_ne!(pid, old, "{line}");
+    assert!(pid_alive(pid), "{line}");
+    assert!(["starting", "running"].contains(&state), "{line}");
+}

@@ -13,8 +13,22 @@ pub(super) fn wall_secs(ms: u64) -> f64 {
     ms as f64 / 1000.0
 }
 
+/// A hook call waiting for the end of the loop iteration.
+pub(super) enum PendingHook {
+    Event(HookEvent),
+    /// A command a hook ran has exited: its callback, with the status.
+    Done {
+        key: mlua::RegistryKey,
+        by: String,
+        code: i32,
+    },
+}
+
 impl EventLoop {
-    /// Calls the hooks listening for this event (none: nearly free).
+    /// Queues the hooks listening for this event (none: nearly free). They
+    /// run at the end of the loop iteration (`flush_hooks`), after what the
+    /// event set off has been done: a crashed service is respawned first,
+    /// and its hook runs while the new process execs.
     pub(super) fn fire(&mut self, ev: HookEvent) {
         let Some(h) = self.hooks.as_mut() else {
             return;
@@ -22,8 +36,22 @@ impl EventLoop {
         if !h.wants(ev.kind) {
             return;
         }
-        let actions = h.fire(&ev);
-        self.hook_actions.extend(actions);
+        self.hook_pending.push_back(PendingHook::Event(ev));
+    }
+
+    /// Runs the queued hook calls, in the order they were queued.
+    pub(super) fn flush_hooks(&mut self) {
+        while let Some(p) = self.hook_pending.pop_front() {
+            let Some(h) = self.hooks.as_mut() else {
+                self.hook_pending.clear();
+                return;
+            };
+            let actions = match p {
+                PendingHook::Event(ev) => h.fire(&ev),
+                PendingHook::Done { key, by, code } => h.run_done(key, &by, code),
+            };
+            self.hook_actions.extend(actions);
+        }
     }
 
     /// A service instance changed state: keep the hooks' snapshot and fire
@@ -196,13 +224,12 @@ impl EventLoop {
                         }
                         Err(_) => {
                             log::warn!("hook {by}: cannot run {}", argv.join(" "));
-                            if let Some(k) = callback {
-                                let more = self
-                                    .hooks
-                                    .as_mut()
-                                    .map(|h| h.run_done(k, &by, 127))
-                                    .unwrap_or_default();
-                                self.hook_actions.extend(more);
+                            if let Some(key) = callback {
+                                self.hook_pending.push_back(PendingHook::Done {
+                                    key,
+                                    by,
+                                    code: 127,
+                                });
                             }
                         }
                     }
@@ -211,16 +238,12 @@ impl EventLoop {
         }
     }
 
-    /// A command a hook ran has exited: its callback runs now.
+    /// A command a hook ran has exited: its callback is queued.
     pub(super) fn hook_run_done(&mut self, id: u64, exit: &Exit) {
         if let Some((key, by)) = self.hook_runs.remove(&id) {
             let code = exit.shell_code().unwrap_or(-1);
-            let more = self
-                .hooks
-                .as_mut()
-                .map(|h| h.run_done(key, &by, code))
-                .unwrap_or_default();
-            self.hook_actions.extend(more);
+            self.hook_pending
+                .push_back(PendingHook::Done { key, by, code });
         }
     }
 }

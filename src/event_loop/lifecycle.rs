@@ -151,6 +151,10 @@ impl EventLoop {
     /// for the system's init, which must not exit) or returns archon's exit
     /// status: the main command's, as a shell reports it, or 0.
     pub(super) fn finish_shutdown(mut self) -> i32 {
+        // Hooks of the last events (the last `stopped`) still run; nothing
+        // they ask for does.
+        self.flush_hooks();
+        self.hook_actions.clear();
         let ids: Vec<u64> = self.clients.keys().copied().collect();
         for cid in ids {
             if let Some(c) = self.clients.get_mut(&cid) {
@@ -210,6 +214,7 @@ impl EventLoop {
         }
         log::info!("shutting down reason={why}");
         self.fire_simple("shutdown", "archon", 0);
+        self.flush_hooks();
         self.hook_actions.clear();
         self.shutting_down = true;
         if let Some(l) = self.listener.as_mut() {

@@ -103,6 +103,8 @@ pub struct EventLoop {
     /// commands they run (entry -> callback, hook location).
     hooks: Option<crate::hooks::Hooks>,
     hook_actions: std::collections::VecDeque<crate::hooks::HookAction>,
+    /// Hook calls waiting for the end of the iteration (`hook::flush_hooks`).
+    hook_pending: std::collections::VecDeque<hook::PendingHook>,
     hook_runs: HashMap<u64, (mlua::RegistryKey, String)>,
     /// A SIGCHLD arrived: reap (waitpid(-1)) once this iteration's events
     /// are handled.
@@ -219,6 +221,7 @@ impl EventLoop {
             chld_pending: false,
             hooks,
             hook_actions: std::collections::VecDeque::new(),
+            hook_pending: std::collections::VecDeque::new(),
             hook_runs: HashMap::new(),
             checks: HashMap::new(),
             check_due: std::collections::BTreeSet::new(),
@@ -246,6 +249,7 @@ impl EventLoop {
         self.fire_simple("started", "archon", 0);
         let cmds = self.services.boot(now.mono, now.wall);
         self.apply_svc(cmds);
+        self.flush_hooks();
         self.apply_hook_actions();
         // Booting many services leaves the heap fragmented by short-lived
         // allocations: give the free pages back once.
@@ -267,8 +271,8 @@ impl EventLoop {
                 self.sweep.as_ref().map(|sw| sw.deadline),
                 self.services.next_deadline(),
                 self.check_due.first().map(|c| c.0),
-                // Hook actions left for this iteration: do not wait.
-                (!self.hook_actions.is_empty()).then_some(0),
+                // Hook calls or actions left for this iteration: do not wait.
+                (!self.hook_actions.is_empty() || !self.hook_pending.is_empty()).then_some(0),
             ]
             .into_iter()
             .flatten()
@@ -324,6 +328,7 @@ impl EventLoop {
             if !self.shutting_down {
                 self.run_due_checks();
             }
+            self.flush_hooks();
             self.apply_hook_actions();
             while let Some(cid) = self.resume.pop() {
                 if self.clients.get(&cid).is_some_and(|c| c.can_take_request()) {
