@@ -102,6 +102,8 @@ pub struct EventLoop {
     /// The config's hooks, what they asked for and not yet done, and the
     /// commands they run (entry -> callback, hook location).
     hooks: Option<crate::hooks::Hooks>,
+    /// Scratch buffer for the fds a request carries (`Client::next_request`).
+    cmsg_buf: Vec<u8>,
     hook_actions: std::collections::VecDeque<crate::hooks::HookAction>,
     /// Hook calls waiting for the end of the iteration (`hook::flush_hooks`).
     hook_pending: std::collections::VecDeque<hook::PendingHook>,
@@ -220,6 +222,7 @@ impl EventLoop {
             programs: Default::default(),
             chld_pending: false,
             hooks,
+            cmsg_buf: client::Client::cmsg_buffer(),
             hook_actions: std::collections::VecDeque::new(),
             hook_pending: std::collections::VecDeque::new(),
             hook_runs: HashMap::new(),
@@ -439,7 +442,7 @@ impl EventLoop {
             if !c.can_take_request() {
                 break;
             }
-            match c.next_request() {
+            match c.next_request(&mut self.cmsg_buf) {
                 Ok(ReadOutcome::Line(req)) => {
                     log::trace!(
                         "request client={cid} line={:?}",

@@ -97,7 +97,9 @@ fn needs_quotes(field: &str) -> bool {
 /// Encodes fields as one record followed by LF. LF and CR inside a field
 /// cannot travel in v1 and are replaced by a space.
 pub fn encode_record<S: AsRef<str>>(fields: &[S]) -> String {
-    let mut out = String::new();
+    // Room for every field, a separator each and the LF; quoting may grow it.
+    let len: usize = fields.iter().map(|f| f.as_ref().len() + 1).sum();
+    let mut out = String::with_capacity(len + 2);
     for (i, field) in fields.iter().enumerate() {
         if i > 0 {
             out.push(',');

@@ -502,22 +502,20 @@ impl Reply {
 
 impl ProcessRow {
     pub fn encode(&self) -> String {
-        encode_record(&self.fields())
-    }
-
-    pub fn fields(&self) -> Vec<String> {
-        let mut f = vec![
-            "Process".to_string(),
-            self.id.to_string(),
-            self.kind.clone(),
-            self.pid.to_string(),
-            self.state.clone(),
-            self.started.clone(),
-            self.exited.clone(),
-            self.status.clone(),
-        ];
-        f.extend(self.argv.iter().cloned());
-        f
+        use std::borrow::Cow::{Borrowed, Owned};
+        let mut f = Vec::with_capacity(8 + self.argv.len());
+        f.extend([
+            Borrowed("Process"),
+            Owned(self.id.to_string()),
+            Borrowed(self.kind.as_str()),
+            Owned(self.pid.to_string()),
+            Borrowed(self.state.as_str()),
+            Borrowed(self.started.as_str()),
+            Borrowed(self.exited.as_str()),
+            Borrowed(self.status.as_str()),
+        ]);
+        f.extend(self.argv.iter().map(|a| Borrowed(a.as_str())));
+        encode_record(&f)
     }
 }
 
