@@ -395,8 +395,9 @@ fn poll_pause() {
 /// The respawn baseline: the bench kills, reaps and starts `sleep` again
 /// itself, as lean as archon does it: posix_spawnp (a vfork-style clone,
 /// searching PATH as archon does for the service's `sleep`), no pipes.
-/// (std's `Command` measured 150-750 us here, several times archon, which
-/// made a baseline too easy to beat.)
+/// (std's `Command`, watched through comm, measured 150-750 us here, several
+/// times archon: a baseline too easy to beat. Most of it was the comm
+/// artefact described at `exec_committed`.)
 fn respawn_direct(n: usize) -> Vec<f64> {
     let args = [c"sleep".as_ptr(), c"100000".as_ptr(), std::ptr::null()];
     extern "C" {
