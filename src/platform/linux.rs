@@ -425,7 +425,11 @@ unsafe fn child_exec(
         }
     }
 
-    libc::setrlimit(libc::RLIMIT_NOFILE, &spec.nofile);
+    // archon raised its soft limit to the hard one; when they were equal it
+    // changed nothing and there is nothing to give back.
+    if spec.nofile.rlim_cur != spec.nofile.rlim_max {
+        libc::setrlimit(libc::RLIMIT_NOFILE, &spec.nofile);
+    }
     for (res, lim) in &spec.rlimits {
         if libc::setrlimit(*res as _, lim) != 0 {
             child_fail(b"cannot set a resource limit");
