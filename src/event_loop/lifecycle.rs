@@ -27,14 +27,17 @@ impl EventLoop {
                 let argv = platform::to_cstrings(argv_os.iter().map(|a| a.as_bytes().to_vec()))
                     .ok_or(())
                     .map_err(nul)?;
-                let envp = platform::to_cstrings(std::env::vars_os().map(|(k, v)| {
+                let envp: Vec<_> = platform::to_cstrings(std::env::vars_os().map(|(k, v)| {
                     let mut kv = k.as_bytes().to_vec();
                     kv.push(b'=');
                     kv.extend_from_slice(v.as_bytes());
                     kv
                 }))
                 .ok_or(())
-                .map_err(nul)?;
+                .map_err(nul)?
+                .into_iter()
+                .map(std::rc::Rc::new)
+                .collect();
                 let mut spec = platform::SpawnSpec::new(
                     program,
                     argv,

@@ -66,7 +66,8 @@ pub struct EventLoop {
     /// Held open so that EMFILE on accept can still be answered and drained.
     reserve_fd: Option<File>,
     dev_null: File,
-    base_env: Vec<(String, String)>,
+    /// archon's environment, as children get it.
+    env: Env,
     nofile: libc::rlimit,
     shutting_down: bool,
     /// Clients whose reply slots freed up during this iteration.
@@ -184,9 +185,6 @@ impl EventLoop {
             )
             .map_err(|e| format!("register signalfd: {e}"))?;
         let dev_null = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
-        let base_env = std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .collect();
         Ok(EventLoop {
             poll,
             opts,
@@ -199,7 +197,7 @@ impl EventLoop {
             epoch: Instant::now(),
             reserve_fd: reserve(),
             dev_null,
-            base_env,
+            env: Env::from_process(),
             nofile,
             shutting_down: false,
             resume: Vec::new(),
@@ -526,12 +524,10 @@ impl EventLoop {
     // ----- processes -------------------------------------------------------
 
     fn spawn(&self, cmd: &Command, fds: &[OwnedFd]) -> Result<platform::Spawned, SpawnFail> {
-        let mut env: Vec<(String, String)> = self.base_env.clone();
-        for (k, v) in &cmd.env {
-            env.retain(|(ek, _)| ek != k);
-            env.push((k.clone(), v.clone()));
-        }
-        let (program, argv, envp) = exec_parts(&cmd.argv, &env)?;
+        let (envp, path) = self
+            .env
+            .envp(false, cmd.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        let (program, argv) = exec_parts(&cmd.argv, path.as_deref(), None)?;
         let mut stdio = [self.dev_null.as_raw_fd(), 1, 2];
         for (i, fd) in fds.iter().enumerate() {
             stdio[i] = fd.as_raw_fd();
@@ -727,29 +723,82 @@ impl EventLoop {
     }
 }
 
-/// The program (PATH searched in `env`), argv and envp of a command, as
-/// the child needs them.
-fn exec_parts(
-    argv: &[String],
-    env: &[(String, String)],
-) -> Result<(CString, Vec<CString>, Vec<CString>), SpawnFail> {
-    exec_parts_cached(argv, env, None)
+/// archon's environment at start-up (its UTF-8 variables), kept as the
+/// "NAME=value" C strings every child gets: made once and shared, instead
+/// of copied and converted on every spawn.
+pub(super) struct Env {
+    vars: Vec<(String, std::rc::Rc<CString>)>,
+    path: Option<String>,
 }
 
-/// `exec_parts` with a cache of PATH searches: (argv[0], PATH) -> program.
-/// A cached program is used while it is still executable (one `access`
-/// instead of a `stat` per PATH directory on every respawn).
+impl Env {
+    fn from_process() -> Env {
+        let mut path = None;
+        let vars = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter_map(|(k, v)| {
+                let c = CString::new(format!("{k}={v}")).ok()?;
+                if k == "PATH" {
+                    path = Some(v);
+                }
+                Some((k, std::rc::Rc::new(c)))
+            })
+            .collect();
+        Env { vars, path }
+    }
+
+    /// A child's envp: archon's variables (none with `clear`) with `over`
+    /// set on top, a later value of a name replacing an earlier one; and the
+    /// PATH in it, for the program search.
+    fn envp<'a>(
+        &self,
+        clear: bool,
+        over: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(Vec<std::rc::Rc<CString>>, Option<String>), SpawnFail> {
+        let mut set: Vec<(&str, &str)> = Vec::new();
+        for (k, v) in over {
+            set.retain(|(sk, _)| *sk != k);
+            set.push((k, v));
+        }
+        let mut envp = Vec::with_capacity(self.vars.len() + set.len());
+        if !clear {
+            envp.extend(
+                self.vars
+                    .iter()
+                    .filter(|(k, _)| !set.iter().any(|(sk, _)| sk == k))
+                    .map(|(_, c)| c.clone()),
+            );
+        }
+        for (k, v) in &set {
+            let c = CString::new(format!("{k}={v}")).map_err(|_| {
+                SpawnFail::Exec(platform::ExecError {
+                    code: 127,
+                    reason: "environment contains NUL".into(),
+                })
+            })?;
+            envp.push(std::rc::Rc::new(c));
+        }
+        let path = match set.iter().rev().find(|(k, _)| *k == "PATH") {
+            Some((_, v)) => Some(v.to_string()),
+            None if !clear => self.path.clone(),
+            None => None,
+        };
+        Ok((envp, path))
+    }
+}
+
+/// A cache of PATH searches: (argv[0], PATH) -> program.
 type ProgramCache = std::cell::RefCell<HashMap<(String, String), CString>>;
 
-fn exec_parts_cached(
+/// The program (searched in `path`) and argv of a command, as the child
+/// needs them. With a cache, a program found before is used while it is
+/// still executable (one `access` instead of a `stat` per PATH directory on
+/// every respawn).
+fn exec_parts(
     argv: &[String],
-    env: &[(String, String)],
+    path: Option<&str>,
     cache: Option<&ProgramCache>,
-) -> Result<(CString, Vec<CString>, Vec<CString>), SpawnFail> {
-    let path = env
-        .iter()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.as_str());
+) -> Result<(CString, Vec<CString>), SpawnFail> {
     let key = (argv[0].clone(), path.unwrap_or("").to_string());
     let cached = cache
         .and_then(|c| c.borrow().get(&key).cloned())
@@ -775,16 +824,13 @@ fn exec_parts_cached(
             p
         }
     };
-    let nul = || {
+    let argv = platform::to_cstrings(argv.iter().cloned()).ok_or_else(|| {
         SpawnFail::Exec(platform::ExecError {
             code: 127,
-            reason: "argument or environment contains NUL".into(),
+            reason: "argument contains NUL".into(),
         })
-    };
-    let argv = platform::to_cstrings(argv.iter().cloned()).ok_or_else(nul)?;
-    let envp =
-        platform::to_cstrings(env.iter().map(|(k, v)| format!("{k}={v}"))).ok_or_else(nul)?;
-    Ok((program, argv, envp))
+    })?;
+    Ok((program, argv))
 }
 
 enum SpawnFail {
@@ -796,5 +842,46 @@ fn to_exit(raw: RawExit) -> Exit {
     match raw {
         RawExit::Code(c) => Exit::Code(c),
         RawExit::Signal(n) => Exit::Signal(n, platform::signal_name(n)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Env {
+        let var = |k: &str, v: &str| {
+            let c = CString::new(format!("{k}={v}")).unwrap_or_default();
+            (k.to_string(), std::rc::Rc::new(c))
+        };
+        Env {
+            vars: vec![var("A", "1"), var("PATH", "/x")],
+            path: Some("/x".into()),
+        }
+    }
+
+    fn strings(envp: &[std::rc::Rc<CString>]) -> Vec<String> {
+        envp.iter()
+            .map(|c| c.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn envp_overrides_archons_variables_last_value_winning() {
+        let Ok((envp, path)) = env().envp(false, [("A", "2"), ("B", "3"), ("A", "4")]) else {
+            panic!("envp failed")
+        };
+        assert_eq!(strings(&envp), ["PATH=/x", "B=3", "A=4"]);
+        assert_eq!(path.as_deref(), Some("/x"));
+        let Ok((envp, path)) = env().envp(true, [("B", "3")]) else {
+            panic!("envp failed")
+        };
+        assert_eq!((strings(&envp), path), (vec!["B=3".to_string()], None));
+        let Ok((_, path)) = env().envp(true, [("PATH", "/y")]) else {
+            panic!("envp failed")
+        };
+        assert_eq!(path.as_deref(), Some("/y"));
+        assert!(env().envp(false, [("C", "a\\0b")]).is_ok());
+        assert!(env().envp(false, [("C", "a\0b")]).is_err());
     }
 }

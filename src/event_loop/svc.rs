@@ -168,24 +168,28 @@ impl EventLoop {
         }
     }
 
-    /// A service's environment: archon's (unless `env_clear`), its own
-    /// variables, ARCHON_SERVICE and ARCHON_INSTANCE.
-    fn service_env(&self, spec: &ServiceSpec, index: u32) -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> = if spec.env_clear {
-            Vec::new()
-        } else {
-            self.base_env.clone()
+    /// A service's envp: archon's environment (unless `env_clear`), its own
+    /// variables, ARCHON_SERVICE and ARCHON_INSTANCE, and NOTIFY_SOCKET when
+    /// it tells readiness that way; and the PATH in it.
+    fn service_envp(
+        &self,
+        spec: &ServiceSpec,
+        index: u32,
+        notify: bool,
+    ) -> Result<(Vec<std::rc::Rc<CString>>, Option<String>), SpawnFail> {
+        let instance = index.to_string();
+        let notify = match &self.notify_name {
+            Some(name) if notify && spec.ready == Readiness::Notify => Some(name.as_str()),
+            _ => None,
         };
-        let mut set = |k: &str, v: String| {
-            env.retain(|(ek, _)| ek != k);
-            env.push((k.to_string(), v));
-        };
-        for (k, v) in &spec.env {
-            set(k, v.clone());
-        }
-        set("ARCHON_SERVICE", spec.name.clone());
-        set("ARCHON_INSTANCE", index.to_string());
-        env
+        let own = spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let archon = [
+            ("ARCHON_SERVICE", spec.name.as_str()),
+            ("ARCHON_INSTANCE", instance.as_str()),
+        ];
+        let socket = notify.map(|n| ("NOTIFY_SOCKET", n));
+        self.env
+            .envp(spec.env_clear, own.chain(archon).chain(socket))
     }
 
     /// Builds the child's environment, stdio and readiness pipe, and spawns.
@@ -195,14 +199,8 @@ impl EventLoop {
         spec: &ServiceSpec,
         index: u32,
     ) -> Result<(platform::Spawned, Vec<(PipeKind, OwnedFd)>), SpawnFail> {
-        let mut env = self.service_env(spec, index);
-        if spec.ready == Readiness::Notify {
-            if let Some(name) = &self.notify_name {
-                env.retain(|(k, _)| k != "NOTIFY_SOCKET");
-                env.push(("NOTIFY_SOCKET".into(), name.clone()));
-            }
-        }
-        let (program, argv, envp) = exec_parts_cached(&spec.cmd, &env, Some(&self.programs))?;
+        let (envp, path) = self.service_envp(spec, index, true)?;
+        let (program, argv) = exec_parts(&spec.cmd, path.as_deref(), Some(&self.programs))?;
         let cwd = match &spec.cwd {
             Some(d) => Some(CString::new(d.as_bytes()).map_err(|_| {
                 SpawnFail::Exec(platform::ExecError {
@@ -411,8 +409,11 @@ impl EventLoop {
                 self.check_due.insert((now.mono + interval, entry, kind));
                 continue;
             }
-            let env = self.service_env(&spec, 0);
-            match exec_parts(&argv, &env).and_then(|(program, argv_c, envp)| {
+            let parts = self.service_envp(&spec, 0, false).and_then(|(envp, path)| {
+                let (program, argv_c) = exec_parts(&argv, path.as_deref(), None)?;
+                Ok((program, argv_c, envp))
+            });
+            match parts.and_then(|(program, argv_c, envp)| {
                 let dn = self.dev_null.as_raw_fd();
                 let spawn_spec = platform::SpawnSpec::new(
                     program,

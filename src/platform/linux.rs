@@ -98,7 +98,9 @@ pub fn resolve_program(
 pub struct SpawnSpec {
     pub program: CString,
     pub argv: Vec<CString>,
-    pub envp: Vec<CString>,
+    /// Shared: archon's own variables are made into C strings once and
+    /// handed to every child (`event_loop::Env`).
+    pub envp: Vec<std::rc::Rc<CString>>,
     /// Fds that become 0, 1, 2 (each must be >= 3 or equal to its target).
     pub stdio: [RawFd; 3],
     /// The RLIMIT_NOFILE archon itself started with, restored in the child.
@@ -131,7 +133,7 @@ impl SpawnSpec {
     pub fn new(
         program: CString,
         argv: Vec<CString>,
-        envp: Vec<CString>,
+        envp: Vec<std::rc::Rc<CString>>,
         stdio: [RawFd; 3],
         nofile: libc::rlimit,
         ignored_signals: Vec<i32>,
