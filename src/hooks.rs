@@ -106,8 +106,8 @@ pub struct Snapshot {
 
 pub struct Hooks {
     lua: Lua,
-    /// Wraps an event's table in a read-only view.
-    read_only: Option<Function>,
+    /// Makes an event's table, read-only to the hook.
+    make_event: Option<Function>,
     pub handlers: Vec<Handler>,
     budget: Rc<LuaBudget>,
     queue: Rc<RefCell<VecDeque<HookAction>>>,
@@ -395,13 +395,22 @@ impl Hooks {
     pub(crate) fn new(lua: Lua, reg: Registry, budget: Rc<LuaBudget>) -> Hooks {
         let _ = lua.set_memory_limit(HOOK_MEMORY);
         let handlers = std::mem::take(&mut *reg.handlers.borrow_mut());
-        let read_only = lua
+        // Builds an event's table and its read-only proxy in one call: the
+        // table constructor's constant keys cost nothing at run time, where
+        // setting twelve fields from Rust interned each name every time.
+        let make_event = lua
             .load(
                 r#"local setmetatable, next, error = setmetatable, next, error
-                return function(t)
+                local function read_only() error("the event is read-only", 2) end
+                return function(event, service, instance, pid, old_state, state, status,
+                                signal, restarts, delay, time)
+                  local t = { event = event, service = service, name = service,
+                              instance = instance, pid = pid, old_state = old_state,
+                              state = state, status = status, signal = signal,
+                              restarts = restarts, delay = delay, time = time }
                   return setmetatable({}, {
                     __index = t,
-                    __newindex = function() error("the event is read-only", 2) end,
+                    __newindex = read_only,
                     __pairs = function() return next, t, nil end,
                     __metatable = false,
                   })
@@ -412,7 +421,7 @@ impl Hooks {
             .ok();
         Hooks {
             lua,
-            read_only,
+            make_event,
             handlers,
             budget,
             queue: reg.queue,
@@ -540,10 +549,23 @@ impl Hooks {
     }
 
     fn event_table(&self, ev: &HookEvent) -> mlua::Result<Table> {
-        let t = self.plain_event_table(ev)?;
-        match &self.read_only {
-            Some(ro) => ro.call::<Table>(t),
-            None => Ok(t),
+        match &self.make_event {
+            Some(make) => make.call::<Table>((
+                ev.kind,
+                ev.service.as_str(),
+                ev.instance,
+                ev.pid,
+                ev.old_state.as_str(),
+                ev.state.as_str(),
+                ev.status,
+                ev.signal.as_deref(),
+                ev.restarts,
+                ev.delay,
+                ev.time,
+            )),
+            // Not reached (the chunk is constant); a writable table still
+            // gives the hook its event.
+            None => self.plain_event_table(ev),
         }
     }
 
