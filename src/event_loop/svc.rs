@@ -614,8 +614,10 @@ impl EventLoop {
                 Reply::error(ErrorKind::BadConfig, errs.join("; "))
             }
             Ok((config, hooks)) => {
-                // The new file's hooks replace the old ones; callbacks of
+                // The new file's hooks replace the old ones, once the old
+                // ones have seen the events before the reload; callbacks of
                 // commands the old hooks ran are dropped with their state.
+                self.flush_hooks();
                 self.hooks = hooks;
                 self.hook_runs.clear();
                 // The new hooks' view of the services starts from now.
