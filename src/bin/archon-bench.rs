@@ -394,13 +394,19 @@ fn mono_ns() -> u64 {
 }
 
 impl ExecEvents {
+    /// linux/netlink.h; not exported by the libc crate for linux-gnu.
+    const NETLINK_CONNECTOR: i32 = 11;
     const CN_IDX_PROC: u32 = 1;
     const PROC_EVENT_EXEC: u32 = 2;
 
     fn open() -> Option<ExecEvents> {
         // SAFETY: plain socket calls on local structs; the fd is owned at once.
         unsafe {
-            let fd = libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 11);
+            let fd = libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                Self::NETLINK_CONNECTOR,
+            );
             if fd < 0 {
                 return None;
             }
