@@ -563,28 +563,9 @@ impl Hooks {
                 ev.delay,
                 ev.time,
             )),
-            // Not reached (the chunk is constant); a writable table still
-            // gives the hook its event.
-            None => self.plain_event_table(ev),
+            // Only if the constant chunk above failed to load.
+            None => Err(mlua::Error::runtime("archon: event tables unavailable")),
         }
-    }
-
-    fn plain_event_table(&self, ev: &HookEvent) -> mlua::Result<Table> {
-        // Sized for the 12 fields up front: no rehash while filling it.
-        let t = self.lua.create_table_with_capacity(0, 12)?;
-        t.set("event", ev.kind)?;
-        t.set("service", ev.service.as_str())?;
-        t.set("name", ev.service.as_str())?;
-        t.set("instance", ev.instance)?;
-        t.set("pid", ev.pid)?;
-        t.set("old_state", ev.old_state.as_str())?;
-        t.set("state", ev.state.as_str())?;
-        t.set("status", ev.status)?;
-        t.set("signal", ev.signal.as_deref())?;
-        t.set("restarts", ev.restarts)?;
-        t.set("delay", ev.delay)?;
-        t.set("time", ev.time)?;
-        Ok(t)
     }
 }
 

@@ -109,8 +109,8 @@ impl Client {
     }
 
     /// The control-message buffer `next_request` reads into: room for
-    /// MAX_FDS fds. The loop keeps one for every client (a fresh one per
-    /// read was a 1 KiB calloc per request).
+    /// MAX_FDS fds. The loop keeps one, shared by all clients (a fresh one
+    /// per read was a 1 KiB calloc per request).
     pub fn cmsg_buffer() -> Vec<u8> {
         nix::cmsg_space!([std::os::fd::RawFd; MAX_FDS])
     }
