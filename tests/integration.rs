@@ -3,6 +3,7 @@
 
 mod util;
 
+use archon::platform::{SCHED_FLAG_RESET_ON_FORK as RESET_ON_FORK, SHORT_SLICE_NS};
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
@@ -670,8 +671,6 @@ fn daemon_pid(d: &Daemon) -> i32 {
     row(d, id)[3].parse().unwrap()
 }
 
-use archon::platform::SCHED_FLAG_RESET_ON_FORK as RESET_ON_FORK;
-
 /// archon raises its own priority (nice -10 by default, a short EEVDF
 /// slice) with SCHED_FLAG_RESET_ON_FORK, so its children start exactly as
 /// they would have without it; `--nice` changes the value; a priority the
@@ -699,9 +698,9 @@ fn archons_priority_is_its_own_and_children_start_at_the_default() {
         "{c:?}"
     );
     if slices {
-        assert_eq!(a.runtime, 100_000, "{a:?}");
+        assert_eq!(a.runtime, SHORT_SLICE_NS, "{a:?}");
         assert_ne!(
-            c.runtime, 100_000,
+            c.runtime, SHORT_SLICE_NS,
             "the child gets the default slice: {c:?}"
         );
     }
@@ -725,7 +724,7 @@ fn archons_priority_is_its_own_and_children_start_at_the_default() {
     assert_eq!((a.nice, a.flags & RESET_ON_FORK), (5, 0), "{a:?}");
     assert_eq!(c.nice, 5, "{c:?}");
     if slices {
-        assert_ne!(a.runtime, 100_000, "{a:?}");
+        assert_ne!(a.runtime, SHORT_SLICE_NS, "{a:?}");
     }
 }
 
@@ -758,4 +757,25 @@ fn archonctl_is_static_and_archon_dynamic() {
     }
     assert!(!has_interpreter(CTL), "archonctl is dynamically linked");
     assert!(has_interpreter(ARCHON), "archon is statically linked");
+}
+
+/// archonctl says so, and exits 1, when it cannot write the reply out.
+#[test]
+fn archonctl_fails_when_its_output_cannot_be_written() {
+    let d = Daemon::start("full");
+    let out = std::process::Command::new(CTL)
+        .arg("--socket")
+        .arg(&d.sock)
+        .arg("version")
+        .stdout(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot write the reply"), "{err}");
 }

@@ -40,7 +40,7 @@ commands (protocol verb in brackets):
   poweroff | reboot | halt                     orderly shutdown, then (as init) power off,
                                                reboot or halt; root only [Poweroff] [Reboot] [Halt]
 
-exit status: 0 Ok, 1 Error reply or archon unreachable, 2 usage error;
+exit status: 0 Ok, 1 Error reply, archon unreachable or output failed, 2 usage error;
 run exits with the command's status, or 125 when archon could not run it.";
 
 /// `writeln!` into a `String`, which cannot fail.
@@ -386,8 +386,10 @@ impl Ctl {
                         self.print_ok(&mut out, cmd, &fields, &rows);
                         print_rows(&mut out, &other);
                         let mut stdout = std::io::stdout().lock();
-                        let _ = stdout.write_all(out.as_bytes());
-                        let _ = stdout.flush();
+                        stdout
+                            .write_all(out.as_bytes())
+                            .and_then(|()| stdout.flush())
+                            .map_err(|e| format!("cannot write the reply: {e}"))?;
                     }
                     if cmd == "subscribe" {
                         continue;
