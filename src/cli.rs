@@ -18,6 +18,9 @@ options:
       --no-socket          no control socket
   -l, --log-level LEVEL    error, warn, info, debug, trace or off ($ARCHON_LOG)
       --grace SECONDS      SIGTERM-to-SIGKILL grace period (default 10)
+      --client-timeout SECONDS
+                           a client whose replies wait unread this long is
+                           disconnected (default 30)
   -g, --forward-to-group   forward signals to the main child's process group
       --no-subreaper       when not PID 1, do not become a child subreaper
       --nice N             archon's own nice value, -20 to 0 (default -10);
@@ -32,6 +35,8 @@ pub struct Options {
     pub socket_mode: u32,
     pub log_level: String,
     pub grace_ms: u64,
+    /// A client whose queued output makes no progress this long is dropped.
+    pub client_timeout_ms: u64,
     /// Serve the control socket (off with `--no-socket`).
     pub use_socket: bool,
     /// The main child's argv (entrypoint mode), empty without one. Kept as
@@ -80,6 +85,7 @@ pub fn parse(args: &[OsString], uid: u32) -> Result<Parsed, String> {
         socket_mode: 0o600,
         log_level: std::env::var("ARCHON_LOG").unwrap_or_else(|_| "info".into()),
         grace_ms: 10_000,
+        client_timeout_ms: 30_000,
         use_socket: true,
         command: Vec::new(),
         forward_group: false,
@@ -135,6 +141,12 @@ pub fn parse(args: &[OsString], uid: u32) -> Result<Parsed, String> {
                 let v = value("--grace")?;
                 opts.grace_ms =
                     parse_seconds(&v).ok_or_else(|| format!("bad grace period: {v}"))?;
+            }
+            "--client-timeout" => {
+                let v = value("--client-timeout")?;
+                opts.client_timeout_ms = parse_seconds(&v)
+                    .filter(|ms| *ms > 0)
+                    .ok_or_else(|| format!("bad client timeout: {v}"))?;
             }
             "--no-socket" => opts.use_socket = false,
             "-c" | "--config" => opts.config = Some(PathBuf::from(value("--config")?)),

@@ -375,29 +375,128 @@ fn run_is_terminated_when_its_client_disconnects() {
     assert!(d.ask("Status")[0] == "Ok", "the run entry left the table");
 }
 
-#[test]
-fn slow_reader_is_disconnected_and_others_are_served() {
-    let d = Daemon::start("slowreader");
-    let mut slow = d.conn();
-    slow.request("Subscribe");
-    let many: String = "Status\n".repeat(2000);
-    for _ in 0..5 {
-        if std::io::Write::write_all(&mut slow.reader.get_mut(), many.as_bytes()).is_err() {
-            break;
+/// archon's resident memory, from /proc.
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Writes `bytes` again and again, without blocking, until the socket
+/// takes no more: then archon has stopped reading this client.
+fn write_until_full(s: &UnixStream, bytes: &[u8]) -> usize {
+    use std::io::Write;
+    s.set_nonblocking(true).unwrap();
+    let mut total = 0;
+    let mut w = s;
+    loop {
+        match w.write(bytes) {
+            Ok(n) => total += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("write failed: {e}"),
         }
     }
-    // Fill the table so each Status is large, then keep asking without reading.
-    for _ in 0..40 {
-        d.ask(&format!("StartDaemon,{}", h("hang")));
+    s.set_nonblocking(false).unwrap();
+    total
+}
+
+/// Daemons whose argv is `pad` bytes long, so that each `Status` is big.
+fn big_daemons(d: &Daemon, n: usize, pad: usize) {
+    let padding = "x".repeat(pad);
+    for _ in 0..n {
+        let r = d.ask(&format!("StartDaemon,/bin/sh,-c,exec sleep 1000,{padding}"));
+        assert!(last(&r).starts_with("Ok,"), "{r:?}");
     }
-    let _ = std::io::Write::write_all(
-        &mut slow.reader.get_mut(),
-        "Status\n".repeat(20000).as_bytes(),
-    );
-    assert!(d.ask("Version")[0].starts_with("Ok,"));
-    wait_for("slow reader disconnected", || {
-        d.log().contains("does not read its replies")
+}
+
+#[test]
+fn pipelining_client_that_never_reads_is_bounded_and_others_are_served() {
+    let d = Daemon::start_with("pipeliner", &["--client-timeout", "3"], |_| {});
+    big_daemons(&d, 30, 2000);
+    let hostile: Vec<UnixStream> = (0..4)
+        .map(|_| UnixStream::connect(&d.sock).unwrap())
+        .collect();
+    let many = "Status\n".repeat(1000);
+    // Each round fills every hostile socket until archon stops reading it;
+    // between rounds, another client is still answered at once.
+    for _ in 0..5 {
+        for s in &hostile {
+            write_until_full(s, many.as_bytes());
+        }
+        let r = d.ask("Status");
+        assert_eq!(last(&r), "Ok");
+        assert_eq!(r.len(), 31, "{r:?}");
+    }
+    let rss = rss_kib(d.pid());
+    assert!(rss < 64 * 1024, "archon grew to {rss} KiB");
+    // A client that reads nothing for the client timeout is disconnected;
+    // what it was sent up to then is whole rows.
+    wait_for("the stalled clients' disconnection", || {
+        d.log().matches("does not read its replies").count() >= hostile.len()
     });
+    for s in &hostile {
+        // Closed: EOF after what was queued, or a reset (archon closed
+        // with the client's requests still unread).
+        let mut all = Vec::new();
+        let mut r = s;
+        match r.read_to_end(&mut all) {
+            Ok(_) => assert!(all.ends_with(b"\n") && all.starts_with(b"Process,")),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
+        }
+    }
+    assert_eq!(last(&d.ask("Version")).split(',').next(), Some("Ok"));
+}
+
+#[test]
+fn a_big_reply_reaches_a_slow_reader_whole() {
+    let d = Daemon::start("bigreply");
+    // 25 rows of 60 KB: 1.5 MB, far more than a socket buffer.
+    big_daemons(&d, 25, 60_000);
+    let mut slow = d.conn();
+    slow.send(b"Status\nStatus,1\nStatus\n");
+    // archon has moved on while this reply waits.
+    assert_eq!(last(&d.ask("Status,2")), "Ok");
+    for want in [26, 2, 26] {
+        let r = slow.reply();
+        assert_eq!(last(&r), "Ok");
+        assert_eq!(r.len(), want);
+        for row in &r[..want - 1] {
+            assert!(
+                row.starts_with("Process,") && row.len() > 60_000,
+                "{}",
+                &row[..40]
+            );
+        }
+    }
+}
+
+#[test]
+fn subscriber_that_never_reads_is_dropped_and_loses_no_one_else() {
+    let d = Daemon::start("deafsub");
+    let mut deaf = d.conn();
+    deaf.send(b"Subscribe\n");
+    let mut good = d.conn();
+    assert_eq!(good.request("Subscribe"), ["Ok"]);
+    // Runs make events; the deaf subscriber's backlog passes its bound.
+    let mut runner = d.conn();
+    let batch = "Run,/bin/true\n".repeat(200);
+    let mut n = 0;
+    while !d.log().contains("does not read its events") {
+        runner.send(batch.as_bytes());
+        for _ in 0..200 {
+            assert_eq!(last(&runner.reply()), "ExitStatus,0");
+        }
+        // The one that reads sees every exit.
+        for _ in 0..200 {
+            good.event(|f| f.get(3) == Some(&"run") && f.get(5) == Some(&"exited"));
+        }
+        n += 200;
+        assert!(n < 100_000, "the deaf subscriber was never dropped");
+    }
+    assert_eq!(good.request("Version")[0].split(',').next(), Some("Ok"));
 }
 
 #[test]

@@ -1,5 +1,13 @@
 //! One client connection: reading with fds (SCM_RIGHTS), line framing,
 //! in-order reply slots and a bounded output queue.
+//!
+//! The bound is structural: a client whose queued output reaches
+//! `OUT_HIGH` is not read from (its further requests wait in the kernel's
+//! socket buffer) until it drains, and big tables are streamed row by row
+//! (`Body::Stream`) as the socket takes them, so a client that reads
+//! slowly gets every reply whole while archon holds at most about
+//! `OUT_HIGH` plus one row for it. Only a client that reads nothing at all
+//! for the stall timeout is disconnected.
 
 use crate::protocol::{Framed, LineBuffer, MAX_LINE};
 use mio::net::UnixStream;
@@ -8,8 +16,16 @@ use std::collections::VecDeque;
 use std::io::{self, IoSliceMut, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-/// Output a client may leave unread before it is disconnected.
-pub const MAX_OUTPUT: usize = 1 << 20;
+/// Queued output at which archon stops reading a client's requests.
+pub const OUT_HIGH: usize = 256 << 10;
+/// A streamed table is generated only while less than this is queued.
+pub const STREAM_LOW: usize = 64 << 10;
+/// Queued events a subscriber may leave unread: events cannot wait for
+/// the reader like replies can, so past this the subscriber is dropped.
+pub const MAX_EVENT_BACKLOG: usize = 256 << 10;
+/// Request lines taken from one client in one pass of the loop; the rest
+/// wait for the next pass, after every other ready source was served.
+pub const LINES_PER_PASS: usize = 32;
 /// Requests a client may have in flight before archon stops reading from it.
 pub const MAX_PENDING: usize = 64;
 /// Room for SCM_MAX_FD (253), the most the kernel passes in one message, so
@@ -32,7 +48,7 @@ pub struct Client {
     /// Bytes received so far: the stream offset of the next byte.
     received: u64,
     out: Vec<u8>,
-    slots: VecDeque<(u64, Option<String>)>,
+    slots: VecDeque<(u64, Option<Body>)>,
     next_seq: u64,
     pub subscribed: bool,
     /// The peer will send nothing more (EOF or the line cap was hit).
@@ -47,6 +63,28 @@ pub struct Client {
     short_read_ok: bool,
     /// A short read without fds happened in this pass.
     drained: bool,
+    /// Lines taken in this pass (`LINES_PER_PASS`).
+    taken: usize,
+    /// Reading stopped with lines possibly left in the socket (budget or
+    /// output bound): the loop must come back without a new edge.
+    pub unread: bool,
+    /// While output waits: milliseconds (the loop's clock) of the last
+    /// write progress, or of the first flush that left output waiting.
+    /// The stall timer counts from it.
+    pub waiting_since: Option<u64>,
+    /// The key of this client in the loop's stall index, if any.
+    pub stall_key: Option<u64>,
+    /// The peer hung up: replies are discarded, the requests it sent
+    /// before are still handled.
+    pub peer_gone: bool,
+}
+
+/// What fills a reply slot.
+pub enum Body {
+    /// An encoded reply, whole.
+    Text(String),
+    /// A table generated row by row as the client reads it.
+    Stream(super::stream::Cursor),
 }
 
 /// The fds of one `recvmsg`. The kernel ends a stream read right after a
@@ -92,6 +130,11 @@ impl Client {
             want_write: false,
             short_read_ok: false,
             drained: false,
+            taken: 0,
+            unread: false,
+            waiting_since: None,
+            stall_key: None,
+            peer_gone: false,
         }
     }
 
@@ -106,6 +149,7 @@ impl Client {
     pub fn begin_service(&mut self, edge: bool) {
         self.short_read_ok = edge;
         self.drained = false;
+        self.taken = 0;
     }
 
     /// The control-message buffer `next_request` reads into: room for
@@ -115,8 +159,19 @@ impl Client {
         nix::cmsg_space!([std::os::fd::RawFd; MAX_FDS])
     }
 
+    /// Room for one more request: few enough in flight, output under its
+    /// bound. (The per-pass budget is `take_budget`.)
     pub fn can_take_request(&self) -> bool {
-        self.slots.len() < MAX_PENDING && !self.closing
+        self.slots.len() < MAX_PENDING && !self.closing && self.out.len() < OUT_HIGH
+    }
+
+    /// Counts a line against this pass's budget; false once it is spent.
+    pub fn take_budget(&mut self) -> bool {
+        if self.taken >= LINES_PER_PASS {
+            return false;
+        }
+        self.taken += 1;
+        true
     }
 
     /// Reads what the socket has (bounded by the line cap) and returns the
@@ -208,43 +263,82 @@ impl Client {
     }
 
     /// Fills a reply slot; replies leave in request order.
-    pub fn fill_slot(&mut self, seq: u64, text: String) {
+    pub fn fill_slot(&mut self, seq: u64, body: Body) {
         if let Some(slot) = self.slots.iter_mut().find(|(s, _)| *s == seq) {
-            slot.1 = Some(text);
+            slot.1 = Some(body);
         }
-        while let Some((_, Some(_))) = self.slots.front() {
-            if let Some((_, Some(text))) = self.slots.pop_front() {
+        self.advance();
+    }
+
+    /// Moves finished replies at the head of the slots to the output, up
+    /// to a streamed one (which `head_stream` hands out).
+    fn advance(&mut self) {
+        while let Some((_, Some(Body::Text(_)))) = self.slots.front() {
+            if let Some((_, Some(Body::Text(text)))) = self.slots.pop_front() {
                 self.out.extend_from_slice(text.as_bytes());
             }
         }
     }
 
-    /// Queues an event row (outside the reply order).
-    pub fn push_event(&mut self, text: &str) {
+    /// The streamed reply at the head of the slots, while there is room to
+    /// generate more of it, with the output to append its rows to.
+    pub fn head_stream(&mut self) -> Option<(&mut super::stream::Cursor, &mut Vec<u8>)> {
+        if self.out.len() >= STREAM_LOW {
+            return None;
+        }
+        match self.slots.front_mut() {
+            Some((_, Some(Body::Stream(cur)))) => Some((cur, &mut self.out)),
+            _ => None,
+        }
+    }
+
+    /// A streamed reply is at the head of the slots.
+    pub fn streaming(&self) -> bool {
+        matches!(self.slots.front(), Some((_, Some(Body::Stream(_)))))
+    }
+
+    /// The head stream has written its last row.
+    pub fn stream_done(&mut self) {
+        self.slots.pop_front();
+        self.advance();
+    }
+
+    /// Queues an event row (outside the reply order). False when the
+    /// subscriber has left more than `MAX_EVENT_BACKLOG` unread.
+    pub fn push_event(&mut self, text: &str) -> bool {
+        if self.out.len() + text.len() > MAX_EVENT_BACKLOG {
+            return false;
+        }
         self.out.extend_from_slice(text.as_bytes());
+        true
     }
 
     pub fn output_waiting(&self) -> bool {
         !self.out.is_empty()
     }
 
-    pub fn over_limit(&self) -> bool {
-        self.out.len() > MAX_OUTPUT
-    }
-
-    /// Writes as much queued output as the socket takes.
-    pub fn flush(&mut self) -> io::Result<()> {
+    /// Writes as much queued output as the socket takes; `now_ms` dates
+    /// any progress, for the stall timer.
+    pub fn flush(&mut self, now_ms: u64) -> io::Result<()> {
+        if self.peer_gone {
+            self.out.clear();
+        }
         while !self.out.is_empty() {
             match self.stream.write(&self.out) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.out.drain(..n);
+                    self.waiting_since = Some(now_ms);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.waiting_since.get_or_insert(now_ms);
+                    return Ok(());
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
+        self.waiting_since = None;
         // A big reply (a Status of thousands of rows) should not keep its
         // buffer for the life of the connection.
         if self.out.capacity() > 64 * 1024 {

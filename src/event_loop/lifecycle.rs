@@ -161,7 +161,7 @@ impl EventLoop {
         let ids: Vec<u64> = self.clients.keys().copied().collect();
         for cid in ids {
             if let Some(c) = self.clients.get_mut(&cid) {
-                let _ = c.flush();
+                let _ = c.flush(0);
             }
         }
         if self.listener.is_some() {

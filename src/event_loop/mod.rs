@@ -6,11 +6,13 @@
 //! on a client or a child.
 
 mod client;
+mod clients;
 mod hook;
 mod lifecycle;
 mod listener;
 mod output;
 mod requests;
+mod stream;
 mod svc;
 
 use crate::cli::Options;
@@ -19,7 +21,6 @@ use crate::protocol::{
     parse_request, Command, ErrorKind, PowerAction, Reply, Request, SignalSpec, PROTOCOL_VERSION,
 };
 use crate::supervisor::{Clock, Effect, Exit, Kind, ReplyTo, Supervisor};
-use client::{Client, ReadOutcome};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use std::collections::HashMap;
@@ -58,7 +59,7 @@ pub struct EventLoop {
     opts: Options,
     listener: Option<mio::net::UnixListener>,
     signals: OwnedFd,
-    clients: HashMap<u64, Client>,
+    clients: HashMap<u64, client::Client>,
     next_client: u64,
     watched: HashMap<u64, Watched>,
     sup: Supervisor,
@@ -70,8 +71,12 @@ pub struct EventLoop {
     env: Env,
     nofile: libc::rlimit,
     shutting_down: bool,
-    /// Clients whose reply slots freed up during this iteration.
-    resume: Vec<u64>,
+    /// Clients with requests left unread (their per-pass budget was spent,
+    /// or a reply slot or output room freed up): served again next pass,
+    /// which then does not wait.
+    again: std::collections::BTreeSet<u64>,
+    /// Clients whose output waits, by when they stall out: (deadline, id).
+    stalls: std::collections::BTreeSet<(u64, u64)>,
     /// Clients that sent `Subscribe`: events go to these without a scan of
     /// every connection.
     subscribers: std::collections::BTreeSet<u64>,
@@ -200,7 +205,8 @@ impl EventLoop {
             env: Env::from_process(),
             nofile,
             shutting_down: false,
-            resume: Vec::new(),
+            again: Default::default(),
+            stalls: Default::default(),
             subscribers: std::collections::BTreeSet::new(),
             ignored_signals: platform::ignored_signals(),
             pid1,
@@ -272,8 +278,13 @@ impl EventLoop {
                 self.sweep.as_ref().map(|sw| sw.deadline),
                 self.services.next_deadline(),
                 self.check_due.first().map(|c| c.0),
-                // Hook calls or actions left for this iteration: do not wait.
-                (!self.hook_actions.is_empty() || !self.hook_pending.is_empty()).then_some(0),
+                self.stalls.first().map(|s| s.0),
+                // Hook calls or actions left, or clients with requests
+                // unread: do not wait.
+                (!self.hook_actions.is_empty()
+                    || !self.hook_pending.is_empty()
+                    || !self.again.is_empty())
+                .then_some(0),
             ]
             .into_iter()
             .flatten()
@@ -307,13 +318,11 @@ impl EventLoop {
                     Token(t) if t >= SWEEP_BASE => {}
                     Token(t) if t >= CLIENT_BASE => {
                         let cid = (t - CLIENT_BASE) as u64;
-                        if ev.is_write_closed() || ev.is_error() {
-                            // Requests sent before the hang-up are still handled.
-                            self.service_client(cid, false);
-                            self.drop_client(cid, "hung up");
-                        } else {
-                            self.service_client(cid, !ev.is_read_closed());
-                        }
+                        self.client_event(
+                            cid,
+                            ev.is_write_closed() || ev.is_error(),
+                            ev.is_read_closed(),
+                        );
                     }
                     Token(id) => self.process_event(id as u64),
                 }
@@ -331,194 +340,9 @@ impl EventLoop {
             }
             self.flush_hooks();
             self.apply_hook_actions();
-            while let Some(cid) = self.resume.pop() {
-                if self.clients.get(&cid).is_some_and(|c| c.can_take_request()) {
-                    self.service_client(cid, false);
-                }
-            }
+            self.expire_stalled();
+            self.serve_again();
         }
-    }
-
-    // ----- accepting -------------------------------------------------------
-
-    fn accept_all(&mut self) {
-        let accept = |me: &Self| me.listener.as_ref().map(|l| l.accept());
-        while let Some(res) = accept(self) {
-            match res {
-                Ok((stream, _)) => self.add_client(stream),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
-                    // Free the reserve fd, take the connection and refuse it,
-                    // so the pending queue drains instead of waking us forever.
-                    // (Linux reports EMFILE before looking at the queue, so
-                    // an empty queue shows up only once the reserve is free.)
-                    self.reserve_fd = None;
-                    match accept(self) {
-                        Some(Ok((mut s, _))) => {
-                            use std::io::Write;
-                            let reply = Reply::error(ErrorKind::Limit, "out of file descriptors");
-                            let _ = s.write(reply.encode().as_bytes());
-                            log::warn!("out of file descriptors; refused a connection");
-                        }
-                        _ => {
-                            self.reserve_fd = reserve();
-                            return;
-                        }
-                    }
-                    self.reserve_fd = reserve();
-                    if self.reserve_fd.is_none() {
-                        // drop_client retries once a descriptor is free.
-                        return;
-                    }
-                }
-                Err(e) => {
-                    log::warn!("accept failed error={e}");
-                    return;
-                }
-            }
-        }
-    }
-
-    fn add_client(&mut self, mut stream: mio::net::UnixStream) {
-        if self.clients.len() >= MAX_CLIENTS {
-            use std::io::Write;
-            let _ = stream.write(
-                Reply::error(ErrorKind::Limit, "too many connections")
-                    .encode()
-                    .as_bytes(),
-            );
-            return;
-        }
-        let cid = self.next_client;
-        self.next_client += 1;
-        let token = Token(CLIENT_BASE + cid as usize);
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut stream, token, Interest::READABLE)
-        {
-            log::warn!("cannot register client error={e}");
-            return;
-        }
-        let uid = listener::peer_uid(&stream);
-        log::debug!("client connected client={cid} uid={uid}");
-        self.clients.insert(cid, Client::new(stream, uid));
-        self.service_client(cid, false);
-    }
-
-    // ----- clients ---------------------------------------------------------
-
-    fn drop_client(&mut self, cid: u64, why: &str) {
-        if let Some(mut c) = self.clients.remove(&cid) {
-            self.subscribers.remove(&cid);
-            log::debug!("client gone client={cid} reason={why}");
-            let _ = self.poll.registry().deregister(&mut c.stream);
-            let now = self.now();
-            let fx = self.sup.client_gone(cid, self.opts.grace_ms, now);
-            self.apply(fx);
-            if self.reserve_fd.is_none() && !self.shutting_down {
-                self.reserve_fd = reserve();
-                // Connections may have queued while no reserve was held.
-                self.accept_all();
-            }
-        }
-    }
-
-    /// Reads and handles requests while the client may send more, flushes,
-    /// and closes it when it is done or misbehaving. `edge` is true when a
-    /// readable event without a hang-up brought us here: then a short read
-    /// may stand for "drained" (see `Client::next_request`).
-    fn service_client(&mut self, cid: u64, edge: bool) {
-        if let Some(c) = self.clients.get_mut(&cid) {
-            c.begin_service(edge);
-        }
-        loop {
-            let Some(c) = self.clients.get_mut(&cid) else {
-                return;
-            };
-            if !c.can_take_request() {
-                break;
-            }
-            match c.next_request(&mut self.cmsg_buf) {
-                Ok(ReadOutcome::Line(req)) => {
-                    log::trace!(
-                        "request client={cid} line={:?}",
-                        String::from_utf8_lossy(&req.line)
-                    );
-                    self.handle_line(cid, req);
-                }
-                Ok(ReadOutcome::TooLong) => {
-                    let seq = c.open_slot();
-                    c.closing = true;
-                    c.fill_slot(
-                        seq,
-                        Reply::error(
-                            ErrorKind::TooLong,
-                            format!("request line over {} bytes", crate::protocol::MAX_LINE),
-                        )
-                        .encode(),
-                    );
-                    log::warn!("client sent an over-long line client={cid}");
-                    break;
-                }
-                Ok(ReadOutcome::Nothing) => break,
-                Err(e) => {
-                    self.drop_client(cid, &format!("read error: {e}"));
-                    return;
-                }
-            }
-        }
-        self.flush_client(cid);
-    }
-
-    fn flush_client(&mut self, cid: u64) {
-        let Some(c) = self.clients.get_mut(&cid) else {
-            return;
-        };
-        if let Err(e) = c.flush() {
-            self.drop_client(cid, &format!("write error: {e}"));
-            return;
-        }
-        // WRITABLE interest only while output waits: no wake-up per reply.
-        let want = c.output_waiting();
-        if want != c.want_write {
-            let interest = if want {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            let token = Token(CLIENT_BASE + cid as usize);
-            if let Err(e) = self
-                .poll
-                .registry()
-                .reregister(&mut c.stream, token, interest)
-            {
-                log::warn!("cannot reregister client={cid} error={e}");
-            }
-            c.want_write = want;
-        }
-        if c.closing {
-            if c.drain_for_close() {
-                self.drop_client(cid, "closed after an error");
-            }
-        } else if c.over_limit() {
-            log::warn!("client does not read its replies; disconnecting client={cid}");
-            self.drop_client(cid, "output over limit");
-        } else if c.finished() {
-            self.drop_client(cid, "done");
-        }
-    }
-
-    fn reply_to(&mut self, to: ReplyTo, reply: &Reply) {
-        if let Some(c) = self.clients.get_mut(&to.client) {
-            c.fill_slot(to.seq, reply.encode());
-        }
-        self.flush_client(to.client);
-        // A slot freed may let a back-pressured client go on; that happens
-        // after the current event, not here (no recursion, whatever the
-        // client pipelined).
-        self.resume.push(to.client);
     }
 
     // ----- processes -------------------------------------------------------
@@ -688,16 +512,7 @@ impl EventLoop {
             match fx {
                 Effect::Reply { to, reply } => self.reply_to(to, &reply),
                 Effect::Event(_) if self.subscribers.is_empty() => {}
-                Effect::Event(row) => {
-                    let text = row.encode();
-                    let subs: Vec<u64> = self.subscribers.iter().copied().collect();
-                    for cid in subs {
-                        if let Some(c) = self.clients.get_mut(&cid) {
-                            c.push_event(&text);
-                        }
-                        self.flush_client(cid);
-                    }
-                }
+                Effect::Event(row) => self.announce(&row.encode()),
                 Effect::Forget { id } => self.forget(id),
                 Effect::Signal {
                     id,

@@ -1,5 +1,6 @@
 //! Requests: one line from a client, parsed, answered now or later.
 
+use super::client::Body;
 use super::*;
 
 impl EventLoop {
@@ -10,18 +11,42 @@ impl EventLoop {
         let seq = c.open_slot();
         let fds = raw.fds;
         let to = ReplyTo { client: cid, seq };
+        let text = |r: Reply| Body::Text(r.encode());
         let answer = match parse_request(&raw.line) {
-            Err((kind, msg)) => Some(Reply::error(kind, msg)),
-            Ok(_) if raw.fds_truncated => Some(Reply::error(
+            Err((kind, msg)) => Some(text(Reply::error(kind, msg))),
+            Ok(_) if raw.fds_truncated => Some(text(Reply::error(
                 ErrorKind::BadFd,
                 "too many fds sent with the request",
-            )),
-            Ok(req) => self.handle_request(to, req, fds),
+            ))),
+            Ok(req) => match self.streamed(&req, &fds) {
+                Some(cursor) => Some(Body::Stream(cursor)),
+                None => self.handle_request(to, req, fds).map(text),
+            },
         };
-        if let Some(reply) = answer {
+        if let Some(body) = answer {
             if let Some(c) = self.clients.get_mut(&cid) {
-                c.fill_slot(seq, reply.encode());
+                c.fill_slot(seq, body);
             }
+        }
+    }
+
+    /// The tables that are streamed rather than built (`stream.rs`).
+    fn streamed(&self, req: &Request, fds: &[OwnedFd]) -> Option<stream::Cursor> {
+        if !fds.is_empty() {
+            return None;
+        }
+        match req {
+            Request::Status(None) => Some(stream::Cursor::status_all()),
+            Request::StatusService(name) if self.services.has(name) => {
+                Some(stream::Cursor::Services {
+                    only: Some(name.clone()),
+                    from: None,
+                })
+            }
+            Request::DumpConfig => Some(stream::Cursor::Settings {
+                from: String::new(),
+            }),
+            _ => None,
         }
     }
 
@@ -54,18 +79,15 @@ impl EventLoop {
                 env!("CARGO_PKG_VERSION").into(),
                 format!("protocol={PROTOCOL_VERSION}"),
             ])),
-            Request::Status(None) => Some(self.status_all()),
             Request::Status(only) => Some(match self.sup.rows(only) {
                 Ok(rows) => Reply::Table(rows),
                 Err(e) => e,
             }),
-            Request::StatusService(name) => {
-                let mut out = String::new();
-                Some(match self.service_rows(Some(&name), &mut out) {
-                    Ok(()) => Reply::Encoded(out),
-                    Err(e) => Reply::error(ErrorKind::NoSuchService, e),
-                })
-            }
+            // Known services are streamed (`streamed`).
+            Request::StatusService(name) => Some(Reply::error(
+                ErrorKind::NoSuchService,
+                format!("no service {name}"),
+            )),
             Request::Start(name) => Some(self.service_cmd(&name, |s, n, m, w| s.start(n, m, w))),
             Request::StopService(name) => {
                 Some(self.service_cmd(&name, |s, n, m, w| s.stop(n, m, w)))
@@ -81,7 +103,7 @@ impl EventLoop {
                 Some(r)
             }
             Request::Reload => Some(self.reload()),
-            Request::DumpConfig => Some(Reply::Rows(self.config_rows())),
+            Request::DumpConfig => Some(Reply::Ok(Vec::new())),
             Request::Depend { name, dep } => Some(match self.services.depend(&name, &dep) {
                 Ok(()) => Reply::Ok(Vec::new()),
                 Err(e) if e.starts_with("no service") => Reply::error(ErrorKind::NoSuchService, e),
@@ -103,7 +125,7 @@ impl EventLoop {
                 self.power = Some(action);
                 // Answer first: the shutdown may end the connection.
                 if let Some(c) = self.clients.get_mut(&to.client) {
-                    c.fill_slot(to.seq, Reply::Ok(Vec::new()).encode());
+                    c.fill_slot(to.seq, Body::Text(Reply::Ok(Vec::new()).encode()));
                 }
                 self.flush_client(to.client);
                 self.begin_shutdown(action.verb(), libc::SIGTERM);

@@ -62,7 +62,7 @@ impl EventLoop {
                     let now = self.now();
                     let row = vec![
                         "ServiceEvent".to_string(),
-                        fmt_wall(now.wall),
+                        super::stream::fmt_millis(now.wall),
                         name,
                         index.to_string(),
                         state.as_str().to_string(),
@@ -81,17 +81,6 @@ impl EventLoop {
                     self.begin_shutdown(&format!("essential service {name} failed"), libc::SIGTERM);
                 }
             }
-        }
-    }
-
-    /// Sends a pre-encoded line to every subscriber.
-    pub(super) fn announce(&mut self, text: &str) {
-        let subs: Vec<u64> = self.subscribers.iter().copied().collect();
-        for cid in subs {
-            if let Some(c) = self.clients.get_mut(&cid) {
-                c.push_event(text);
-            }
-            self.flush_client(cid);
         }
     }
 
@@ -467,137 +456,6 @@ impl EventLoop {
         }
     }
 
-    /// `Status` rows of services.
-    /// `Status` rows of services, encoded one by one into `out`.
-    pub(super) fn service_rows(&self, only: Option<&str>, out: &mut String) -> Result<(), String> {
-        let now = self.now();
-        for (name, i) in self.services.instances(only)? {
-            let row = [
-                "Service".to_string(),
-                name.to_string(),
-                i.index.to_string(),
-                i.state.as_str().to_string(),
-                i.pid.map(|p| p.to_string()).unwrap_or_default(),
-                fmt_wall(i.since_wall),
-                i.restarts.to_string(),
-                fmt_secs(i.delay_ms),
-                i.next_attempt
-                    .filter(|_| i.state == SvcState::Backoff)
-                    .map(|t| fmt_wall(now.wall + t.saturating_sub(now.mono)))
-                    .unwrap_or_default(),
-                i.last_exit
-                    .as_ref()
-                    .map(|e| e.describe())
-                    .unwrap_or_default(),
-                i.status_text.clone(),
-            ];
-            out.push_str(&crate::protocol::encode_record(&row));
-        }
-        Ok(())
-    }
-
-    /// `DumpConfig`: one row per setting of every service.
-    pub(super) fn config_rows(&self) -> Vec<Vec<String>> {
-        let mut rows = Vec::new();
-        for s in self.services.specs() {
-            let mut put = |k: &str, v: String| {
-                rows.push(vec!["Setting".into(), s.name.clone(), k.into(), v]);
-            };
-            put("declared", format!("{}:{}", s.file, s.line));
-            put("cmd", s.cmd.join(" "));
-            for (k, v) in &s.env {
-                put("env", format!("{k}={v}"));
-            }
-            put("env_clear", s.env_clear.to_string());
-            put("cwd", s.cwd.clone().unwrap_or_default());
-            put("user", s.user.clone().unwrap_or_default());
-            put("group", s.group.clone().unwrap_or_default());
-            put(
-                "umask",
-                s.umask.map(|m| format!("{m:03o}")).unwrap_or_default(),
-            );
-            for (res, soft, hard) in &s.rlimits {
-                let v = |n: &u64| {
-                    if *n == u64::MAX {
-                        "unlimited".to_string()
-                    } else {
-                        n.to_string()
-                    }
-                };
-                put(
-                    &format!("rlimits.{res}"),
-                    format!("{} {}", v(soft), v(hard)),
-                );
-            }
-            put("stdout", output_str(&s.stdout));
-            put("stderr", output_str(&s.stderr));
-            put("stop_signal", platform::signal_name(s.stop_signal));
-            put("grace", fmt_secs(s.grace_ms));
-            put(
-                "restart",
-                match s.restart {
-                    crate::services::spec::Restart::Always => "always",
-                    crate::services::spec::Restart::OnFailure => "on-failure",
-                    crate::services::spec::Restart::Never => "never",
-                }
-                .into(),
-            );
-            put(
-                "success_codes",
-                s.success_codes
-                    .iter()
-                    .map(|c| c.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            );
-            put("backoff.initial", fmt_secs(s.backoff.initial_ms));
-            put("backoff.multiplier", s.backoff.multiplier.to_string());
-            put("backoff.max", fmt_secs(s.backoff.max_ms));
-            put("backoff.reset_after", fmt_secs(s.backoff.reset_after_ms));
-            match &s.budget {
-                Some(b) => {
-                    put("budget.restarts", b.restarts.to_string());
-                    put("budget.window", fmt_secs(b.window_ms));
-                }
-                None => put("budget", "false".into()),
-            }
-            put("replicas", s.replicas.to_string());
-            let mut deps = s.depends_on.clone();
-            deps.extend(self.services.extra_deps(&s.name));
-            put("depends_on", deps.join(" "));
-            put("oneshot", s.oneshot.to_string());
-            put(
-                "ready",
-                match &s.ready {
-                    Readiness::Exec => "exec".into(),
-                    Readiness::Fd(n) => format!("fd {n}"),
-                    Readiness::Notify => "notify".into(),
-                    Readiness::Command { argv, interval_ms } => {
-                        format!(
-                            "command {} every {}",
-                            argv.join(" "),
-                            fmt_secs(*interval_ms)
-                        )
-                    }
-                },
-            );
-            if let Some(h) = &s.health {
-                put(
-                    "health",
-                    format!(
-                        "command {} every {}",
-                        h.argv.join(" "),
-                        fmt_secs(h.interval_ms)
-                    ),
-                );
-            }
-            put("start_timeout", fmt_secs(s.start_timeout_ms));
-            put("essential", s.essential.to_string());
-            put("autostart", s.autostart.to_string());
-        }
-        rows
-    }
-
     /// `Reload` (and SIGHUP): reads the config again; an invalid one
     /// changes nothing.
     pub(super) fn reload(&mut self) -> Reply {
@@ -654,33 +512,4 @@ impl EventLoop {
             }
         }
     }
-
-    /// `Status` of everything: process rows, then service rows.
-    pub(super) fn status_all(&self) -> Reply {
-        let mut out = String::new();
-        self.sup.each_row(|p| out.push_str(&p.encode()));
-        let _ = self.service_rows(None, &mut out);
-        Reply::Encoded(out)
-    }
-}
-
-fn output_str(o: &Output) -> String {
-    match o {
-        Output::Prefix => "prefix".into(),
-        Output::Inherit => "inherit".into(),
-        Output::Null => "null".into(),
-        Output::File {
-            path,
-            max_size,
-            keep,
-        } => format!("file {path} max_size {max_size} keep {keep}"),
-    }
-}
-
-pub(super) fn fmt_wall(ms: u64) -> String {
-    format!("{}.{:03}", ms / 1000, ms % 1000)
-}
-
-fn fmt_secs(ms: u64) -> String {
-    format!("{}.{:03}", ms / 1000, ms % 1000)
 }

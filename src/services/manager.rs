@@ -469,6 +469,11 @@ impl Services {
         self.specs.contains_key(name) && !self.removing.contains(name)
     }
 
+    /// A service of that name is declared.
+    pub fn has(&self, name: &str) -> bool {
+        self.instances.contains_key(name)
+    }
+
     fn unknown(name: &str) -> String {
         format!("no service {name}")
     }
@@ -747,6 +752,52 @@ impl Services {
             .iter()
             .flat_map(|(n, v)| v.iter().map(move |i| (n.as_str(), i)))
             .collect())
+    }
+
+    /// Up to `max` instances from (name, position) on, of `only` or of
+    /// every service, in name order; returns where to go on from, or None
+    /// when done (a cursor for a streamed `Status`).
+    #[allow(clippy::type_complexity)]
+    pub fn instances_from(
+        &self,
+        only: Option<&str>,
+        from: Option<(&str, usize)>,
+        max: usize,
+        mut f: impl FnMut(&str, &Instance),
+    ) -> Result<Option<(String, usize)>, String> {
+        use std::ops::Bound;
+        if let Some(n) = only {
+            if !self.instances.contains_key(n) {
+                return Err(Self::unknown(n));
+            }
+        }
+        let (start, mut pos) = match from {
+            Some((n, p)) => (Bound::Included(n), p),
+            None => (only.map_or(Bound::Unbounded, Bound::Included), 0),
+        };
+        let mut left = max;
+        for (name, list) in self.instances.range::<str, _>((start, Bound::Unbounded)) {
+            if only.is_some_and(|o| o != name) {
+                return Ok(None);
+            }
+            for (i, inst) in list.iter().enumerate().skip(pos) {
+                if left == 0 {
+                    return Ok(Some((name.clone(), i)));
+                }
+                f(name, inst);
+                left -= 1;
+            }
+            pos = 0;
+        }
+        Ok(None)
+    }
+
+    /// Specs from `from` on, in name order.
+    pub fn specs_from<'a>(&'a self, from: &str) -> impl Iterator<Item = &'a ServiceSpec> + 'a {
+        use std::ops::Bound;
+        self.specs
+            .range::<str, _>((Bound::Included(from), Bound::Unbounded))
+            .map(|(_, b)| &**b)
     }
 
     pub fn specs(&self) -> impl Iterator<Item = &ServiceSpec> {

@@ -542,6 +542,17 @@ impl Supervisor {
         }
     }
 
+    /// Up to `max` rows from id `from` on; returns the id to go on from,
+    /// or None when the table is done (a cursor for a streamed `Status`).
+    pub fn rows_from(&self, from: u64, max: usize, mut f: impl FnMut(ProcessRow)) -> Option<u64> {
+        let mut it = self.entries.range(from..);
+        for _ in 0..max {
+            let (_, e) = it.next()?;
+            f(Self::row(e));
+        }
+        it.next().map(|(id, _)| *id)
+    }
+
     fn row(e: &Entry) -> ProcessRow {
         ProcessRow {
             id: e.id,

@@ -1,0 +1,298 @@
+//! Serving clients: accepting, reading requests under a per-pass budget,
+//! streaming and flushing replies, the stall timer, dropping.
+//!
+//! Fairness is structural: a client gives at most `LINES_PER_PASS` lines
+//! per pass and is then served again on the next pass (after every other
+//! ready source), and it is not read at all while its output is over
+//! `OUT_HIGH` or it has `MAX_PENDING` requests in flight. A client whose
+//! output has made no progress for the client timeout is disconnected.
+
+use super::client::{Body, Client, ReadOutcome};
+use super::*;
+
+impl EventLoop {
+    pub(super) fn accept_all(&mut self) {
+        let accept = |me: &Self| me.listener.as_ref().map(|l| l.accept());
+        while let Some(res) = accept(self) {
+            match res {
+                Ok((stream, _)) => self.add_client(stream),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
+                    // Free the reserve fd, take the connection and refuse it,
+                    // so the pending queue drains instead of waking us forever.
+                    // (Linux reports EMFILE before looking at the queue, so
+                    // an empty queue shows up only once the reserve is free.)
+                    self.reserve_fd = None;
+                    match accept(self) {
+                        Some(Ok((mut s, _))) => {
+                            use std::io::Write;
+                            let reply = Reply::error(ErrorKind::Limit, "out of file descriptors");
+                            let _ = s.write(reply.encode().as_bytes());
+                            log::warn!("out of file descriptors; refused a connection");
+                        }
+                        _ => {
+                            self.reserve_fd = reserve();
+                            return;
+                        }
+                    }
+                    self.reserve_fd = reserve();
+                    if self.reserve_fd.is_none() {
+                        // drop_client retries once a descriptor is free.
+                        return;
+                    }
+                }
+                Err(e) => {
+                    log::warn!("accept failed error={e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_client(&mut self, mut stream: mio::net::UnixStream) {
+        if self.clients.len() >= MAX_CLIENTS {
+            use std::io::Write;
+            let _ = stream.write(
+                Reply::error(ErrorKind::Limit, "too many connections")
+                    .encode()
+                    .as_bytes(),
+            );
+            return;
+        }
+        let cid = self.next_client;
+        self.next_client += 1;
+        let token = Token(CLIENT_BASE + cid as usize);
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, token, Interest::READABLE)
+        {
+            log::warn!("cannot register client error={e}");
+            return;
+        }
+        let uid = listener::peer_uid(&stream);
+        log::debug!("client connected client={cid} uid={uid}");
+        self.clients.insert(cid, Client::new(stream, uid));
+        self.service_client(cid, false);
+    }
+
+    pub(super) fn drop_client(&mut self, cid: u64, why: &str) {
+        if let Some(mut c) = self.clients.remove(&cid) {
+            self.subscribers.remove(&cid);
+            self.again.remove(&cid);
+            if let Some(k) = c.stall_key {
+                self.stalls.remove(&(k, cid));
+            }
+            log::debug!("client gone client={cid} reason={why}");
+            let _ = self.poll.registry().deregister(&mut c.stream);
+            let now = self.now();
+            let fx = self.sup.client_gone(cid, self.opts.grace_ms, now);
+            self.apply(fx);
+            if self.reserve_fd.is_none() && !self.shutting_down {
+                self.reserve_fd = reserve();
+                // Connections may have queued while no reserve was held.
+                self.accept_all();
+            }
+        }
+    }
+
+    /// A readiness event of a client's socket.
+    pub(super) fn client_event(&mut self, cid: u64, hung_up: bool, read_closed: bool) {
+        if hung_up {
+            // Requests sent before the hang-up are still handled (over as
+            // many passes as their number takes); the replies have nowhere
+            // to go.
+            if let Some(c) = self.clients.get_mut(&cid) {
+                c.peer_gone = true;
+            }
+            self.service_client(cid, false);
+        } else {
+            self.service_client(cid, !read_closed);
+        }
+    }
+
+    /// Reads and handles requests while the client may send more, within
+    /// this pass's budget, then flushes. `edge` is true when a readable
+    /// event without a hang-up brought us here: then a short read may
+    /// stand for "drained" (see `Client::next_request`).
+    pub(super) fn service_client(&mut self, cid: u64, edge: bool) {
+        if let Some(c) = self.clients.get_mut(&cid) {
+            c.begin_service(edge);
+        }
+        loop {
+            let Some(c) = self.clients.get_mut(&cid) else {
+                return;
+            };
+            if !c.can_take_request() {
+                // Picked up again when a slot or output room frees up
+                // (`flush_client`).
+                c.unread = true;
+                break;
+            }
+            if !c.take_budget() {
+                c.unread = true;
+                self.again.insert(cid);
+                break;
+            }
+            match c.next_request(&mut self.cmsg_buf) {
+                Ok(ReadOutcome::Line(req)) => {
+                    log::trace!(
+                        "request client={cid} line={:?}",
+                        String::from_utf8_lossy(&req.line)
+                    );
+                    self.handle_line(cid, req);
+                }
+                Ok(ReadOutcome::TooLong) => {
+                    let seq = c.open_slot();
+                    c.closing = true;
+                    c.fill_slot(
+                        seq,
+                        Body::Text(
+                            Reply::error(
+                                ErrorKind::TooLong,
+                                format!("request line over {} bytes", crate::protocol::MAX_LINE),
+                            )
+                            .encode(),
+                        ),
+                    );
+                    log::warn!("client sent an over-long line client={cid}");
+                    break;
+                }
+                Ok(ReadOutcome::Nothing) => {
+                    c.unread = false;
+                    break;
+                }
+                Err(e) => {
+                    self.drop_client(cid, &format!("read error: {e}"));
+                    return;
+                }
+            }
+        }
+        self.flush_client(cid);
+    }
+
+    /// Generates streamed rows while there is room, writes what the socket
+    /// takes, keeps the write interest and the stall timer in step, and
+    /// closes the client when it is done or misbehaving.
+    pub(super) fn flush_client(&mut self, cid: u64) {
+        let now = self.now();
+        let Some(c) = self.clients.get_mut(&cid) else {
+            return;
+        };
+        let flushed = loop {
+            while let Some((cursor, out)) = c.head_stream() {
+                if cursor.fill(out, &self.sup, &self.services, now) {
+                    out.extend_from_slice(b"Ok\n");
+                    c.stream_done();
+                }
+            }
+            if let Err(e) = c.flush(now.mono) {
+                break Err(e);
+            }
+            if c.output_waiting() || !c.streaming() {
+                break Ok(());
+            }
+        };
+        if let Err(e) = flushed {
+            self.drop_client(cid, &format!("write error: {e}"));
+            return;
+        }
+        // WRITABLE interest only while output waits: no wake-up per reply.
+        let want = c.output_waiting();
+        if want != c.want_write {
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let token = Token(CLIENT_BASE + cid as usize);
+            if let Err(e) = self
+                .poll
+                .registry()
+                .reregister(&mut c.stream, token, interest)
+            {
+                log::warn!("cannot reregister client={cid} error={e}");
+            }
+            c.want_write = want;
+        }
+        let key = c
+            .waiting_since
+            .map(|t| t.saturating_add(self.opts.client_timeout_ms));
+        if key != c.stall_key {
+            if let Some(k) = c.stall_key {
+                self.stalls.remove(&(k, cid));
+            }
+            if let Some(k) = key {
+                self.stalls.insert((k, cid));
+            }
+            c.stall_key = key;
+        }
+        if c.unread && c.can_take_request() {
+            self.again.insert(cid);
+        }
+        if c.closing {
+            if c.drain_for_close() {
+                self.drop_client(cid, "closed after an error");
+            }
+        } else if c.peer_gone && c.read_done && !c.unread {
+            self.drop_client(cid, "hung up");
+        } else if c.finished() {
+            self.drop_client(cid, "done");
+        }
+    }
+
+    pub(super) fn reply_to(&mut self, to: ReplyTo, reply: &Reply) {
+        if let Some(c) = self.clients.get_mut(&to.client) {
+            c.fill_slot(to.seq, Body::Text(reply.encode()));
+        }
+        // A slot freed may let a back-pressured client go on; that happens
+        // on the next pass, not here (no recursion, whatever the client
+        // pipelined).
+        self.flush_client(to.client);
+    }
+
+    /// Sends a pre-encoded line to every subscriber; one that has left
+    /// `MAX_EVENT_BACKLOG` unread is dropped (events cannot wait).
+    pub(super) fn announce(&mut self, text: &str) {
+        let subs: Vec<u64> = self.subscribers.iter().copied().collect();
+        for cid in subs {
+            let kept = self.clients.get_mut(&cid).map(|c| c.push_event(text));
+            if kept == Some(false) {
+                log::warn!("subscriber does not read its events; disconnecting client={cid}");
+                self.drop_client(cid, "event backlog over limit");
+                continue;
+            }
+            self.flush_client(cid);
+        }
+    }
+
+    /// Disconnects the clients whose output made no progress for the
+    /// client timeout.
+    pub(super) fn expire_stalled(&mut self) {
+        let now = self.now().mono;
+        while let Some(&(deadline, cid)) = self.stalls.first() {
+            if deadline > now {
+                break;
+            }
+            self.stalls.remove(&(deadline, cid));
+            if let Some(c) = self.clients.get_mut(&cid) {
+                c.stall_key = None;
+            }
+            log::warn!(
+                "client does not read its replies; disconnecting client={cid} timeout_ms={}",
+                self.opts.client_timeout_ms
+            );
+            self.drop_client(cid, "stalled");
+        }
+    }
+
+    /// Serves once more the clients that had requests left unread.
+    pub(super) fn serve_again(&mut self) {
+        for cid in std::mem::take(&mut self.again) {
+            if self.clients.get(&cid).is_some_and(|c| c.can_take_request()) {
+                self.service_client(cid, false);
+            }
+        }
+    }
+}

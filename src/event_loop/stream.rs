@@ -1,0 +1,240 @@
+//! Big replies streamed as the client reads them: `Status` (process rows,
+//! then service rows), `Status,<service>` and `DumpConfig`. A `Cursor`
+//! remembers where the table was left; the loop asks it for more rows only
+//! while the client's output is under `client::STREAM_LOW`, so a table of
+//! any size costs archon about one chunk per client. Rows are read from
+//! the live tables as they are sent: a row changed meanwhile is sent as it
+//! is then (each row is consistent; the table as a whole is not a
+//! snapshot).
+
+use crate::platform;
+use crate::protocol::encode_record;
+use crate::services::spec::{Output, Readiness, ServiceSpec};
+use crate::services::{Services, SvcState};
+use crate::supervisor::{Clock, Supervisor};
+
+/// Rows generated per step, between checks of the output's size.
+const ROWS_PER_STEP: usize = 64;
+
+/// Where a streamed table was left.
+pub enum Cursor {
+    /// Process rows from this id on; then the service rows, with `services`.
+    Processes { from: u64, services: bool },
+    /// Service rows of `only` (or of every service) from (name, position).
+    Services {
+        only: Option<String>,
+        from: Option<(String, usize)>,
+    },
+    /// `DumpConfig` rows, one service at a time, from this name.
+    Settings { from: String },
+}
+
+impl Cursor {
+    pub fn status_all() -> Cursor {
+        Cursor::Processes {
+            from: 0,
+            services: true,
+        }
+    }
+
+    /// Appends the next rows to `out`; true when the table is done (the
+    /// caller then closes it with `Ok`).
+    pub fn fill(
+        &mut self,
+        out: &mut Vec<u8>,
+        sup: &Supervisor,
+        svcs: &Services,
+        now: Clock,
+    ) -> bool {
+        match self {
+            Cursor::Processes { from, services } => {
+                let next = sup.rows_from(*from, ROWS_PER_STEP, |r| {
+                    out.extend_from_slice(r.encode().as_bytes())
+                });
+                match next {
+                    Some(id) => *from = id,
+                    None if *services => {
+                        *self = Cursor::Services {
+                            only: None,
+                            from: None,
+                        }
+                    }
+                    None => return true,
+                }
+                false
+            }
+            Cursor::Services { only, from } => {
+                let at = from.as_ref().map(|(n, p)| (n.as_str(), *p));
+                let next = svcs.instances_from(only.as_deref(), at, ROWS_PER_STEP, |name, i| {
+                    out.extend_from_slice(service_row(name, i, now).as_bytes())
+                });
+                match next {
+                    Ok(Some(n)) => {
+                        *from = Some(n);
+                        false
+                    }
+                    // A service removed meanwhile ends its table.
+                    Ok(None) | Err(_) => true,
+                }
+            }
+            Cursor::Settings { from } => {
+                let mut specs = svcs.specs_from(from);
+                for _ in 0..ROWS_PER_STEP / 16 {
+                    let Some(s) = specs.next() else {
+                        return true;
+                    };
+                    let mut text = String::new();
+                    setting_rows(s, svcs, &mut text);
+                    out.extend_from_slice(text.as_bytes());
+                }
+                match specs.next() {
+                    Some(s) => {
+                        *from = s.name.clone();
+                        false
+                    }
+                    None => true,
+                }
+            }
+        }
+    }
+}
+
+/// One `Service` row.
+fn service_row(name: &str, i: &crate::services::Instance, now: Clock) -> String {
+    let row = [
+        "Service".to_string(),
+        name.to_string(),
+        i.index.to_string(),
+        i.state.as_str().to_string(),
+        i.pid.map(|p| p.to_string()).unwrap_or_default(),
+        fmt_millis(i.since_wall),
+        i.restarts.to_string(),
+        fmt_millis(i.delay_ms),
+        i.next_attempt
+            .filter(|_| i.state == SvcState::Backoff)
+            .map(|t| fmt_millis(now.wall + t.saturating_sub(now.mono)))
+            .unwrap_or_default(),
+        i.last_exit
+            .as_ref()
+            .map(|e| e.describe())
+            .unwrap_or_default(),
+        i.status_text.clone(),
+    ];
+    encode_record(&row)
+}
+
+/// `DumpConfig`: one row per setting of a service.
+fn setting_rows(s: &ServiceSpec, services: &Services, out: &mut String) {
+    let mut put = |k: &str, v: String| {
+        out.push_str(&encode_record(&["Setting", s.name.as_str(), k, v.as_str()]));
+    };
+    put("declared", format!("{}:{}", s.file, s.line));
+    put("cmd", s.cmd.join(" "));
+    for (k, v) in &s.env {
+        put("env", format!("{k}={v}"));
+    }
+    put("env_clear", s.env_clear.to_string());
+    put("cwd", s.cwd.clone().unwrap_or_default());
+    put("user", s.user.clone().unwrap_or_default());
+    put("group", s.group.clone().unwrap_or_default());
+    put(
+        "umask",
+        s.umask.map(|m| format!("{m:03o}")).unwrap_or_default(),
+    );
+    for (res, soft, hard) in &s.rlimits {
+        let v = |n: &u64| {
+            if *n == u64::MAX {
+                "unlimited".to_string()
+            } else {
+                n.to_string()
+            }
+        };
+        put(
+            &format!("rlimits.{res}"),
+            format!("{} {}", v(soft), v(hard)),
+        );
+    }
+    put("stdout", output_str(&s.stdout));
+    put("stderr", output_str(&s.stderr));
+    put("stop_signal", platform::signal_name(s.stop_signal));
+    put("grace", fmt_millis(s.grace_ms));
+    put(
+        "restart",
+        match s.restart {
+            crate::services::spec::Restart::Always => "always",
+            crate::services::spec::Restart::OnFailure => "on-failure",
+            crate::services::spec::Restart::Never => "never",
+        }
+        .into(),
+    );
+    put(
+        "success_codes",
+        s.success_codes
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    put("backoff.initial", fmt_millis(s.backoff.initial_ms));
+    put("backoff.multiplier", s.backoff.multiplier.to_string());
+    put("backoff.max", fmt_millis(s.backoff.max_ms));
+    put("backoff.reset_after", fmt_millis(s.backoff.reset_after_ms));
+    match &s.budget {
+        Some(b) => {
+            put("budget.restarts", b.restarts.to_string());
+            put("budget.window", fmt_millis(b.window_ms));
+        }
+        None => put("budget", "false".into()),
+    }
+    put("replicas", s.replicas.to_string());
+    let mut deps = s.depends_on.clone();
+    deps.extend(services.extra_deps(&s.name));
+    put("depends_on", deps.join(" "));
+    put("oneshot", s.oneshot.to_string());
+    put(
+        "ready",
+        match &s.ready {
+            Readiness::Exec => "exec".into(),
+            Readiness::Fd(n) => format!("fd {n}"),
+            Readiness::Notify => "notify".into(),
+            Readiness::Command { argv, interval_ms } => {
+                format!(
+                    "command {} every {}",
+                    argv.join(" "),
+                    fmt_millis(*interval_ms)
+                )
+            }
+        },
+    );
+    if let Some(h) = &s.health {
+        put(
+            "health",
+            format!(
+                "command {} every {}",
+                h.argv.join(" "),
+                fmt_millis(h.interval_ms)
+            ),
+        );
+    }
+    put("start_timeout", fmt_millis(s.start_timeout_ms));
+    put("essential", s.essential.to_string());
+    put("autostart", s.autostart.to_string());
+}
+
+fn output_str(o: &Output) -> String {
+    match o {
+        Output::Prefix => "prefix".into(),
+        Output::Inherit => "inherit".into(),
+        Output::Null => "null".into(),
+        Output::File {
+            path,
+            max_size,
+            keep,
+        } => format!("file {path} max_size {max_size} keep {keep}"),
+    }
+}
+
+/// Milliseconds as seconds with three decimals, the protocol's time form.
+pub(super) fn fmt_millis(ms: u64) -> String {
+    format!("{}.{:03}", ms / 1000, ms % 1000)
+}
