@@ -59,37 +59,56 @@ pub fn load_str_all(
         sandbox(budget.clone()).map_err(|e| vec![format!("{name}: cannot set up Lua: {e}")])?;
     let registry = crate::hooks::install(&lua, Rc::from(name), errors.clone())
         .map_err(|e| vec![format!("{name}: cannot set up Lua: {e}")])?;
+    // Declarations whose settings table has not come (yet): a bare
+    // `service "a"` must not be dropped in silence.
+    let unfinished: Rc<RefCell<Vec<(usize, String, bool)>>> = Rc::default();
     let register = {
         let errors = errors.clone();
         let services = services.clone();
+        let unfinished = unfinished.clone();
         let file: Rc<str> = Rc::from(name);
         lua.create_function(move |lua, svc_name: Value| {
             let line = lua
                 .inspect_stack(1, |d| d.current_line())
                 .flatten()
                 .unwrap_or(0);
+            let slot = {
+                let mut u = unfinished.borrow_mut();
+                let shown = match &svc_name {
+                    Value::String(s) => s.to_string_lossy(),
+                    _ => String::new(),
+                };
+                u.push((line, shown, false));
+                u.len() - 1
+            };
+            let unfinished = unfinished.clone();
+            // None: the name was not a string (already reported).
             let svc_name = match svc_name {
-                Value::String(s) => s.to_str().map(|s| s.to_string()).unwrap_or_default(),
+                Value::String(s) => Some(s.to_string_lossy()),
                 other => {
                     errors.borrow_mut().push(format!(
                         "{file}:{line}: service needs a name string, got {}",
                         other.type_name()
                     ));
-                    String::new()
+                    None
                 }
             };
             let errors = errors.clone();
             let services = services.clone();
             let file = file.clone();
             lua.create_function(move |_, body: Value| {
+                if let Some(u) = unfinished.borrow_mut().get_mut(slot) {
+                    u.2 = true;
+                }
                 let mut errs = Vec::new();
-                let spec = parse_service(&svc_name, file.clone(), line, body, &mut errs);
-                if valid_name(&svc_name) {
-                    services.borrow_mut().push(spec);
-                } else if !svc_name.is_empty() {
-                    errs.push(format!(
-                        "{file}:{line}: bad service name {svc_name:?}: use letters, digits, '-', '_', '.' (not digits alone), at most 64"
-                    ));
+                let name = svc_name.as_deref().unwrap_or("");
+                let spec = parse_service(name, file.clone(), line, body, &mut errs);
+                match &svc_name {
+                    Some(n) if valid_name(n) => services.borrow_mut().push(spec),
+                    Some(n) => errs.push(format!(
+                        "{file}:{line}: bad service name {n:?}: use letters, digits, '-', '_', '.' (not digits alone), at most 64"
+                    )),
+                    None => {}
                 }
                 errors.borrow_mut().extend(errs);
                 Ok(())
@@ -112,6 +131,11 @@ pub fn load_str_all(
         errors.borrow_mut().push(first_line(&e.to_string(), name));
     }
     let mut errs = errors.take();
+    for (line, svc, _) in unfinished.take().into_iter().filter(|u| !u.2) {
+        errs.push(format!(
+            "{name}:{line}: service {svc:?} has no settings: write service {svc:?} {{ cmd = {{ ... }} }}"
+        ));
+    }
     let config = Config {
         services: services.take(),
     };
@@ -774,6 +798,22 @@ mod tests {
         assert_eq!((w.replicas, w.grace_ms, w.essential), (3, 2500, true));
         assert_eq!(c.services[0].ready, Readiness::Fd(3));
         assert_eq!(c.services[0].stop_signal, 2);
+    }
+
+    #[test]
+    fn empty_names_and_bare_declarations_are_errors_not_dropped() {
+        let all = errs("service \"\" { cmd = {\"x\"} }\n").join("\n");
+        assert!(all.contains("t.lua:1: bad service name \"\""), "{all}");
+        let all = errs("service \"a\" { cmd = {\"x\"} }\nservice \"b\"\n").join("\n");
+        assert!(
+            all.contains("t.lua:2: service \"b\" has no settings"),
+            "{all}"
+        );
+        let all = errs("service(nil) { cmd = {\"x\"} }\n").join("\n");
+        assert!(
+            all.contains("t.lua:1: service needs a name string"),
+            "{all}"
+        );
     }
 
     #[test]

@@ -219,6 +219,40 @@ fn kernel_before_6_15() -> bool {
     (a, b) < (6, 15)
 }
 
+/// A zombie (exited, its parent not yet reaping) watched again and again
+/// keeps its one entry and pidfd; the reap still brings its status.
+#[test]
+fn monitor_pid_of_a_zombie_keeps_one_entry() {
+    let d = Daemon::start("monitorzombie");
+    let mut child = Spawned(
+        std::process::Command::new(HELPER)
+            .args(["exit", "7"])
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.id();
+    wait_for("the helper to be a zombie", || !pid_alive(pid as i32));
+    let mut c = d.conn();
+    let mut fd_conn = d.conn();
+    let id = ok_id(&c.request(&format!("MonitorPid,{pid}")));
+    assert_eq!(fd_conn.request("Version")[0].split(',').next(), Some("Ok"));
+    let fds = d.fd_count();
+    for _ in 0..500 {
+        assert_eq!(ok_id(&c.request(&format!("MonitorPid,{pid}"))), id);
+    }
+    assert_eq!(d.fd_count(), fds);
+    for _ in 0..100 {
+        let pidfd = archon::platform::pidfd_open(pid as i32).unwrap();
+        fd_conn.send_with_fds(b"MonitorFD\n", &[pidfd.as_raw_fd()]);
+        assert_eq!(ok_id(&fd_conn.reply()), id);
+    }
+    assert_eq!(d.fd_count(), fds);
+    let rows = d.ask("Status");
+    assert_eq!(rows.iter().filter(|r| r.starts_with("Process,")).count(), 1);
+    child.wait();
+    wait_for("the status after the reap", || row(&d, id)[7] == "7");
+}
+
 #[test]
 fn monitor_pid_and_bad_fds_are_refused_and_closed() {
     let d = Daemon::start("monitorbad");

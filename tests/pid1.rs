@@ -265,6 +265,27 @@ fn forwarded_signals_reach_a_trapping_child() {
     }
 }
 
+/// A child that traps SIGINT and shuts down on SIGTERM: ^C, then `docker
+/// stop`. The second signal is forwarded, not turned into SIGKILL.
+#[test]
+fn a_second_signal_is_forwarded_not_escalated() {
+    for mode in modes() {
+        let d = temp_dir("second");
+        let acts = format!(
+            "block INT block TERM touch {0}/ready await INT touch {0}/int await TERM exit 0",
+            d.display()
+        );
+        let mut a = Init::start(mode, "second", &["--grace", "30"], &h(&acts));
+        a.dir = d;
+        a.ready("ready");
+        a.signal(libc::SIGINT);
+        a.ready("int");
+        a.signal(libc::SIGTERM);
+        let (st, out, err) = a.finish();
+        assert_eq!(code(st), 0, "{mode:?}: {out} {err}");
+    }
+}
+
 #[test]
 fn signals_kill_a_child_that_does_not_trap_them() {
     for mode in modes() {

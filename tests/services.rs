@@ -279,6 +279,19 @@ fn reload_keeps_unchanged_pids_and_reconciles_the_rest() {
         "{r:?}"
     );
     assert_eq!(pid_of(&d, "keep", 0), keep);
+    // Neither is a file whose only service has an empty name, nor a bare
+    // declaration: rejected, not read as "no services" (which would stop
+    // everything).
+    for bad in [
+        format!("service \"\" {{ cmd = {hang} }}"),
+        "service \"keep\"".to_string(),
+    ] {
+        std::fs::write(&cfg, &bad).unwrap();
+        let r = d.ask("Reload");
+        assert!(r[0].starts_with("Error,bad-config,"), "{bad}: {r:?}");
+        assert_eq!(pid_of(&d, "keep", 0), keep);
+        assert_eq!(state(&d, "drop", 0), "running");
+    }
     std::fs::write(
         &cfg,
         format!(
@@ -377,6 +390,8 @@ fn bad_configs_are_refused_with_file_and_line_never_a_hang() {
         ),
         ("service \"a\" { cmd = {\"x\"} }\nservice \"a\" { cmd = {\"y\"} }", ":2: service \"a\" is declared twice"),
         ("while true do end", ":1: instruction budget spent"),
+        ("service \"\" { cmd = {\"x\"} }", ":1: bad service name \"\""),
+        ("service \"a\"", ":1: service \"a\" has no settings"),
         ("local s = 'x' for i = 1, 40 do s = s .. s end", "memory"),
     ] {
         let dir = temp_dir("badcfg");

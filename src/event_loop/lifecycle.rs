@@ -248,15 +248,17 @@ impl EventLoop {
                     self.power.get_or_insert(PowerAction::Poweroff);
                     self.begin_shutdown("SIGPWR", libc::SIGTERM);
                 }
-                libc::SIGTERM | libc::SIGINT => {
-                    // The main command gets this very signal (once): a
-                    // shutdown's first signal is the forwarded one.
-                    if self.shutting_down {
-                        let fx = self.sup.forward(sig);
-                        self.apply(fx);
-                    }
-                    self.begin_shutdown(&format!("SIG{name}"), sig);
+                // The first starts the shutdown, the main command getting
+                // this very signal; later ones are forwarded like any
+                // other (as tini and dumb-init do: a child that traps
+                // SIGINT must still see `docker stop`'s SIGTERM). Only the
+                // grace timer escalates to SIGKILL.
+                libc::SIGTERM | libc::SIGINT if self.shutting_down => {
+                    log::info!("SIG{name} while shutting down: forwarded, grace timer unchanged");
+                    let fx = self.sup.forward(sig);
+                    self.apply(fx);
                 }
+                libc::SIGTERM | libc::SIGINT => self.begin_shutdown(&format!("SIG{name}"), sig),
                 libc::SIGHUP if self.opts.config.is_some() && self.opts.command.is_empty() => {
                     log::info!("SIGHUP: reloading the config");
                     let _ = self.reload();

@@ -108,6 +108,10 @@ pub struct EventLoop {
     /// The config's hooks, what they asked for and not yet done, and the
     /// commands they run (entry -> callback, hook location).
     hooks: Option<crate::hooks::Hooks>,
+    /// Monitored processes that exited and that their parent has not
+    /// reaped yet (pid -> entry): a second `MonitorPid` of one gets the same
+    /// id, not a new entry and pidfd.
+    zombies: HashMap<i32, u64>,
     /// Scratch buffer for the fds a request carries (`Client::next_request`).
     cmsg_buf: Vec<u8>,
     hook_actions: std::collections::VecDeque<crate::hooks::HookAction>,
@@ -227,6 +231,7 @@ impl EventLoop {
             chld_pending: false,
             hooks,
             cmsg_buf: client::Client::cmsg_buffer(),
+            zombies: HashMap::new(),
             hook_actions: std::collections::VecDeque::new(),
             hook_pending: std::collections::VecDeque::new(),
             hook_runs: HashMap::new(),
@@ -439,6 +444,9 @@ impl EventLoop {
                     // Its parent has not reaped it yet: record the exit now and
                     // keep the pidfd, whose next edge (the reap) brings the status.
                     platform::PidfdExit::NotYet if !already => {
+                        if let Some(e) = self.sup.get(id) {
+                            self.zombies.insert(e.pid, id);
+                        }
                         let fx = self.sup.exited(id, Exit::Unknown, now);
                         let fx = fx
                             .into_iter()
@@ -461,7 +469,11 @@ impl EventLoop {
     /// `epoll_ctl` per exit; an event of it still in this iteration's batch
     /// finds no entry and is ignored.
     fn forget(&mut self, id: u64) {
-        self.watched.remove(&id);
+        if let Some(w) = self.watched.remove(&id) {
+            if w.kind == Kind::Monitor {
+                self.zombies.retain(|_, v| *v != id);
+            }
+        }
     }
 
     /// The one reaper: every exited child of archon is collected here and its

@@ -241,6 +241,14 @@ impl EventLoop {
         if let Some(id) = self.sup.find_live_pid(pid) {
             return Reply::Ok(vec![id.to_string()]);
         }
+        if let Some(&id) = self.zombies.get(&pid) {
+            // Still a zombie (its pid cannot have been reused): the same
+            // entry. Reaped meanwhile: take that edge now, then watch anew.
+            self.process_event(id);
+            if self.zombies.get(&pid) == Some(&id) {
+                return Reply::Ok(vec![id.to_string()]);
+            }
+        }
         let argv = platform::proc_cmdline(pid);
         let id = self.track(
             Kind::Monitor,
