@@ -18,6 +18,12 @@ options:
       --no-socket          no control socket
   -l, --log-level LEVEL    error, warn, info, debug, trace or off ($ARCHON_LOG)
       --grace SECONDS      SIGTERM-to-SIGKILL grace period (default 10)
+      --allow WHO=GRANTS   let more peers use the socket (repeatable); WHO is
+                           user:NAME or group:NAME (names or numbers), GRANTS
+                           a comma-separated list of read, control:SERVICE,
+                           control:*, run (commands run as the peer) and
+                           run-as-root; by default only root and archon's
+                           own uid may connect (see archon(8))
       --client-timeout SECONDS
                            a client whose replies wait unread this long is
                            disconnected (default 30)
@@ -35,6 +41,8 @@ pub struct Options {
     pub socket_mode: u32,
     pub log_level: String,
     pub grace_ms: u64,
+    /// Access rules for peers that are not admins (`access.rs`).
+    pub allow: Vec<crate::access::RuleText>,
     /// A client whose queued output makes no progress this long is dropped.
     pub client_timeout_ms: u64,
     /// Serve the control socket (off with `--no-socket`).
@@ -54,7 +62,7 @@ pub struct Options {
 }
 
 /// `$ARCHON_SOCKET`, else `/run/archon/archon.sock` for root, else
-/// `$XDG_RUNTIME_DIR/archon.sock` (or `/tmp/archon-UID/archon.sock`).
+/// `$XDG_RUNTIME_DIR/archon.sock`, else `/tmp/archon-UID/archon.sock`.
 pub fn default_socket(uid: u32) -> PathBuf {
     if let Some(p) = std::env::var_os("ARCHON_SOCKET").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
@@ -64,8 +72,15 @@ pub fn default_socket(uid: u32) -> PathBuf {
     }
     match std::env::var_os("XDG_RUNTIME_DIR").filter(|p| !p.is_empty()) {
         Some(dir) => PathBuf::from(dir).join("archon.sock"),
-        None => PathBuf::from(format!("/tmp/archon-{uid}/archon.sock")),
+        None => private_runtime_dir(uid).join("archon.sock"),
     }
+}
+
+/// A non-root archon's socket directory when there is no
+/// `XDG_RUNTIME_DIR`: archon creates it with mode 0700 and refuses one that
+/// someone else owns or that others may enter (`listener::bind`).
+pub fn private_runtime_dir(uid: u32) -> PathBuf {
+    PathBuf::from(format!("/tmp/archon-{uid}"))
 }
 
 pub enum Parsed {
@@ -86,6 +101,7 @@ pub fn parse(args: &[OsString], uid: u32) -> Result<Parsed, String> {
         log_level: std::env::var("ARCHON_LOG").unwrap_or_else(|_| "info".into()),
         grace_ms: 10_000,
         client_timeout_ms: 30_000,
+        allow: Vec::new(),
         use_socket: true,
         command: Vec::new(),
         forward_group: false,
@@ -142,6 +158,9 @@ pub fn parse(args: &[OsString], uid: u32) -> Result<Parsed, String> {
                 opts.grace_ms =
                     parse_seconds(&v).ok_or_else(|| format!("bad grace period: {v}"))?;
             }
+            "--allow" => opts
+                .allow
+                .push(crate::access::parse_rule(&value("--allow")?)?),
             "--client-timeout" => {
                 let v = value("--client-timeout")?;
                 opts.client_timeout_ms = parse_seconds(&v)

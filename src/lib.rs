@@ -4,6 +4,7 @@
 //! owns every file descriptor and executes what the pure core decides;
 //! `platform` is the OS seam (pidfd, clone3, signals).
 
+pub mod access;
 pub mod cli;
 pub mod config;
 pub mod event_loop;

@@ -912,3 +912,183 @@ fn archonctl_fails_when_its_output_cannot_be_written() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot write the reply"), "{err}");
 }
+
+/// Sends `lines` on a fresh connection as `uid` (through socat, a real
+/// client), returns every line it got back.
+fn ask_as(d: &Daemon, uid: u32, lines: &str) -> Vec<String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("socat")
+        .uid(uid)
+        .gid(uid)
+        .args(["-t", "30", "-"])
+        .arg(format!("UNIX-CONNECT:{}", d.sock.display()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+fn needs_root(what: &str) -> bool {
+    if archon::platform::euid() != 0 {
+        eprintln!("!!! SKIPPING {what}: it needs root (to act as other users)");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn other_users_get_only_what_the_rules_grant() {
+    if !needs_root("the access-rule test") {
+        return;
+    }
+    // By default another uid is refused, whatever the socket's mode.
+    let d = Daemon::start_with("access0", &["--socket-mode", "666"], |_| {});
+    std::fs::set_permissions(&d.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let r = ask_as(&d, 65534, "Version\nRun,/bin/true\n");
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert!(r[0].starts_with("Error,permission,uid 65534 may not use this socket"));
+    assert!(d.ask("Version")[0].starts_with("Ok,"));
+    drop(d);
+
+    let d = Daemon::start_with(
+        "access1",
+        &[
+            "--socket-mode",
+            "666",
+            "--allow",
+            "user:65534=read",
+            "--allow",
+            "user:65533=run",
+        ],
+        |_| {},
+    );
+    std::fs::set_permissions(&d.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root_daemon = ok_id(&d.ask("StartDaemon,sleep,1000"));
+    // read: status yes, commands and admin verbs no.
+    let r = ask_as(&d, 65534, "Status\nRun,/bin/true\nReload\nStop,1\n");
+    assert_eq!(r[0].split(',').next(), Some("Process"), "{r:?}");
+    assert_eq!(r[1], "Ok");
+    for refused in &r[2..] {
+        assert!(refused.starts_with("Error,permission,"), "{r:?}");
+    }
+    assert_eq!(r.len(), 5);
+    // run: commands run as the peer, never as root, and it may stop or
+    // signal only its own processes.
+    let r = ask_as(
+        &d,
+        65533,
+        &format!(
+            "Run,/bin/sh,-c,test $(id -u):$(id -g) = 65533:65533\nStartDaemon,sleep,1000\nStop,{root_daemon}\nSignal,{root_daemon},TERM\nMonitorPid,{}\n",
+            d.pid()
+        ),
+    );
+    assert_eq!(r[0], "ExitStatus,0", "{r:?}");
+    let mine = ok_id(&r[1..2]);
+    for refused in &r[2..5] {
+        assert!(refused.starts_with("Error,permission,"), "{r:?}");
+    }
+    let pid: i32 = row(&d, mine)[3].parse().unwrap();
+    let uid_line = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        uid_line.lines().any(|l| l.starts_with("Uid:\t65533\t")),
+        "{uid_line}"
+    );
+    let r = ask_as(&d, 65533, &format!("Stop,{mine}\n"));
+    assert!(r[0].starts_with("Ok,"), "{r:?}");
+    assert_eq!(row(&d, root_daemon)[4], "running");
+}
+
+#[test]
+fn the_private_socket_directory_is_made_0700_and_a_foreign_one_refused() {
+    if !needs_root("the runtime-directory test") {
+        return;
+    }
+    let uid = 65532u32;
+    let dir = std::path::PathBuf::from(format!("/tmp/archon-{uid}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let start = || {
+        std::process::Command::new(ARCHON)
+            .uid(uid)
+            .gid(uid)
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("ARCHON_SOCKET")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Made by someone else, open to all: refused, with the reason.
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = start().wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("refusing socket directory") && err.contains("uid 0"),
+        "{err}"
+    );
+    std::fs::remove_dir(&dir).unwrap();
+    // Made by archon: 0700, its own.
+    let child = Spawned(start());
+    wait_for("the socket", || dir.join("archon.sock").exists());
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&dir).unwrap();
+    assert_eq!((meta.mode() & 0o777, meta.uid()), (0o700, uid));
+    drop(child);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A uid the rules do not admit, holding hundreds of connections open and
+/// never reading: admins are still served, and the refused connections
+/// are closed after the client timeout.
+#[test]
+fn refused_peers_cannot_crowd_out_admins() {
+    if !needs_root("the refused-peer test") {
+        return;
+    }
+    let d = Daemon::start_with(
+        "crowd",
+        &["--socket-mode", "666", "--client-timeout", "1"],
+        |_| {},
+    );
+    std::fs::set_permissions(&d.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut hog = Spawned(
+        std::process::Command::new(HELPER)
+            .uid(65534)
+            .gid(65534)
+            .arg("connect")
+            .arg(&d.sock)
+            .args(["600", "hang"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(hog.0.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.starts_with("connected"), "{line}");
+    for _ in 0..20 {
+        assert!(d.ask("Version")[0].starts_with("Ok,"));
+    }
+    wait_for("the refused connections closed", || {
+        d.log().matches("reason=stalled").count() >= 256
+    });
+    assert!(d.fd_count() < 100, "{} fds", d.fd_count());
+    hog.kill();
+}

@@ -12,6 +12,9 @@
 //!   ready-fd N   (s6 readiness: write a newline on fd N, then close it)
 //!   notify TEXT  (systemd readiness: TEXT as a datagram to $NOTIFY_SOCKET)
 //!   lines N TEXT (N numbered lines "TEXT i", as fast as possible)
+//!   connect PATH N (N connections to the Unix socket PATH, each sending
+//!                 "Status", kept open and never read; prints how many
+//!                 connect()s succeeded)
 //!   -- (stop; the rest is data)
 //!
 //! Without `exit`, it exits 0 after the last action.
@@ -70,6 +73,20 @@ fn main() {
                 }
                 std::thread::sleep(Duration::from_secs(5));
                 std::process::exit(99);
+            }
+            "connect" => {
+                let path = next(&mut i);
+                let n: usize = next(&mut i).parse().unwrap();
+                let mut held = Vec::new();
+                for _ in 0..n {
+                    if let Ok(mut c) = std::os::unix::net::UnixStream::connect(&path) {
+                        let _ = c.write_all(b"Status\n");
+                        held.push(c);
+                    }
+                }
+                println!("connected {}", held.len());
+                std::io::stdout().flush().unwrap();
+                std::mem::forget(held);
             }
             "hang" => loop {
                 std::thread::sleep(Duration::from_secs(3600));

@@ -39,8 +39,8 @@ const READ_CHUNK: usize = 4096;
 
 pub struct Client {
     pub stream: UnixStream,
-    /// The peer's uid (SO_PEERCRED at accept), for root-only verbs.
-    pub uid: u32,
+    /// The peer's credentials (at accept), for the access rules.
+    pub peer: crate::access::Peer,
     input: LineBuffer,
     /// Fds received and not yet given to a request, in arrival order, each
     /// batch with the stream offset just past the data it came with.
@@ -72,6 +72,9 @@ pub struct Client {
     /// write progress, or of the first flush that left output waiting.
     /// The stall timer counts from it.
     pub waiting_since: Option<u64>,
+    /// When the loop started closing it (`closing`): the stall timer also
+    /// bounds how long a peer may keep a closing connection open.
+    pub closing_since: Option<u64>,
     /// The key of this client in the loop's stall index, if any.
     pub stall_key: Option<u64>,
     /// The peer hung up: replies are discarded, the requests it sent
@@ -112,10 +115,10 @@ pub enum ReadOutcome {
 }
 
 impl Client {
-    pub fn new(stream: UnixStream, uid: u32) -> Self {
+    pub fn new(stream: UnixStream, peer: crate::access::Peer) -> Self {
         Client {
             stream,
-            uid,
+            peer,
             input: LineBuffer::new(MAX_LINE),
             fds: VecDeque::new(),
             received: 0,
@@ -134,6 +137,7 @@ impl Client {
             unread: false,
             waiting_since: None,
             stall_key: None,
+            closing_since: None,
             peer_gone: false,
         }
     }

@@ -10,6 +10,11 @@
 use super::client::{Body, Client, ReadOutcome};
 use super::*;
 
+/// Connections kept for admins (root, archon's uid) when others fill up.
+const ADMIN_RESERVE: usize = 256;
+/// Connections one uid that is not an admin may hold at once.
+const PER_UID: usize = 256;
+
 impl EventLoop {
     pub(super) fn accept_all(&mut self) {
         let accept = |me: &Self| me.listener.as_ref().map(|l| l.accept());
@@ -51,7 +56,21 @@ impl EventLoop {
     }
 
     fn add_client(&mut self, mut stream: mio::net::UnixStream) {
-        if self.clients.len() >= MAX_CLIENTS {
+        let peer = platform::peer_credentials(&stream).unwrap_or(crate::access::Peer {
+            uid: u32::MAX,
+            gid: u32::MAX,
+            groups: Vec::new(),
+        });
+        // Admins always find room: other uids share all but the last
+        // `ADMIN_RESERVE` connections, at most `PER_UID` each.
+        let admin = self.policy.is_admin(&peer);
+        let full = if admin {
+            self.clients.len() >= MAX_CLIENTS
+        } else {
+            self.clients.len() >= MAX_CLIENTS - ADMIN_RESERVE
+                || self.conns_by_uid.get(&peer.uid).copied().unwrap_or(0) >= PER_UID
+        };
+        if full {
             use std::io::Write;
             let _ = stream.write(
                 Reply::error(ErrorKind::Limit, "too many connections")
@@ -71,14 +90,43 @@ impl EventLoop {
             log::warn!("cannot register client error={e}");
             return;
         }
-        let uid = listener::peer_uid(&stream);
-        log::debug!("client connected client={cid} uid={uid}");
-        self.clients.insert(cid, Client::new(stream, uid));
+        let refused = !self.policy.may_connect(&peer);
+        log::debug!("client connected client={cid} uid={}", peer.uid);
+        if !admin {
+            *self.conns_by_uid.entry(peer.uid).or_insert(0) += 1;
+        }
+        let mut c = Client::new(stream, peer);
+        if refused {
+            // Answered once and closed like a client after `too-long`: what
+            // it sent is swallowed (bounded) so it reads the reason rather
+            // than a reset.
+            log::warn!("refused a connection uid={} gid={}", c.peer.uid, c.peer.gid);
+            let msg = format!(
+                "uid {} may not use this socket (see --allow in archon(8))",
+                c.peer.uid
+            );
+            let seq = c.open_slot();
+            c.closing = true;
+            c.fill_slot(
+                seq,
+                Body::Text(Reply::error(ErrorKind::Permission, msg).encode()),
+            );
+            self.clients.insert(cid, c);
+            self.flush_client(cid);
+            return;
+        }
+        self.clients.insert(cid, c);
         self.service_client(cid, false);
     }
 
     pub(super) fn drop_client(&mut self, cid: u64, why: &str) {
         if let Some(mut c) = self.clients.remove(&cid) {
+            if let Some(n) = self.conns_by_uid.get_mut(&c.peer.uid) {
+                *n -= 1;
+                if *n == 0 {
+                    self.conns_by_uid.remove(&c.peer.uid);
+                }
+            }
             self.subscribers.remove(&cid);
             self.again.remove(&cid);
             if let Some(k) = c.stall_key {
@@ -216,9 +264,12 @@ impl EventLoop {
             }
             c.want_write = want;
         }
-        let key = c
-            .waiting_since
-            .map(|t| t.saturating_add(self.opts.client_timeout_ms));
+        let since = if c.closing {
+            Some(*c.closing_since.get_or_insert(now.mono))
+        } else {
+            c.waiting_since
+        };
+        let key = since.map(|t| t.saturating_add(self.opts.client_timeout_ms));
         if key != c.stall_key {
             if let Some(k) = c.stall_key {
                 self.stalls.remove(&(k, cid));

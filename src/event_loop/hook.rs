@@ -215,7 +215,7 @@ impl EventLoop {
                         argv: argv.clone(),
                         env: Vec::new(),
                     };
-                    match self.spawn(&cmd, &[]) {
+                    match self.spawn(&cmd, &[], None) {
                         Ok(sp) => {
                             let id = self.track(Kind::Run, sp, argv, None, now);
                             if let Some(k) = callback {

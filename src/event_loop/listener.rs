@@ -6,12 +6,47 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream as StdStream;
 use std::path::Path;
 
+/// Makes (mode 0700) or checks the private runtime directory: in a
+/// world-writable /tmp, a directory someone else made, or one others may
+/// enter, would let them replace the socket and receive what clients send.
+fn private_dir(dir: &Path, euid: u32) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+    }
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| format!("cannot inspect {}: {e}", dir.display()))?;
+    let why = if !meta.file_type().is_dir() {
+        Some("it is not a directory".to_string())
+    } else if meta.uid() != euid {
+        Some(format!("it belongs to uid {}, not {euid}", meta.uid()))
+    } else if meta.mode() & 0o077 != 0 {
+        Some(format!("its mode is {:03o}, not 700", meta.mode() & 0o777))
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(format!(
+            "refusing socket directory {}: {why}; remove it, or set XDG_RUNTIME_DIR or --socket",
+            dir.display()
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Binds `path`, replacing a stale socket left by a dead archon; refuses when
 /// another archon answers there or the path is not a socket.
 pub fn bind(path: &Path, mode: u32) -> Result<mio::net::UnixListener, String> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let euid = crate::platform::euid();
+        if euid != 0 && dir == crate::cli::private_runtime_dir(euid) {
+            private_dir(dir, euid)?;
+        } else {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => match StdStream::connect(path) {
@@ -55,14 +90,4 @@ pub fn bind(path: &Path, mode: u32) -> Result<mio::net::UnixListener, String> {
         .map_err(|e| format!("listen: {e}"))?;
     // SAFETY: fd is a listening Unix socket we own.
     Ok(unsafe { mio::net::UnixListener::from_raw_fd(fd.into_raw_fd()) })
-}
-
-/// The uid of the peer, as of its connect().
-pub fn peer_uid(stream: &mio::net::UnixStream) -> u32 {
-    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
-    // SAFETY: borrowing the raw fd for the duration of the call only.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) };
-    getsockopt(&fd, PeerCredentials)
-        .map(|c| c.uid())
-        .unwrap_or(u32::MAX)
 }

@@ -112,6 +112,10 @@ pub struct EventLoop {
     /// reaped yet (pid -> entry): a second `MonitorPid` of one gets the same
     /// id, not a new entry and pidfd.
     zombies: HashMap<i32, u64>,
+    /// Who may do what on the socket.
+    policy: crate::access::Policy,
+    /// Open connections of each uid that is not an admin.
+    conns_by_uid: HashMap<u32, usize>,
     /// Scratch buffer for the fds a request carries (`Client::next_request`).
     cmsg_buf: Vec<u8>,
     hook_actions: std::collections::VecDeque<crate::hooks::HookAction>,
@@ -126,6 +130,32 @@ pub struct EventLoop {
     /// The systemd notification socket and its NOTIFY_SOCKET value.
     notify: Option<OwnedFd>,
     notify_name: Option<String>,
+}
+
+/// The access policy: `--allow` rules with their names resolved (at
+/// start-up, before the loop runs: an unknown name is a start-up error).
+fn policy(rules: &[crate::access::RuleText]) -> Result<crate::access::Policy, String> {
+    use crate::access::{Rule, Who};
+    let mut out = crate::access::Policy {
+        own_uid: platform::uid(),
+        rules: Vec::new(),
+    };
+    for r in rules {
+        let who = if r.group {
+            Who::Gid(platform::lookup_group(&r.name).map_err(|e| format!("--allow: {e}"))?)
+        } else {
+            Who::Uid(
+                platform::lookup_user(&r.name)
+                    .map_err(|e| format!("--allow: {e}"))?
+                    .0,
+            )
+        };
+        out.rules.push(Rule {
+            who,
+            grants: r.grants.clone(),
+        });
+    }
+    Ok(out)
 }
 
 fn reserve() -> Option<File> {
@@ -194,6 +224,7 @@ impl EventLoop {
             )
             .map_err(|e| format!("register signalfd: {e}"))?;
         let dev_null = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+        let policy = policy(&opts.allow)?;
         Ok(EventLoop {
             poll,
             opts,
@@ -231,6 +262,8 @@ impl EventLoop {
             chld_pending: false,
             hooks,
             cmsg_buf: client::Client::cmsg_buffer(),
+            policy,
+            conns_by_uid: HashMap::new(),
             zombies: HashMap::new(),
             hook_actions: std::collections::VecDeque::new(),
             hook_pending: std::collections::VecDeque::new(),
@@ -352,7 +385,14 @@ impl EventLoop {
 
     // ----- processes -------------------------------------------------------
 
-    fn spawn(&self, cmd: &Command, fds: &[OwnedFd]) -> Result<platform::Spawned, SpawnFail> {
+    /// Starts a `Run` or `StartDaemon` command; with `as_peer`, as that
+    /// peer's uid, gid and groups.
+    fn spawn(
+        &self,
+        cmd: &Command,
+        fds: &[OwnedFd],
+        as_peer: Option<&crate::access::Peer>,
+    ) -> Result<platform::Spawned, SpawnFail> {
         let (envp, path) = self
             .env
             .envp(false, cmd.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
@@ -361,7 +401,7 @@ impl EventLoop {
         for (i, fd) in fds.iter().enumerate() {
             stdio[i] = fd.as_raw_fd();
         }
-        let spec = platform::SpawnSpec::new(
+        let mut spec = platform::SpawnSpec::new(
             program,
             argv,
             envp,
@@ -369,6 +409,15 @@ impl EventLoop {
             self.nofile,
             self.ignored_signals.clone(),
         );
+        if let Some(p) = as_peer {
+            spec.uid = Some(p.uid);
+            spec.gid = Some(p.gid);
+            let mut groups = p.groups.clone();
+            if !groups.contains(&p.gid) {
+                groups.insert(0, p.gid);
+            }
+            spec.groups = Some(groups);
+        }
         platform::spawn(&spec).map_err(SpawnFail::Os)
     }
 

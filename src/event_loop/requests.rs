@@ -2,6 +2,7 @@
 
 use super::client::Body;
 use super::*;
+use crate::access::{Access, Peer};
 
 impl EventLoop {
     pub(super) fn handle_line(&mut self, cid: u64, raw: client::Request) {
@@ -9,6 +10,7 @@ impl EventLoop {
             return;
         };
         let seq = c.open_slot();
+        let peer = c.peer.clone();
         let fds = raw.fds;
         let to = ReplyTo { client: cid, seq };
         let text = |r: Reply| Body::Text(r.encode());
@@ -18,9 +20,18 @@ impl EventLoop {
                 ErrorKind::BadFd,
                 "too many fds sent with the request",
             ))),
-            Ok(req) => match self.streamed(&req, &fds) {
-                Some(cursor) => Some(Body::Stream(cursor)),
-                None => self.handle_request(to, req, fds).map(text),
+            Ok(req) => match self.policy.check(&peer, &req) {
+                Err(msg) => {
+                    log::info!("refused client={cid} uid={} verb={}", peer.uid, req.verb());
+                    Some(text(Reply::error(ErrorKind::Permission, msg)))
+                }
+                Ok(access) => match self.streamed(&req, &fds) {
+                    Some(cursor) => Some(Body::Stream(cursor)),
+                    None => {
+                        let who = Caller { peer, access };
+                        self.handle_request(to, req, fds, &who).map(text)
+                    }
+                },
             },
         };
         if let Some(body) = answer {
@@ -56,6 +67,7 @@ impl EventLoop {
         to: ReplyTo,
         req: Request,
         fds: Vec<OwnedFd>,
+        who: &Caller,
     ) -> Option<Reply> {
         let fd_free = matches!(req, Request::Run(_) | Request::MonitorFd);
         if !fd_free && !fds.is_empty() {
@@ -113,14 +125,8 @@ impl EventLoop {
                 Ok(()) => Reply::Ok(Vec::new()),
                 Err(e) => Reply::error(ErrorKind::BadRequest, e),
             }),
+            // Root only: `access::Policy::check` has seen to that.
             Request::Power(action) => {
-                let uid = self.clients.get(&to.client).map_or(u32::MAX, |c| c.uid);
-                if uid != 0 {
-                    return Some(Reply::error(
-                        ErrorKind::Permission,
-                        format!("{} is for root only (peer uid {uid})", action.verb()),
-                    ));
-                }
                 log::info!("{} requested by a client", action.verb());
                 self.power = Some(action);
                 // Answer first: the shutdown may end the connection.
@@ -145,9 +151,13 @@ impl EventLoop {
                         "Run takes at most 3 fds (stdin, stdout, stderr)",
                     ));
                 }
-                match self.spawn(&cmd, &fds) {
+                if let Err(e) = who.may_run() {
+                    return Some(e);
+                }
+                match self.spawn(&cmd, &fds, who.run_as()) {
                     Ok(spawned) => {
-                        self.track(Kind::Run, spawned, cmd.argv, Some(to), now);
+                        let id = self.track(Kind::Run, spawned, cmd.argv, Some(to), now);
+                        who.own(&mut self.sup, id);
                         None
                     }
                     Err(SpawnFail::Exec(e)) => {
@@ -160,9 +170,11 @@ impl EventLoop {
                     }
                 }
             }
-            Request::StartDaemon(cmd) => match self.spawn(&cmd, &[]) {
+            Request::StartDaemon(_) if who.may_run().is_err() => who.may_run().err(),
+            Request::StartDaemon(cmd) => match self.spawn(&cmd, &[], who.run_as()) {
                 Ok(spawned) => {
                     let id = self.track(Kind::Daemon, spawned, cmd.argv, None, now);
+                    who.own(&mut self.sup, id);
                     Some(Reply::Ok(vec![id.to_string()]))
                 }
                 Err(SpawnFail::Exec(e)) => Some(Reply::error(ErrorKind::Spawn, e.reason)),
@@ -180,17 +192,23 @@ impl EventLoop {
                 }
                 let fd = fds.remove(0);
                 match platform::pidfd_pid(&fd) {
-                    Ok(pid) => Some(self.monitor(pid, fd, now)),
+                    Ok(pid) => Some(self.monitor_for(who, pid, fd, now)),
                     Err(msg) => Some(Reply::error(ErrorKind::BadFd, msg)),
                 }
             }
             Request::MonitorPid(pid) => match platform::pidfd_open(pid) {
-                Ok(fd) => Some(self.monitor(pid, fd, now)),
+                Ok(fd) => Some(self.monitor_for(who, pid, fd, now)),
                 Err(e) => Some(Reply::error(
                     ErrorKind::NoSuchProcess,
                     format!("pid {pid}: {e}"),
                 )),
             },
+            Request::Stop { id, .. } | Request::Signal { id, .. } if !who.owns(&self.sup, id) => {
+                Some(Reply::error(
+                    ErrorKind::Permission,
+                    format!("process {id} is not yours (uid {})", who.peer.uid),
+                ))
+            }
             Request::Stop { id, grace_ms } => {
                 let grace = grace_ms.unwrap_or(self.opts.grace_ms);
                 match self.sup.stop(id, grace, Some(to), now) {
@@ -235,6 +253,27 @@ impl EventLoop {
                 }
             }
         }
+    }
+
+    /// `monitor` for a caller: a peer that is not an admin may watch only
+    /// its own processes, and owns the entry.
+    fn monitor_for(&mut self, who: &Caller, pid: i32, fd: OwnedFd, now: Clock) -> Reply {
+        if who.access != Access::Full && platform::process_uid(pid) != Some(who.peer.uid) {
+            return Reply::error(
+                ErrorKind::Permission,
+                format!("process {pid} is not yours (uid {})", who.peer.uid),
+            );
+        }
+        let reply = self.monitor(pid, fd, now);
+        if let Reply::Ok(f) = &reply {
+            // An entry someone else already watches stays theirs.
+            if let Some(id) = f.first().and_then(|i| i.parse().ok()) {
+                if self.sup.get(id).is_some_and(|e| e.peer_uid.is_none()) {
+                    who.own(&mut self.sup, id);
+                }
+            }
+        }
+        reply
     }
 
     pub(super) fn monitor(&mut self, pid: i32, fd: OwnedFd, now: Clock) -> Reply {
@@ -282,5 +321,48 @@ impl EventLoop {
             Err(e) if e.starts_with("no service") => Reply::error(ErrorKind::NoSuchService, e),
             Err(e) => Reply::error(ErrorKind::BadRequest, e),
         }
+    }
+}
+
+/// Who sent a request, and what the access rules let it do.
+pub(super) struct Caller {
+    pub peer: Peer,
+    pub access: Access,
+}
+
+impl Caller {
+    /// The identity its commands run as: None for archon's own.
+    fn run_as(&self) -> Option<&Peer> {
+        (self.access == Access::AsPeer).then_some(&self.peer)
+    }
+
+    /// Refuses a command archon cannot run as the peer (not root).
+    fn may_run(&self) -> Result<(), Reply> {
+        match self.run_as() {
+            Some(p) if platform::euid() != 0 && platform::euid() != p.uid => Err(Reply::error(
+                ErrorKind::Permission,
+                format!(
+                    "archon is not root: it cannot run commands as uid {}",
+                    p.uid
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Marks an entry as the (non-admin) caller's.
+    fn own(&self, sup: &mut crate::supervisor::Supervisor, id: u64) {
+        if self.access != Access::Full {
+            sup.set_peer_uid(id, self.peer.uid);
+        }
+    }
+
+    /// Whether it may stop or signal entry `id` (an unknown id is left for
+    /// the verb to refuse).
+    fn owns(&self, sup: &crate::supervisor::Supervisor, id: u64) -> bool {
+        self.access == Access::Full
+            || sup
+                .get(id)
+                .is_none_or(|e| e.peer_uid == Some(self.peer.uid))
     }
 }

@@ -1092,6 +1092,78 @@ pub fn uid() -> u32 {
     unsafe { libc::getuid() }
 }
 
+/// archon's effective uid: 0 when it may switch a child to another user.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The peer of a connected Unix socket as of its connect(): uid, gid
+/// (SO_PEERCRED) and supplementary groups (SO_PEERGROUPS, empty where the
+/// kernel does not give them). None when the kernel gives no credentials.
+pub fn peer_credentials(fd: &impl AsRawFd) -> Option<crate::access::Peer> {
+    let mut cred: libc::ucred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: cred and len describe a valid, writable ucred.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut cred as *mut libc::ucred as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    let groups = loop {
+        let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: the buffer holds `len` bytes.
+        let r = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr() as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        let n = len as usize / std::mem::size_of::<libc::gid_t>();
+        if r == 0 {
+            groups.truncate(n);
+            break groups;
+        }
+        let erange = io::Error::last_os_error().raw_os_error() == Some(libc::ERANGE);
+        if !erange || n <= groups.len() || n > 65536 {
+            break Vec::new();
+        }
+        groups.resize(n, 0);
+    };
+    Some(crate::access::Peer {
+        uid: cred.uid,
+        gid: cred.gid,
+        groups,
+    })
+}
+
+/// The real uid a live process runs as (from /proc), for checking that a
+/// peer asks to watch only its own processes.
+pub fn process_uid(pid: i32) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

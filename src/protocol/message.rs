@@ -358,6 +358,29 @@ pub fn parse_request(line: &[u8]) -> ParseResult<Request> {
 }
 
 impl Request {
+    /// The verb as written on the wire.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Request::Run(_) => "Run",
+            Request::StartDaemon(_) => "StartDaemon",
+            Request::MonitorFd => "MonitorFD",
+            Request::MonitorPid(_) => "MonitorPid",
+            Request::Status(_) | Request::StatusService(_) => "Status",
+            Request::StopService(_) | Request::Stop { .. } => "Stop",
+            Request::Start(_) => "Start",
+            Request::Restart(_) => "Restart",
+            Request::Scale { .. } => "Scale",
+            Request::Reload => "Reload",
+            Request::DumpConfig => "DumpConfig",
+            Request::Depend { .. } => "Depend",
+            Request::Undepend { .. } => "Undepend",
+            Request::Signal { .. } => "Signal",
+            Request::Subscribe => "Subscribe",
+            Request::Version => "Version",
+            Request::Power(a) => a.verb(),
+        }
+    }
+
     /// The canonical wire form (commands always carry the explicit separator).
     pub fn encode(&self) -> String {
         let mut f: Vec<String> = Vec::new();

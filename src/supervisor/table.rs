@@ -115,6 +115,9 @@ pub struct Entry {
     /// Signals also go to its process group (`Run` commands; the main
     /// command with `--forward-to-group`).
     pub group: bool,
+    /// The uid of the peer that started or watches it, when that peer is
+    /// not an admin: such a peer may stop and signal only its own.
+    pub peer_uid: Option<u32>,
 }
 
 /// What the event loop must do.
@@ -175,6 +178,13 @@ impl Supervisor {
         self.entries.get(&id).map(|b| &**b)
     }
 
+    /// Records the non-admin peer an entry belongs to (`Entry::peer_uid`).
+    pub fn set_peer_uid(&mut self, id: u64, uid: u32) {
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.peer_uid = Some(uid);
+        }
+    }
+
     /// The live entry (not exited) for a pid, if any.
     pub fn find_live_pid(&self, pid: i32) -> Option<u64> {
         self.live_pids.get(&pid).copied()
@@ -215,6 +225,7 @@ impl Supervisor {
             stop_waiters: Vec::new(),
             kill_at: None,
             group: kind == Kind::Run,
+            peer_uid: None,
         };
         let fx = vec![self.event(&entry, now, "started")];
         if kind != Kind::Monitor {
