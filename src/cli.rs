@@ -24,6 +24,12 @@ options:
                            control:*, run (commands run as the peer) and
                            run-as-root; by default only root and archon's
                            own uid may connect (see archon(8))
+      --hook-timeout SECONDS
+                           wall-clock limit for one event's hooks; past it
+                           the Lua worker is killed and restarted (default 2)
+      --config-timeout SECONDS
+                           wall-clock limit for evaluating the config
+                           (default 10)
       --client-timeout SECONDS
                            a client whose replies wait unread this long is
                            disconnected (default 30)
@@ -43,6 +49,10 @@ pub struct Options {
     pub grace_ms: u64,
     /// Access rules for peers that are not admins (`access.rs`).
     pub allow: Vec<crate::access::RuleText>,
+    /// Wall-clock limits of the Lua worker: one event's hooks, one config
+    /// evaluation (`event_loop/worker.rs`).
+    pub hook_timeout_ms: u64,
+    pub config_timeout_ms: u64,
     /// A client whose queued output makes no progress this long is dropped.
     pub client_timeout_ms: u64,
     /// Serve the control socket (off with `--no-socket`).
@@ -101,6 +111,8 @@ pub fn parse(args: &[OsString], uid: u32) -> Result<Parsed, String> {
         log_level: std::env::var("ARCHON_LOG").unwrap_or_else(|_| "info".into()),
         grace_ms: 10_000,
         client_timeout_ms: 30_000,
+        hook_timeout_ms: 2_000,
+        config_timeout_ms: 10_000,
         allow: Vec::new(),
         use_socket: true,
         command: Vec::new(),
@@ -161,6 +173,18 @@ pub fn parse(args: &[OsString], uid: u32) -> Result<Parsed, String> {
             "--allow" => opts
                 .allow
                 .push(crate::access::parse_rule(&value("--allow")?)?),
+            "--hook-timeout" => {
+                let v = value("--hook-timeout")?;
+                opts.hook_timeout_ms = parse_seconds(&v)
+                    .filter(|ms| *ms > 0)
+                    .ok_or_else(|| format!("bad hook timeout: {v}"))?;
+            }
+            "--config-timeout" => {
+                let v = value("--config-timeout")?;
+                opts.config_timeout_ms = parse_seconds(&v)
+                    .filter(|ms| *ms > 0)
+                    .ok_or_else(|| format!("bad config timeout: {v}"))?;
+            }
             "--client-timeout" => {
                 let v = value("--client-timeout")?;
                 opts.client_timeout_ms = parse_seconds(&v)

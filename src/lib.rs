@@ -6,9 +6,8 @@
 
 pub mod access;
 pub mod cli;
-pub mod config;
 pub mod event_loop;
-pub mod hooks;
+pub mod lua;
 pub mod platform;
 pub mod protocol;
 pub mod services;

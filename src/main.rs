@@ -10,6 +10,13 @@ fn main() {
 fn run() -> i32 {
     platform::ensure_stdio_open();
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    // The Lua worker archon starts for itself (event_loop/worker.rs): not
+    // an option for users, so not in --help.
+    if args.first().is_some_and(|a| a == "--lua-worker") {
+        let level = args.get(1).and_then(|l| l.to_str()).unwrap_or("info");
+        init_logging(level, "archon-lua");
+        return archon::lua::worker_main();
+    }
     let opts = match cli::parse(&args, platform::uid()) {
         Ok(Parsed::Run(o)) => o,
         Ok(Parsed::Help) => {
@@ -25,7 +32,7 @@ fn run() -> i32 {
             return 2;
         }
     };
-    init_logging(&opts.log_level);
+    init_logging(&opts.log_level, "archon");
     let nofile = platform::raise_nofile();
     match EventLoop::new(opts, nofile) {
         Ok(lp) => lp.run(),
@@ -36,15 +43,15 @@ fn run() -> i32 {
     }
 }
 
-fn init_logging(level: &str) {
+fn init_logging(level: &str, name: &'static str) {
     use std::io::Write;
     let filter = level.parse().unwrap_or(log::LevelFilter::Info);
     env_logger::Builder::new()
         .filter_level(filter)
-        .format(|buf, rec| {
+        .format(move |buf, rec| {
             writeln!(
                 buf,
-                "archon: {} {}",
+                "{name}: {} {}",
                 rec.level().as_str().to_lowercase(),
                 rec.args()
             )

@@ -373,3 +373,191 @@ fn a_crashed_service_is_respawned_before_its_exited_hook_runs() {
     assert!(pid_alive(pid), "{line}");
     assert!(["starting", "running"].contains(&state), "{line}");
 }
+
+/// Hooks that the in-process sandbox cannot stop (its own helpers replaced,
+/// a pattern match just under the guard, a `__gc` finalizer, a C function
+/// grinding through megabytes) run in the worker: archon answers at once
+/// meanwhile, kills the worker at the hook deadline, and the next event's
+/// hooks run in a new worker with the same config.
+#[test]
+fn hooks_the_sandbox_cannot_stop_do_not_stall_archon() {
+    let lua = r#"
+        local evil = {
+          [1] = function() return ("a"):rep(4096):find(".-.-.-.-b") end,
+          [2] = function()
+            for i = 1, 100 do setmetatable({}, { __gc = function() while true do end end }) end
+            local t = {} for i = 1, 200000 do t[i] = { i } end
+          end,
+          [3] = function()
+            string.find = function() end
+            getmetatable("").__index.rep = function() end
+            while true do pcall(function() while true do end end) end
+          end,
+          [4] = function() local s = ("x"):rep(8e6) for i = 1, 1e6 do s:find("y", 1, true) end end,
+        }
+        on("run_exited", "sh", function(ev)
+          if evil[ev.status] then evil[ev.status]() end
+          archon.log("info", "HOOK DONE " .. ev.status)
+        end)
+        "#;
+    let d = Daemon::start_with("unstoppable", &["--hook-timeout", "0.5"], |c| {
+        let dir = temp_dir("unstoppable-cfg");
+        let path = dir.join("hooks.lua");
+        std::fs::write(&path, lua).unwrap();
+        c.arg("--config").arg(path);
+    });
+    for n in 1..=4 {
+        assert_eq!(
+            last(&d.ask(&format!("Run,/bin/sh,-c,exit {n}"))),
+            format!("ExitStatus,{n}")
+        );
+        // While that hook grinds, another client is answered.
+        assert!(d.ask("Status")[0].starts_with("Ok") || d.ask("Version")[0].starts_with("Ok,"));
+        // Its outcome: killed at the deadline, or stopped by the sandbox.
+        wait_for(&format!("evil hook {n} ended"), || {
+            let log = d.log();
+            log.matches("missed its deadline").count()
+                + log.matches(" failed (").count()
+                + log.matches("HOOK DONE").count()
+                >= n
+        });
+    }
+    // A new worker with the same hooks serves the next event.
+    assert_eq!(last(&d.ask("Run,/bin/sh,-c,exit 9")), "ExitStatus,9");
+    wait_log(&d, "HOOK DONE 9");
+    let log = d.log();
+    // The pattern, the sabotaged guards and the 8 MB scans cannot be
+    // stopped in process: they were killed.
+    assert!(log.matches("missed its deadline").count() >= 3, "{log}");
+    assert!(!log.contains("HOOK DONE 1") && !log.contains("HOOK DONE 3"));
+}
+
+/// A config whose evaluation never ends: at start-up archon refuses it
+/// within the config timeout; on Reload the old config stays and archon
+/// keeps answering while the new one is tried.
+#[test]
+fn a_config_that_never_finishes_is_refused_not_hung() {
+    let dir = temp_dir("hungcfg");
+    let bad = dir.join("bad.lua");
+    std::fs::write(&bad, "local x = ('a'):rep(4096):find('.-.-.-.-b')").unwrap();
+    let o = std::process::Command::new(ARCHON)
+        .args(["--no-socket", "--config-timeout", "0.5", "--config"])
+        .arg(&bad)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("did not finish"), "{err}");
+    let hang = helper("hang");
+    let good = format!("service \"a\" {{ cmd = {hang} }}\non(\"exited\", \"*\", function() end)\n");
+    let d = Daemon::start_with("hungreload", &["--config-timeout", "1"], |c| {
+        std::fs::write(dir.join("ok.lua"), &good).unwrap();
+        c.arg("--config").arg(dir.join("ok.lua"));
+    });
+    wait_for("a running", || {
+        d.ask("Status,a")[0].split(',').nth(3) == Some("running")
+    });
+    let pid = d.ask("Status,a")[0].split(',').nth(4).unwrap().to_string();
+    std::fs::write(
+        dir.join("ok.lua"),
+        "local x = ('a'):rep(4096):find('.-.-.-.-b')",
+    )
+    .unwrap();
+    let mut slow = d.conn();
+    slow.send(b"Reload\n");
+    assert!(d.ask("Version")[0].starts_with("Ok,archon"));
+    let r = slow.reply();
+    assert!(
+        r[0].starts_with("Error,bad-config,") && r[0].contains("did not finish"),
+        "{r:?}"
+    );
+    assert_eq!(d.ask("Status,a")[0].split(',').nth(4), Some(pid.as_str()));
+    // The old config's hooks are back in a new worker.
+    std::fs::write(dir.join("ok.lua"), &good).unwrap();
+    assert!(d.ask("Reload")[0].starts_with("Ok,"));
+}
+
+/// A Lua memory bomb in a hook costs the worker, never archon's memory.
+#[test]
+fn a_memory_bomb_in_a_hook_leaves_archon_small() {
+    let lua = r#"
+        on("run_exited", "*", function(ev)
+          local t = {} for i = 1, 1e9 do t[i] = ("x"):rep(1000) .. i end
+        end)
+        "#;
+    let d = Daemon::start_with("bomb", &[], |c| {
+        let dir = temp_dir("bomb-cfg");
+        let path = dir.join("hooks.lua");
+        std::fs::write(&path, lua).unwrap();
+        c.arg("--config").arg(path);
+    });
+    assert_eq!(last(&d.ask("Run,/bin/true")), "ExitStatus,0");
+    wait_log(&d, "memory");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    let rss: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(rss < 32 * 1024, "archon's RSS {rss} KiB");
+}
+
+/// archon's own machinery (health checks, commands hooks run) fires no
+/// `run_exited`: a hook that runs a command on every `run_exited` does
+/// not loop. Daemons and the main command have exit events of their own.
+#[test]
+fn hooks_see_clients_commands_not_archons_machinery() {
+    let dir = temp_dir("machinery");
+    let counter = dir.join("checks");
+    let lua = format!(
+        r#"
+        service "svc" {{ cmd = {hang}, health = {{ command = {{ "sh", "-c", "echo x >> " .. {counter} }}, interval = 0.02 }} }}
+        on("run_exited", "*", function(ev)
+          archon.log("info", "RUNEXIT " .. ev.service .. " " .. ev.status)
+          archon.run({{ "true" }}, function(st) archon.log("info", "CALLBACK " .. st) end)
+        end)
+        on("daemon_exited", "*", function(ev) archon.log("info", "DAEMONEXIT " .. ev.service .. " " .. ev.status) end)
+        on("main_exited", "*", function(ev) archon.log("info", "MAINEXIT " .. ev.service .. " " .. ev.status) end)
+        "#,
+        hang = helper("hang"),
+        counter = q(counter.to_str().unwrap()),
+    );
+    let path = dir.join("hooks.lua");
+    std::fs::write(&path, lua).unwrap();
+    let mut d = Daemon::start_with(
+        "machinery",
+        &[
+            "--config",
+            path.to_str().unwrap(),
+            "--",
+            HELPER,
+            "wait-file",
+        ],
+        |c| {
+            c.arg(dir.join("main-go")).args(["exit", "4"]);
+        },
+    );
+    wait_for("three health checks", || {
+        std::fs::read_to_string(&counter).is_ok_and(|s| s.lines().count() >= 3)
+    });
+    assert_eq!(
+        last(&d.ask(&format!("Run,{HELPER},exit,5"))),
+        "ExitStatus,5"
+    );
+    wait_log(&d, "CALLBACK 0");
+    let id = ok_id(&d.ask(&format!("StartDaemon,{HELPER},exit,3")));
+    wait_for("the daemon's exit", || row(&d, id)[4] == "exited");
+    wait_log(&d, "DAEMONEXIT archon-testhelper 3");
+    let log = d.log();
+    assert_eq!(log.matches("RUNEXIT").count(), 1, "{log}");
+    assert!(log.contains("RUNEXIT archon-testhelper 5"));
+    std::fs::write(dir.join("main-go"), "").unwrap();
+    let st = d.terminate_after_main();
+    assert_eq!(st.code(), Some(4));
+    assert!(
+        d.log().contains("MAINEXIT archon-testhelper 4"),
+        "{}",
+        d.log()
+    );
+}

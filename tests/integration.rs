@@ -1092,3 +1092,35 @@ fn refused_peers_cannot_crowd_out_admins() {
     assert!(d.fd_count() < 100, "{} fds", d.fd_count());
     hog.kill();
 }
+
+/// mlua is the Lua worker's alone (src/lua/): the loop cannot call Lua.
+#[test]
+fn only_the_lua_worker_uses_mlua() {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    walk(&root.join("src"), &mut files);
+    let lua_dir = root.join("src/lua");
+    let offenders: Vec<_> = files
+        .iter()
+        .filter(|p| !p.starts_with(&lua_dir))
+        .filter(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            let main = p.ends_with("src/main.rs") || p.ends_with("src/lib.rs");
+            text.contains("mlua") || (!main && text.contains("crate::lua"))
+        })
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "mlua or the lua module used outside src/lua: {offenders:?}"
+    );
+}

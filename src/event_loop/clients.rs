@@ -81,7 +81,7 @@ impl EventLoop {
         }
         let cid = self.next_client;
         self.next_client += 1;
-        let token = Token(CLIENT_BASE + cid as usize);
+        let token = Source::Client(cid).token();
         if let Err(e) = self
             .poll
             .registry()
@@ -254,7 +254,7 @@ impl EventLoop {
             } else {
                 Interest::READABLE
             };
-            let token = Token(CLIENT_BASE + cid as usize);
+            let token = Source::Client(cid).token();
             if let Err(e) = self
                 .poll
                 .registry()

@@ -1,9 +1,10 @@
 //! The event loop's side of Lua hooks: turning what happens into
-//! `HookEvent`s, and applying what hooks ask for once the event that
-//! called them is fully handled (never from inside a hook).
+//! `HookEvent`s for the worker (`worker.rs`), and applying what hooks ask
+//! for once their reply is in (never from inside a hook).
 
+use super::worker::Call;
 use super::*;
-use crate::hooks::{HookAction, HookEvent};
+use crate::protocol::worker::{HookAction, HookEvent, ToWorker};
 use crate::services::SvcState;
 
 /// Hook actions applied per loop iteration; more wait for the next one.
@@ -13,45 +14,24 @@ pub(super) fn wall_secs(ms: u64) -> f64 {
     ms as f64 / 1000.0
 }
 
-/// A hook call waiting for the end of the loop iteration.
-pub(super) enum PendingHook {
-    Event(HookEvent),
-    /// A command a hook ran has exited: its callback, with the status.
-    Done {
-        key: mlua::RegistryKey,
-        by: String,
-        code: i32,
-    },
-}
-
 impl EventLoop {
-    /// Queues the hooks listening for this event (none: nearly free). They
-    /// run at the end of the loop iteration (`flush_hooks`), after what the
-    /// event set off has been done: a crashed service is respawned first,
-    /// and its hook runs while the new process execs.
+    /// Queues the event when a hook listens for it (none: nearly free).
+    /// The queue goes to the worker at the end of the loop iteration
+    /// (`flush_hooks`), after what the event set off has been done: a
+    /// crashed service is respawned first.
     pub(super) fn fire(&mut self, ev: HookEvent) {
-        let Some(h) = self.hooks.as_mut() else {
-            return;
-        };
-        if !h.wants(ev.kind) {
+        if !self.hooks_want(ev.kind) {
             return;
         }
-        self.hook_pending.push_back(PendingHook::Event(ev));
+        self.hook_pending.push_back(ev);
     }
 
-    /// Runs the queued hook calls, in the order they were queued.
+    /// Sends the queued events to the worker, in order.
     pub(super) fn flush_hooks(&mut self) {
-        while let Some(p) = self.hook_pending.pop_front() {
-            let Some(h) = self.hooks.as_mut() else {
-                self.hook_pending.clear();
-                return;
-            };
-            let actions = match p {
-                PendingHook::Event(ev) => h.fire(&ev),
-                PendingHook::Done { key, by, code } => h.run_done(key, &by, code),
-            };
-            self.hook_actions.extend(actions);
+        while let Some(ev) = self.hook_pending.pop_front() {
+            self.worker_call(ToWorker::Event(ev.clone()), Call::Event(ev));
         }
+        self.worker_flush();
     }
 
     /// A service instance changed state: keep the hooks' snapshot and fire
@@ -67,13 +47,16 @@ impl EventLoop {
         restarts: u32,
         delay_ms: u64,
     ) {
-        let Some(h) = self.hooks.as_ref() else {
+        if self.lua.worker.is_none() {
             return;
-        };
-        h.snapshot.borrow_mut().services.insert(
-            (name.to_string(), index),
-            (state.as_str().to_string(), pid, restarts),
-        );
+        }
+        self.worker_send(ToWorker::Service {
+            name: name.to_string(),
+            instance: index,
+            state: state.as_str().to_string(),
+            pid,
+            restarts,
+        });
         let kind = match state {
             SvcState::Running => "ready",
             SvcState::Backoff => "restarting",
@@ -110,33 +93,38 @@ impl EventLoop {
         });
     }
 
-    /// A process exited: `exited` (services), `run_exited` (commands,
-    /// named by their program's base name), `monitor_exited`.
+    /// A process exited: `exited` (services), `run_exited`,
+    /// `daemon_exited`, `monitor_exited` and `main_exited` (named by their
+    /// program's base name). archon's own machinery (readiness and health
+    /// checks, commands hooks run) fires nothing: a hook reacting to its
+    /// own `archon.run` would loop.
     pub(super) fn fire_exit(&mut self, id: u64, kind: Kind, exit: &Exit) {
-        if self.hooks.is_none() {
+        if self.lua.worker.is_none()
+            || self.checks.contains_key(&id)
+            || self.internal_runs.contains(&id)
+        {
             return;
         }
+        let program = || {
+            self.sup
+                .get(id)
+                .and_then(|e| e.argv.first())
+                .map(|a| a.rsplit('/').next().unwrap_or("").to_string())
+                .unwrap_or_default()
+        };
         let (hook_kind, service, instance) = match kind {
             Kind::Service => match self.services.owner(id) {
                 Some((n, i)) => ("exited", n, i),
                 None => return,
             },
-            Kind::Run | Kind::Monitor => {
-                let program = self
-                    .sup
-                    .get(id)
-                    .and_then(|e| e.argv.first())
-                    .map(|a| a.rsplit('/').next().unwrap_or("").to_string())
-                    .unwrap_or_default();
-                let kind = if kind == Kind::Run {
-                    "run_exited"
-                } else {
-                    "monitor_exited"
-                };
-                (kind, program, 0)
-            }
-            _ => return,
+            Kind::Run => ("run_exited", program(), 0),
+            Kind::Monitor => ("monitor_exited", program(), 0),
+            Kind::Daemon => ("daemon_exited", program(), 0),
+            Kind::Main => ("main_exited", program(), 0),
         };
+        if !self.hooks_want(hook_kind) {
+            return;
+        }
         let pid = self.sup.get(id).map(|e| e.pid);
         let now = self.now();
         let (status, signal) = match exit {
@@ -170,14 +158,6 @@ impl EventLoop {
             }
             if self.shutting_down {
                 // Nothing new starts during a shutdown.
-                if let HookAction::Run {
-                    callback: Some(k), ..
-                } = action
-                {
-                    if let Some(h) = self.hooks.as_ref() {
-                        h.drop_key(k);
-                    }
-                }
                 continue;
             }
             let now = self.now();
@@ -218,18 +198,15 @@ impl EventLoop {
                     match self.spawn(&cmd, &[], None) {
                         Ok(sp) => {
                             let id = self.track(Kind::Run, sp, argv, None, now);
+                            self.internal_runs.insert(id);
                             if let Some(k) = callback {
                                 self.hook_runs.insert(id, (k, by));
                             }
                         }
                         Err(_) => {
                             log::warn!("hook {by}: cannot run {}", argv.join(" "));
-                            if let Some(key) = callback {
-                                self.hook_pending.push_back(PendingHook::Done {
-                                    key,
-                                    by,
-                                    code: 127,
-                                });
+                            if let Some(callback) = callback {
+                                self.run_done(callback, by, 127);
                             }
                         }
                     }
@@ -240,10 +217,21 @@ impl EventLoop {
 
     /// A command a hook ran has exited: its callback is queued.
     pub(super) fn hook_run_done(&mut self, id: u64, exit: &Exit) {
-        if let Some((key, by)) = self.hook_runs.remove(&id) {
+        self.internal_runs.remove(&id);
+        if let Some((callback, by)) = self.hook_runs.remove(&id) {
             let code = exit.shell_code().unwrap_or(-1);
-            self.hook_pending
-                .push_back(PendingHook::Done { key, by, code });
+            self.run_done(callback, by, code);
         }
+    }
+
+    fn run_done(&mut self, callback: u64, by: String, status: i32) {
+        self.worker_call(
+            ToWorker::RunDone {
+                callback,
+                by,
+                status,
+            },
+            Call::RunDone,
+        );
     }
 }

@@ -119,7 +119,7 @@ impl EventLoop {
                 continue;
             }
             if let Ok(fd) = platform::pidfd_open(pid) {
-                let token = Token(SWEEP_BASE + pid as usize);
+                let token = Source::Sweep(pid).token();
                 if self
                     .poll
                     .registry()
@@ -261,7 +261,8 @@ impl EventLoop {
                 libc::SIGTERM | libc::SIGINT => self.begin_shutdown(&format!("SIG{name}"), sig),
                 libc::SIGHUP if self.opts.config.is_some() && self.opts.command.is_empty() => {
                     log::info!("SIGHUP: reloading the config");
-                    let _ = self.reload();
+                    // Errors are logged; the outcome comes with the worker's reply.
+                    let _ = self.reload(None);
                 }
                 _ if platform::is_forwarded(sig) => {
                     let fx = self.sup.forward(sig);

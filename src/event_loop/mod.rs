@@ -12,8 +12,10 @@ mod lifecycle;
 mod listener;
 mod output;
 mod requests;
+mod sources;
 mod stream;
 mod svc;
+mod worker;
 
 use crate::cli::Options;
 use crate::platform::{self, RawExit};
@@ -22,7 +24,8 @@ use crate::protocol::{
 };
 use crate::supervisor::{Clock, Effect, Exit, Kind, ReplyTo, Supervisor};
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll};
+use sources::Source;
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::File;
@@ -30,12 +33,6 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const LISTENER: Token = Token(usize::MAX);
-const SIGNALS: Token = Token(usize::MAX - 1);
-/// Client tokens live above this; process tokens (their ids) below.
-const CLIENT_BASE: usize = 1 << 40;
-/// Pidfds of the final sweep (PID 1 only) live above this, by pid.
-const SWEEP_BASE: usize = 1 << 41;
 /// Connections served at once; more are told `Error,limit` and closed.
 pub const MAX_CLIENTS: usize = 8192;
 
@@ -93,21 +90,22 @@ pub struct EventLoop {
     exit_code: Option<i32>,
     services: crate::services::Services,
     /// Service pipes (output, readiness) by token.
-    pipes: HashMap<usize, output::Pipe>,
-    next_pipe: usize,
+    pipes: HashMap<u64, output::Pipe>,
+    next_pipe: u64,
     sink_out: output::Sink,
     sink_err: output::Sink,
     /// Output pipes left unread while their sink is full.
-    paused: std::collections::BTreeSet<usize>,
+    paused: std::collections::BTreeSet<u64>,
     /// Services' log files, by path.
     file_logs: HashMap<String, output::FileLog>,
     /// Readiness and health checks running: check entry -> (service entry,
     /// kind); and those due: (when, service entry, kind).
     checks: HashMap<u64, (u64, svc::CheckKind)>,
     check_due: std::collections::BTreeSet<(u64, u64, svc::CheckKind)>,
-    /// The config's hooks, what they asked for and not yet done, and the
-    /// commands they run (entry -> callback, hook location).
-    hooks: Option<crate::hooks::Hooks>,
+    /// The Lua worker (config evaluation and hooks) and its state.
+    lua: worker::Lua,
+    /// Commands hooks run: their exits fire no hook.
+    internal_runs: std::collections::HashSet<u64>,
     /// Monitored processes that exited and that their parent has not
     /// reaped yet (pid -> entry): a second `MonitorPid` of one gets the same
     /// id, not a new entry and pidfd.
@@ -118,10 +116,12 @@ pub struct EventLoop {
     conns_by_uid: HashMap<u32, usize>,
     /// Scratch buffer for the fds a request carries (`Client::next_request`).
     cmsg_buf: Vec<u8>,
-    hook_actions: std::collections::VecDeque<crate::hooks::HookAction>,
-    /// Hook calls waiting for the end of the iteration (`hook::flush_hooks`).
-    hook_pending: std::collections::VecDeque<hook::PendingHook>,
-    hook_runs: HashMap<u64, (mlua::RegistryKey, String)>,
+    /// What hooks asked for and is not done yet.
+    hook_actions: std::collections::VecDeque<crate::protocol::worker::HookAction>,
+    /// Events for hooks waiting for the end of the iteration (`flush_hooks`).
+    hook_pending: std::collections::VecDeque<crate::protocol::worker::HookEvent>,
+    /// Commands hooks ran with a callback: entry -> (callback, hook location).
+    hook_runs: HashMap<u64, (u64, String)>,
     /// A SIGCHLD arrived: reap (waitpid(-1)) once this iteration's events
     /// are handled.
     chld_pending: bool,
@@ -173,7 +173,7 @@ impl EventLoop {
             match listener::bind(&opts.socket, opts.socket_mode) {
                 Ok(mut l) => {
                     poll.registry()
-                        .register(&mut l, LISTENER, Interest::READABLE)
+                        .register(&mut l, Source::Listener.token(), Interest::READABLE)
                         .map_err(|e| format!("register listener: {e}"))?;
                     Some(l)
                 }
@@ -187,12 +187,23 @@ impl EventLoop {
         } else {
             None
         };
-        let (services, hooks) = match &opts.config {
-            Some(path) => match crate::config::load_all(path) {
-                Ok((c, h)) => (crate::services::Services::new(c), h),
-                Err(errs) => return Err(errs.join("\n")),
-            },
-            None => (crate::services::Services::default(), None),
+        let dev_null = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+        let env = Env::from_process();
+        let ignored_signals = platform::ignored_signals();
+        // The config is evaluated by a worker process, even at start-up:
+        // archon itself runs no Lua and no NSS look-up.
+        let (services, lua) = match &opts.config {
+            Some(path) => {
+                let spawner = worker::Spawner {
+                    env: &env,
+                    nofile,
+                    ignored: &ignored_signals,
+                    stdin: dev_null.as_raw_fd(),
+                };
+                let (config, lua) = worker::boot(&poll, path, opts.config_timeout_ms, &spawner)?;
+                (crate::services::Services::new(config), lua)
+            }
+            None => (crate::services::Services::default(), worker::Lua::default()),
         };
         platform::trim_heap();
         let pid1 = platform::getpid() == 1;
@@ -219,11 +230,10 @@ impl EventLoop {
         poll.registry()
             .register(
                 &mut SourceFd(&signals.as_raw_fd()),
-                SIGNALS,
+                Source::Signals.token(),
                 Interest::READABLE,
             )
             .map_err(|e| format!("register signalfd: {e}"))?;
-        let dev_null = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
         let policy = policy(&opts.allow)?;
         Ok(EventLoop {
             poll,
@@ -237,13 +247,13 @@ impl EventLoop {
             epoch: Instant::now(),
             reserve_fd: reserve(),
             dev_null,
-            env: Env::from_process(),
+            env,
             nofile,
             shutting_down: false,
             again: Default::default(),
             stalls: Default::default(),
             subscribers: std::collections::BTreeSet::new(),
-            ignored_signals: platform::ignored_signals(),
+            ignored_signals,
             pid1,
             system_init,
             power: None,
@@ -260,7 +270,8 @@ impl EventLoop {
             notify_name: None,
             programs: Default::default(),
             chld_pending: false,
-            hooks,
+            lua,
+            internal_runs: Default::default(),
             cmsg_buf: client::Client::cmsg_buffer(),
             policy,
             conns_by_uid: HashMap::new(),
@@ -308,7 +319,11 @@ impl EventLoop {
             if !self.shutting_down && self.sup.main_exit().is_some() {
                 self.begin_shutdown("main command exited", libc::SIGTERM);
             }
-            if self.shutting_down && self.sup.started_alive() == 0 && self.sweep_done() {
+            if self.shutting_down
+                && self.sup.started_alive() == 0
+                && self.worker_settled()
+                && self.sweep_done()
+            {
                 return self.finish_shutdown();
             }
             let deadline = [
@@ -317,12 +332,14 @@ impl EventLoop {
                 self.services.next_deadline(),
                 self.check_due.first().map(|c| c.0),
                 self.stalls.first().map(|s| s.0),
+                self.worker_deadline(),
                 // Hook calls or actions left, or clients with requests
                 // unread: do not wait.
                 (!self.hook_actions.is_empty()
                     || !self.hook_pending.is_empty()
-                    || !self.again.is_empty())
-                .then_some(0),
+                    || !self.again.is_empty()
+                    || self.lua.unread)
+                    .then_some(0),
             ]
             .into_iter()
             .flatten()
@@ -346,23 +363,26 @@ impl EventLoop {
             }
             poll_failures = 0;
             for ev in events.iter() {
-                match ev.token() {
-                    LISTENER => self.accept_all(),
-                    SIGNALS => self.read_signals(),
-                    output::SINK_OUT => self.flush_sink(false),
-                    output::SINK_ERR => self.flush_sink(true),
-                    svc::NOTIFY => self.notify_event(),
-                    Token(t) if t >= output::PIPE_BASE => self.pipe_event(t),
-                    Token(t) if t >= SWEEP_BASE => {}
-                    Token(t) if t >= CLIENT_BASE => {
-                        let cid = (t - CLIENT_BASE) as u64;
-                        self.client_event(
-                            cid,
-                            ev.is_write_closed() || ev.is_error(),
-                            ev.is_read_closed(),
-                        );
-                    }
-                    Token(id) => self.process_event(id as u64),
+                let Some(source) = Source::of(ev.token()) else {
+                    continue;
+                };
+                match source {
+                    Source::Listener => self.accept_all(),
+                    Source::Signals => self.read_signals(),
+                    Source::SinkOut => self.flush_sink(false),
+                    Source::SinkErr => self.flush_sink(true),
+                    Source::Notify => self.notify_event(),
+                    Source::WorkerSock => self.worker_ready(),
+                    Source::WorkerExit => self.worker_exited(),
+                    Source::Pipe(t) => self.pipe_event(t),
+                    // Only wakes the loop: `sweep_done` looks again.
+                    Source::Sweep(_) => {}
+                    Source::Client(cid) => self.client_event(
+                        cid,
+                        ev.is_write_closed() || ev.is_error(),
+                        ev.is_read_closed(),
+                    ),
+                    Source::Process(id) => self.process_event(id),
                 }
             }
             if std::mem::take(&mut self.chld_pending) {
@@ -378,6 +398,10 @@ impl EventLoop {
             }
             self.flush_hooks();
             self.apply_hook_actions();
+            if self.lua.unread {
+                self.worker_replies();
+            }
+            self.worker_check_deadline();
             self.expire_stalled();
             self.serve_again();
         }
@@ -440,7 +464,7 @@ impl EventLoop {
     fn watch(&mut self, id: u64, kind: Kind, pidfd: OwnedFd) {
         if let Err(e) = self.poll.registry().register(
             &mut SourceFd(&pidfd.as_raw_fd()),
-            Token(id as usize),
+            Source::Process(id).token(),
             Interest::READABLE,
         ) {
             // Still tracked: SIGCHLD and the reaper will find its exit.

@@ -4,13 +4,6 @@
 
 use super::*;
 
-/// Pipe tokens live above this.
-pub(super) const PIPE_BASE: usize = 1 << 42;
-
-pub(super) const SINK_OUT: Token = Token(usize::MAX - 2);
-
-pub(super) const SINK_ERR: Token = Token(usize::MAX - 3);
-
 /// Output waiting for a slow sink before archon stops reading services'
 /// pipes (they are then throttled by their own pipe, not by our memory).
 const SINK_CAP: usize = 256 * 1024;
@@ -203,11 +196,11 @@ impl Sink {
 
 impl EventLoop {
     pub(super) fn add_pipe(&mut self, fd: OwnedFd, kind: PipeKind) {
-        let token = PIPE_BASE + self.next_pipe;
+        let token = self.next_pipe;
         self.next_pipe += 1;
         if let Err(e) = self.poll.registry().register(
             &mut SourceFd(&fd.as_raw_fd()),
-            Token(token),
+            Source::Pipe(token).token(),
             Interest::READABLE,
         ) {
             log::warn!("cannot watch a service pipe error={e}");
@@ -219,7 +212,7 @@ impl EventLoop {
     }
 
     /// A service pipe is readable (or was paused and may be read again).
-    pub(super) fn pipe_event(&mut self, token: usize) {
+    pub(super) fn pipe_event(&mut self, token: u64) {
         let mut buf = [0u8; 16 * 1024];
         loop {
             let Some(p) = self.pipes.get_mut(&token) else {
@@ -291,7 +284,7 @@ impl EventLoop {
         }
     }
 
-    pub(super) fn close_pipe(&mut self, token: usize) {
+    pub(super) fn close_pipe(&mut self, token: u64) {
         self.paused.remove(&token);
         if let Some(mut p) = self.pipes.remove(&token) {
             let _ = self
@@ -341,9 +334,9 @@ impl EventLoop {
     /// resumes paused pipes once it has room.
     pub(super) fn flush_sink(&mut self, err: bool) {
         let (sink, token) = if err {
-            (&mut self.sink_err, SINK_ERR)
+            (&mut self.sink_err, Source::SinkErr.token())
         } else {
-            (&mut self.sink_out, SINK_OUT)
+            (&mut self.sink_out, Source::SinkOut.token())
         };
         sink.flush();
         let want = !sink.queue.is_empty();
@@ -366,7 +359,7 @@ impl EventLoop {
             }
         }
         if !sink.full() && !self.paused.is_empty() {
-            let paused: Vec<usize> = std::mem::take(&mut self.paused).into_iter().collect();
+            let paused: Vec<u64> = std::mem::take(&mut self.paused).into_iter().collect();
             for t in paused {
                 self.pipe_event(t);
             }

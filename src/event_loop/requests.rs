@@ -114,7 +114,7 @@ impl EventLoop {
                 }
                 Some(r)
             }
-            Request::Reload => Some(self.reload()),
+            Request::Reload => self.reload(Some(to)),
             Request::DumpConfig => Some(Reply::Ok(Vec::new())),
             Request::Depend { name, dep } => Some(match self.services.depend(&name, &dep) {
                 Ok(()) => Reply::Ok(Vec::new()),

@@ -9,8 +9,6 @@ use crate::services::manager::Cmd;
 use crate::services::spec::{Output, Readiness, ServiceSpec};
 use crate::services::SvcState;
 
-pub(super) const NOTIFY: Token = Token(usize::MAX - 4);
-
 /// What a check command decides: readiness, or health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum CheckKind {
@@ -126,7 +124,7 @@ impl EventLoop {
                     self.add_pipe(fd, kind);
                 }
                 let now_wall = now.wall;
-                self.fire(crate::hooks::HookEvent {
+                self.fire(crate::protocol::worker::HookEvent {
                     kind: "spawned",
                     service: name.to_string(),
                     instance: index,
@@ -309,7 +307,7 @@ impl EventLoop {
             Ok(fd) => {
                 if let Err(e) = self.poll.registry().register(
                     &mut SourceFd(&fd.as_raw_fd()),
-                    NOTIFY,
+                    Source::Notify.token(),
                     Interest::READABLE,
                 ) {
                     log::warn!("cannot watch the notify socket error={e}");
@@ -458,58 +456,27 @@ impl EventLoop {
 
     /// `Reload` (and SIGHUP): reads the config again; an invalid one
     /// changes nothing.
-    pub(super) fn reload(&mut self) -> Reply {
-        let Some(path) = self.opts.config.clone() else {
-            return Reply::error(ErrorKind::BadRequest, "archon was started without --config");
-        };
-        let loaded = crate::config::load_all(&path);
-        platform::trim_heap();
-        match loaded {
-            Err(errs) => {
-                for e in &errs {
-                    log::error!("reload refused: {e}");
-                }
-                Reply::error(ErrorKind::BadConfig, errs.join("; "))
-            }
-            Ok((config, hooks)) => {
-                // The new file's hooks replace the old ones, once the old
-                // ones have seen the events before the reload; callbacks of
-                // commands the old hooks ran are dropped with their state.
-                self.flush_hooks();
-                self.hooks = hooks;
-                self.hook_runs.clear();
-                // The new hooks' view of the services starts from now.
-                if let Some(h) = self.hooks.as_ref() {
-                    let mut snap = h.snapshot.borrow_mut();
-                    if let Ok(all) = self.services.instances(None) {
-                        for (name, i) in all {
-                            snap.services.insert(
-                                (name.to_string(), i.index),
-                                (i.state.as_str().to_string(), i.pid, i.restarts),
-                            );
-                        }
-                    }
-                }
-                let now = self.now();
-                let (cmds, sum) = self.services.reload(config, now.mono, now.wall);
-                let list = |k: &str, v: &[String]| format!("{k}={}", v.join(" "));
-                log::info!(
-                    "reloaded {} {} {} {}",
-                    list("added", &sum.added),
-                    list("removed", &sum.removed),
-                    list("changed", &sum.changed),
-                    list("rescaled", &sum.rescaled)
-                );
-                self.apply_svc(cmds);
-                self.fire_simple("reloaded", "archon", 0);
-                Reply::Ok(vec![
-                    list("added", &sum.added),
-                    list("removed", &sum.removed),
-                    list("changed", &sum.changed),
-                    list("rescaled", &sum.rescaled),
-                    list("unchanged", &sum.unchanged),
-                ])
-            }
-        }
+    /// A reload's new config, evaluated and checked: reconciles the
+    /// services with it and returns the `Reload` reply.
+    pub(super) fn apply_reload(&mut self, config: crate::services::spec::Config) -> Reply {
+        let now = self.now();
+        let (cmds, sum) = self.services.reload(config, now.mono, now.wall);
+        let list = |k: &str, v: &[String]| format!("{k}={}", v.join(" "));
+        log::info!(
+            "reloaded {} {} {} {}",
+            list("added", &sum.added),
+            list("removed", &sum.removed),
+            list("changed", &sum.changed),
+            list("rescaled", &sum.rescaled)
+        );
+        self.apply_svc(cmds);
+        self.fire_simple("reloaded", "archon", 0);
+        Reply::Ok(vec![
+            list("added", &sum.added),
+            list("removed", &sum.removed),
+            list("changed", &sum.changed),
+            list("rescaled", &sum.rescaled),
+            list("unchanged", &sum.unchanged),
+        ])
     }
 }

@@ -1092,6 +1092,13 @@ pub fn uid() -> u32 {
     unsafe { libc::getuid() }
 }
 
+/// The calling process gets SIGKILL when its parent dies (the Lua worker:
+/// it must not outlive archon).
+pub fn die_with_parent() {
+    // SAFETY: plain prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+}
+
 /// archon's effective uid: 0 when it may switch a child to another user.
 pub fn euid() -> u32 {
     // SAFETY: geteuid cannot fail.

@@ -5,6 +5,7 @@
 mod codec;
 mod framing;
 mod message;
+pub mod worker;
 
 pub use codec::{decode_record, encode_record, CodecError};
 pub use framing::{Framed, LineBuffer};

@@ -6,6 +6,7 @@
 pub mod machine;
 pub mod manager;
 pub mod spec;
+pub mod wire;
 
 pub use machine::{Action, Instance, SvcState};
 pub use manager::Services;

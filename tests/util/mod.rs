@@ -121,6 +121,16 @@ impl Daemon {
             .count()
     }
 
+    /// Waits for archon to exit by itself (its main command ended).
+    pub fn terminate_after_main(&mut self) -> std::process::ExitStatus {
+        let mut st = None;
+        wait_for("archon to exit after its main command", || {
+            st = self.child.try_wait().unwrap();
+            st.is_some()
+        });
+        st.unwrap()
+    }
+
     /// SIGTERM and wait for a clean exit; returns the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         unsafe { libc::kill(self.pid(), libc::SIGTERM) };

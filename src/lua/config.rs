@@ -18,7 +18,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 /// Largest config file read.
-pub const MAX_FILE: u64 = 1 << 20;
+pub const MAX_FILE: u64 = crate::protocol::worker::MAX_CONFIG;
 /// Memory the evaluation may use.
 pub const MEMORY_LIMIT: usize = 64 << 20;
 /// Lua VM instructions the evaluation may run.
@@ -32,7 +32,7 @@ pub fn load(path: &Path) -> Result<Config, Vec<String>> {
 }
 
 /// Loads `path`: its services, and its hooks (None when it registers none).
-pub fn load_all(path: &Path) -> Result<(Config, Option<crate::hooks::Hooks>), Vec<String>> {
+pub fn load_all(path: &Path) -> Result<(Config, Option<super::hooks::Hooks>), Vec<String>> {
     let shown = path.display().to_string();
     let meta = std::fs::metadata(path).map_err(|e| vec![format!("{shown}: {e}")])?;
     if meta.len() > MAX_FILE {
@@ -50,14 +50,23 @@ pub fn load_str(text: &[u8], name: &str) -> Result<Config, Vec<String>> {
 pub fn load_str_all(
     text: &[u8],
     name: &str,
-) -> Result<(Config, Option<crate::hooks::Hooks>), Vec<String>> {
+) -> Result<(Config, Option<super::hooks::Hooks>), Vec<String>> {
+    load_with_snapshot(text, name, Rc::default())
+}
+
+/// As `load_str_all`, with the hooks' `archon.status()` reading `snapshot`.
+pub fn load_with_snapshot(
+    text: &[u8],
+    name: &str,
+    snapshot: Rc<RefCell<super::hooks::Snapshot>>,
+) -> Result<(Config, Option<super::hooks::Hooks>), Vec<String>> {
     let errors: Rc<RefCell<Vec<String>>> = Rc::new(RefCell::new(Vec::new()));
     let services: Rc<RefCell<Vec<ServiceSpec>>> = Rc::new(RefCell::new(Vec::new()));
     let budget = Rc::new(LuaBudget::default());
     budget.limit.set(INSTRUCTION_BUDGET);
     let lua =
         sandbox(budget.clone()).map_err(|e| vec![format!("{name}: cannot set up Lua: {e}")])?;
-    let registry = crate::hooks::install(&lua, Rc::from(name), errors.clone())
+    let registry = super::hooks::install(&lua, Rc::from(name), errors.clone(), snapshot)
         .map_err(|e| vec![format!("{name}: cannot set up Lua: {e}")])?;
     // Declarations whose settings table has not come (yet): a bare
     // `service "a"` must not be dropped in silence.
@@ -146,7 +155,7 @@ pub fn load_str_all(
     let hooks = if registry.handlers.borrow().is_empty() {
         None
     } else {
-        Some(crate::hooks::Hooks::new(lua, registry, budget))
+        Some(super::hooks::Hooks::new(lua, registry, budget))
     };
     Ok((config, hooks))
 }

@@ -10,10 +10,10 @@
 //! a hook that errors or spends its budget is stopped, logged once with its
 //! location, counted, and disabled after `MAX_FAILURES` failures.
 
-use crate::config::LuaBudget;
+use super::config::LuaBudget;
 use mlua::{Function, Lua, RegistryKey, Table, Value};
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 
 /// VM instructions one hook call may run.
@@ -26,59 +26,16 @@ pub const MAX_FAILURES: u32 = 3;
 /// it, its calls are skipped until the window ends.
 pub const WINDOW_BUDGET: u64 = 100 * CALL_BUDGET;
 pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+/// Callbacks of `archon.run` commands still running, at most.
+pub const MAX_CALLBACKS: usize = 10_000;
 
-/// The events a hook can name.
-pub const EVENTS: &[&str] = &[
-    "spawned",
-    "ready",
-    "exited",
-    "restarting",
-    "failed",
-    "unhealthy",
-    "stopping",
-    "stopped",
-    "scaled",
-    "reloaded",
-    "monitor_exited",
-    "run_exited",
-    "started",
-    "shutdown",
-];
+pub use crate::protocol::worker::{HookAction, HookEvent, EVENTS};
 
-/// What a hook asked for, applied after the event.
-#[derive(Debug)]
-pub enum HookAction {
-    Start(String),
-    Stop(String),
-    Restart(String),
-    Scale(String, u32),
-    Signal(String, i32),
-    SetStatus(String, String),
-    /// Run a command; when it exits, call the callback (a registry key of
-    /// the hooks' state) with its status.
-    Run {
-        argv: Vec<String>,
-        callback: Option<RegistryKey>,
-        by: String,
-    },
-}
-
-/// One event, as hooks see it.
-#[derive(Debug, Clone, Default)]
-pub struct HookEvent {
-    pub kind: &'static str,
-    pub service: String,
-    pub instance: u32,
-    pub pid: Option<i32>,
-    pub old_state: String,
-    pub state: String,
-    /// Exit status as a shell reports it.
-    pub status: Option<i32>,
-    pub signal: Option<String>,
-    pub restarts: u32,
-    pub delay: Option<f64>,
-    /// Wall time, seconds.
-    pub time: f64,
+/// Callbacks of commands hooks ran, by the id archon gets for each.
+#[derive(Default)]
+pub struct Callbacks {
+    next: u64,
+    keys: HashMap<u64, RegistryKey>,
 }
 
 pub struct Handler {
@@ -113,7 +70,7 @@ pub struct Hooks {
     queue: Rc<RefCell<VecDeque<HookAction>>>,
     in_hook: Rc<Cell<bool>>,
     current: Rc<RefCell<String>>,
-    pub snapshot: Rc<RefCell<Snapshot>>,
+    callbacks: Rc<RefCell<Callbacks>>,
 }
 
 /// Shared between the config's evaluation and the hooks.
@@ -123,6 +80,7 @@ pub(crate) struct Registry {
     pub in_hook: Rc<Cell<bool>>,
     pub current: Rc<RefCell<String>>,
     pub snapshot: Rc<RefCell<Snapshot>>,
+    pub callbacks: Rc<RefCell<Callbacks>>,
 }
 
 /// `*` any run of characters, `?` one.
@@ -141,17 +99,21 @@ pub fn glob(pattern: &str, name: &str) -> bool {
 
 /// Installs `on` and the `archon` API in a config's state. Errors in `on`
 /// calls go to `errors` with file and line.
+/// `snapshot` is what `archon.status()` reads: the worker keeps it up to
+/// date from archon's messages, across config reloads.
 pub(crate) fn install(
     lua: &Lua,
     file: Rc<str>,
     errors: Rc<RefCell<Vec<String>>>,
+    snapshot: Rc<RefCell<Snapshot>>,
 ) -> mlua::Result<Registry> {
     let reg = Registry {
         handlers: Rc::new(RefCell::new(Vec::new())),
         queue: Rc::new(RefCell::new(VecDeque::new())),
         in_hook: Rc::new(Cell::new(false)),
         current: Rc::new(RefCell::new(String::new())),
-        snapshot: Rc::new(RefCell::new(Snapshot::default())),
+        snapshot,
+        callbacks: Rc::new(RefCell::new(Callbacks::default())),
     };
     let handlers = reg.handlers.clone();
     let on = lua.create_function(
@@ -244,6 +206,7 @@ pub(crate) fn install(
         let queue = reg.queue.clone();
         let in_hook = reg.in_hook.clone();
         let current = reg.current.clone();
+        let callbacks = reg.callbacks.clone();
         lua.create_function(move |lua, args: mlua::MultiValue| {
             if !in_hook.get() {
                 let at = lua
@@ -318,7 +281,19 @@ pub(crate) fn install(
                         return Err(mlua::Error::runtime("archon.run: empty command"));
                     }
                     let callback = match args.get(1) {
-                        Some(Value::Function(f)) => Some(lua.create_registry_value(f.clone())?),
+                        Some(Value::Function(f)) => {
+                            let mut cb = callbacks.borrow_mut();
+                            if cb.keys.len() >= MAX_CALLBACKS {
+                                return Err(mlua::Error::runtime(format!(
+                                    "archon.run: {MAX_CALLBACKS} commands with callbacks are running already"
+                                )));
+                            }
+                            cb.next += 1;
+                            let id = cb.next;
+                            let key = lua.create_registry_value(f.clone())?;
+                            cb.keys.insert(id, key);
+                            Some(id)
+                        }
                         None | Some(Value::Nil) => None,
                         _ => {
                             return Err(mlua::Error::runtime(
@@ -427,22 +402,25 @@ impl Hooks {
             queue: reg.queue,
             in_hook: reg.in_hook,
             current: reg.current,
-            snapshot: reg.snapshot,
+            callbacks: reg.callbacks,
         }
-    }
-
-    /// Frees a callback that will not be called.
-    pub fn drop_key(&self, key: RegistryKey) {
-        let _ = self.lua.remove_registry_value(key);
     }
 
     pub fn is_empty(&self) -> bool {
         self.handlers.is_empty()
     }
 
-    /// Whether any live hook listens for this kind of event.
-    pub fn wants(&self, kind: &str) -> bool {
-        self.handlers.iter().any(|h| !h.disabled && h.event == kind)
+    /// The event kinds some live hook listens for.
+    pub fn wanted(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .handlers
+            .iter()
+            .filter(|h| !h.disabled)
+            .map(|h| h.event.clone())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
     }
 
     /// Calls every matching hook with the event; returns what they asked for.
@@ -472,9 +450,13 @@ impl Hooks {
     }
 
     /// A `run` finished: its callback gets the status.
-    pub fn run_done(&mut self, callback: RegistryKey, by: &str, status: i32) -> Vec<HookAction> {
-        let func: mlua::Result<Function> = self.lua.registry_value(&callback);
-        let _ = self.lua.remove_registry_value(callback);
+    pub fn run_done(&mut self, callback: u64, by: &str, status: i32) -> Vec<HookAction> {
+        let Some(key) = self.callbacks.borrow_mut().keys.remove(&callback) else {
+            // Not this state's (it was replaced since): nothing to call.
+            return Vec::new();
+        };
+        let func: mlua::Result<Function> = self.lua.registry_value(&key);
+        let _ = self.lua.remove_registry_value(key);
         let idx = self.handlers.iter().position(|h| h.at == by);
         if idx.is_some_and(|i| self.handlers[i].disabled) {
             return Vec::new();
