@@ -642,3 +642,72 @@ fn a_slow_stdout_throttles_the_service_not_archon() {
     drop(child);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A log file on a full filesystem (a small tmpfs: root only) keeps whole
+/// lines only; the lines lost are counted and reported when writing works
+/// again.
+#[test]
+fn a_full_filesystem_loses_whole_lines_and_counts_them() {
+    let dir = temp_dir("fullfs");
+    let mnt = dir.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("!!! SKIPPING the full-filesystem test: cannot mount a tmpfs (needs root)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    // Leave about 8 KiB free.
+    let filler = mnt.join("filler");
+    std::fs::write(&filler, vec![b'f'; 56 * 1024]).unwrap();
+    let log = mnt.join("talk.log");
+    let go = dir.join("go");
+    let lua = format!(
+        r#"service "talk" {{ cmd = {}, stdout = {{ file = {}, max_size = "1M" }} }}"#,
+        helper(&format!(
+            "lines 2000 a-line-that-is-long-enough-to-fill-a-small-filesystem-quickly wait-file {} echo after hang",
+            go.display()
+        )),
+        q(log.to_str().unwrap())
+    );
+    let d = with_config("fullfs", &lua, &[]);
+    wait_for("lines lost", || d.log().contains("cannot write log file"));
+    std::fs::remove_file(&filler).unwrap();
+    std::fs::write(&go, "").unwrap();
+    wait_for("writable again", || {
+        d.log().contains("log file writable again")
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lost: usize = d
+        .log()
+        .lines()
+        .find(|l| l.contains("log file writable again"))
+        .and_then(|l| l.rsplit("lines_lost=").next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap();
+    let mut written = 0;
+    for l in text.lines() {
+        if l == "after" {
+            continue;
+        }
+        let (_, n) = l
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("partial line {l:?}"));
+        assert!(l.starts_with("a-line-that"), "partial line {l:?}");
+        n.parse::<u32>()
+            .unwrap_or_else(|_| panic!("partial line {l:?}"));
+        written += 1;
+    }
+    assert!(text.ends_with("after\n"), "{text}");
+    assert_eq!(written + lost, 2000, "written {written}, lost {lost}");
+}

@@ -36,6 +36,8 @@ pub(super) struct FileLog {
     size: u64,
     max_size: u64,
     keep: u32,
+    /// Lines dropped since the file last took a write whole.
+    lost: u64,
 }
 
 impl FileLog {
@@ -46,6 +48,7 @@ impl FileLog {
             size: 0,
             max_size,
             keep,
+            lost: 0,
         };
         f.reopen()?;
         Ok(f)
@@ -114,13 +117,68 @@ impl FileLog {
         }
     }
 
+    /// Appends whole lines. When the file cannot take them all (a full
+    /// filesystem), what was written of a line is cut off again, so the
+    /// file holds whole lines only, and the lines lost are counted: logged
+    /// at the first loss, at every power of two, and when writing works
+    /// again.
     fn append(&mut self, bytes: &[u8]) {
         use std::io::Write;
-        if let Some(f) = self.file.as_mut() {
-            match f.write_all(bytes) {
-                Ok(()) => self.size += bytes.len() as u64,
-                Err(e) => log::warn!("cannot write log file path={} error={e}", self.path),
+        let mut done = 0;
+        let mut error = None;
+        match self.file.as_mut() {
+            Some(f) => {
+                while done < bytes.len() {
+                    match f.write(&bytes[done..]) {
+                        Ok(0) => {
+                            error = Some(io::Error::from(io::ErrorKind::WriteZero));
+                            break;
+                        }
+                        Ok(n) => done += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            error = Some(e);
+                            break;
+                        }
+                    }
+                }
+                if done < bytes.len() {
+                    let whole = bytes[..done]
+                        .iter()
+                        .rposition(|&b| b == b'\n')
+                        .map_or(0, |p| p + 1);
+                    if whole < done {
+                        let _ = f.set_len(self.size + whole as u64);
+                    }
+                    done = whole;
+                }
             }
+            None => error = Some(io::Error::from(io::ErrorKind::NotFound)),
+        }
+        self.size += done as u64;
+        if done == bytes.len() {
+            if self.lost > 0 {
+                log::warn!(
+                    "log file writable again path={} lines_lost={}",
+                    self.path,
+                    self.lost
+                );
+                self.lost = 0;
+            }
+            return;
+        }
+        let rest = &bytes[done..];
+        let lines =
+            rest.iter().filter(|&&b| b == b'\n').count() as u64 + u64::from(!rest.ends_with(b"\n"));
+        let before = self.lost;
+        self.lost += lines;
+        if before == 0 || (before + 1..=self.lost).any(u64::is_power_of_two) {
+            let e = error.map(|e| e.to_string()).unwrap_or_default();
+            log::warn!(
+                "cannot write log file path={} error={e} lines_lost={}",
+                self.path,
+                self.lost
+            );
         }
     }
 }
