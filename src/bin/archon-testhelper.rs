@@ -18,6 +18,12 @@
 //!   -- (stop; the rest is data)
 //!
 //! Without `exit`, it exits 0 after the last action.
+//!
+//! `reaper PIDFILE -- CMD...` (alone): runs CMD as a child subreaper, writes
+//! CMD's pid to PIDFILE, and once CMD has exited (or the test that started
+//! the reaper has died) SIGKILLs every process left below it, reaps them,
+//! and exits as CMD did. The test harness runs archon under it, so a failed
+//! test leaves no service, daemon or helper behind, whatever archon did.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{Read, Write};
@@ -49,8 +55,60 @@ fn children_of(parent: i32) -> Vec<(i32, String)> {
         .collect()
 }
 
+/// See the module doc: `reaper PIDFILE -- CMD...`.
+fn reaper(pidfile: &str, cmd: &[String]) -> ! {
+    use std::os::unix::process::ExitStatusExt;
+    let parent = unsafe { libc::getppid() };
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let mut child = std::process::Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let tmp = format!("{pidfile}.tmp");
+    std::fs::write(&tmp, pid.to_string()).unwrap();
+    std::fs::rename(&tmp, pidfile).unwrap();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        // The test is gone (crashed, killed): take everything down.
+        if unsafe { libc::getppid() } != parent {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        // Orphans re-parented here meanwhile are reaped as they exit.
+        unsafe { while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {} };
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Everything below: archon's leftovers, re-parented to this subreaper.
+    let me = std::process::id() as i32;
+    loop {
+        let left = children_of(me);
+        if left.is_empty() {
+            break;
+        }
+        for (p, _) in &left {
+            unsafe { libc::kill(*p, libc::SIGKILL) };
+        }
+        unsafe { while libc::waitpid(-1, std::ptr::null_mut(), 0) > 0 {} };
+    }
+    match status.signal() {
+        Some(sig) => unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+            std::process::exit(128 + sig)
+        },
+        None => std::process::exit(status.code().unwrap_or(1)),
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("reaper")
+        && args.get(2).map(String::as_str) == Some("--")
+    {
+        reaper(&args[1], &args[3..]);
+    }
     let mut i = 0;
     let next = |i: &mut usize| -> String {
         *i += 1;

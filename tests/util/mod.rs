@@ -53,8 +53,13 @@ pub fn pid_gone(pid: i32) -> bool {
     !Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// A real archon, run under the test helper's `reaper`: however the test
+/// ends, every process archon started (services, daemons, their orphans)
+/// is SIGKILLed and reaped when archon is gone.
 pub struct Daemon {
+    /// The reaper; archon is its child.
     pub child: Child,
+    archon: i32,
     pub dir: PathBuf,
     pub sock: PathBuf,
 }
@@ -67,7 +72,9 @@ impl Daemon {
     pub fn start_with(name: &str, args: &[&str], tweak: impl FnOnce(&mut Command)) -> Daemon {
         let dir = temp_dir(name);
         let sock = dir.join("archon.sock");
-        let mut cmd = Command::new(ARCHON);
+        let pidfile = dir.join("archon.pid");
+        let mut cmd = Command::new(HELPER);
+        cmd.arg("reaper").arg(&pidfile).arg("--").arg(ARCHON);
         cmd.arg("--socket")
             .arg(&sock)
             .arg("--grace")
@@ -82,14 +89,27 @@ impl Daemon {
                 std::fs::File::create(dir.join("archon.log")).unwrap(),
             ));
         tweak(&mut cmd);
-        let child = cmd.spawn().unwrap();
-        let d = Daemon { child, dir, sock };
+        let mut child = cmd.spawn().unwrap();
+        let mut archon = 0;
+        wait_for("archon's pid", || {
+            archon = std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            archon > 0 || child.try_wait().unwrap().is_some()
+        });
+        let d = Daemon {
+            child,
+            archon,
+            dir,
+            sock,
+        };
         wait_for("archon's socket", || UnixStream::connect(&d.sock).is_ok());
         d
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.archon
     }
 
     pub fn conn(&self) -> Conn {
@@ -151,6 +171,15 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            // archon first: the reaper then sweeps what is left below it.
+            unsafe { libc::kill(self.pid(), libc::SIGKILL) };
             let start = Instant::now();
             while start.elapsed() < Duration::from_secs(10) {
                 if let Ok(Some(_)) = self.child.try_wait() {
