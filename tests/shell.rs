@@ -103,6 +103,7 @@ fn shell_scripts_are_shellcheck_clean() {
             "scripts/archon-status",
             "scripts/archon-subscribe",
             "scripts/demo.sh",
+            "scripts/fuzz.sh",
             "tests/vectors.sh",
             "tests/scripts.sh",
             ".ci/run",

@@ -8,6 +8,9 @@ use std::fmt;
 pub enum CodecError {
     Nul,
     CarriageReturn,
+    /// Only reachable by calling the decoder directly: framing ends a
+    /// record at its LF.
+    LineFeed,
     NotUtf8,
     UnbalancedQuote,
     StrayQuote,
@@ -22,6 +25,7 @@ impl fmt::Display for CodecError {
             CodecError::CarriageReturn => {
                 write!(f, "carriage return in request (lines end with LF alone)")
             }
+            CodecError::LineFeed => write!(f, "line feed inside a record"),
             CodecError::NotUtf8 => write!(f, "request is not UTF-8"),
             CodecError::UnbalancedQuote => write!(f, "unbalanced quote"),
             CodecError::StrayQuote => write!(f, "quote inside an unquoted field"),
@@ -38,6 +42,9 @@ pub fn decode_record(line: &[u8], max_fields: usize) -> Result<Vec<String>, Code
     }
     if line.contains(&b'\r') {
         return Err(CodecError::CarriageReturn);
+    }
+    if line.contains(&b'\n') {
+        return Err(CodecError::LineFeed);
     }
     let text = std::str::from_utf8(line).map_err(|_| CodecError::NotUtf8)?;
     let mut fields = Vec::new();

@@ -220,6 +220,14 @@ fn parse_command(verb: &str, fields: &[String]) -> ParseResult<Command> {
     if argv.is_empty() || argv[0].is_empty() {
         return bad(format!("{verb} needs a program"));
     }
+    // The canonical form always writes the separator: it must fit too, so
+    // that every request archon accepts can be sent again as it encodes.
+    if argv.len() + env.len() + 2 > MAX_FIELDS {
+        return bad(format!(
+            "more than {} fields with the separator",
+            MAX_FIELDS
+        ));
+    }
     let mut vars = Vec::with_capacity(env.len());
     for field in env {
         if !is_env_assignment(field) {
@@ -643,6 +651,24 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_command_at_the_field_limit_still_encodes_within_it() {
+        let fields = |n: usize| {
+            let mut f = vec!["Run".to_string()];
+            f.extend((1..n).map(|i| format!("a{i}")));
+            f.join(",")
+        };
+        // 1023 fields + the separator the encoding adds: fits.
+        let ok = parse_request(fields(1023).as_bytes());
+        let Ok(req) = ok else { panic!("{ok:?}") };
+        let wire = req.encode();
+        assert!(parse_request(wire.trim_end().as_bytes()).is_ok());
+        assert_eq!(
+            parse_request(fields(1024).as_bytes()).map_err(|e| e.0),
+            Err(ErrorKind::BadRequest)
+        );
     }
 
     #[test]

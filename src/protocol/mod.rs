@@ -19,5 +19,4 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// Most fields in one request record.
 pub const MAX_FIELDS: usize = 1024;
 
-#[cfg(test)]
-mod vectors;
+pub mod vectors;
