@@ -112,6 +112,10 @@ pub struct EventLoop {
     zombies: HashMap<i32, u64>,
     /// Who may do what on the socket.
     policy: crate::access::Policy,
+    /// The supervisor's effects not yet executed, and whether `apply` is
+    /// draining them (see `apply`).
+    effects: std::collections::VecDeque<Effect>,
+    applying: bool,
     /// Open connections of each uid that is not an admin.
     conns_by_uid: HashMap<u32, usize>,
     /// Scratch buffer for the fds a request carries (`Client::next_request`).
@@ -274,6 +278,8 @@ impl EventLoop {
             internal_runs: Default::default(),
             cmsg_buf: client::Client::cmsg_buffer(),
             policy,
+            effects: Default::default(),
+            applying: false,
             conns_by_uid: HashMap::new(),
             zombies: HashMap::new(),
             hook_actions: std::collections::VecDeque::new(),
@@ -592,31 +598,45 @@ impl EventLoop {
         }
     }
 
+    /// Executes the supervisor's effects through one queue, drained in a
+    /// flat loop: an effect whose execution produces more (a reply that
+    /// ends a client, whose going stops its `Run`s) appends them to the
+    /// queue instead of recursing, so the order is the order they arose.
     fn apply(&mut self, effects: Vec<Effect>) {
-        for fx in effects {
-            match fx {
-                Effect::Reply { to, reply } => self.reply_to(to, &reply),
-                Effect::Event(_) if self.subscribers.is_empty() => {}
-                Effect::Event(row) => self.announce(&row.encode()),
-                Effect::Forget { id } => self.forget(id),
-                Effect::Signal {
-                    id,
-                    pid,
-                    signo,
-                    group,
-                } => {
-                    if let Some(w) = self.watched.get(&id) {
-                        if let Err(e) = platform::pidfd_send_signal(&w.pidfd, signo) {
-                            log::debug!("signal failed id={id} error={e}");
-                        }
-                        if group {
-                            let _ = platform::kill_group(pid, signo);
-                        }
-                        log::debug!(
-                            "signalled id={id} pid={pid} signal={}",
-                            platform::signal_name(signo)
-                        );
+        self.effects.extend(effects);
+        if self.applying {
+            return;
+        }
+        self.applying = true;
+        while let Some(fx) = self.effects.pop_front() {
+            self.apply_one(fx);
+        }
+        self.applying = false;
+    }
+
+    fn apply_one(&mut self, fx: Effect) {
+        match fx {
+            Effect::Reply { to, reply } => self.reply_to(to, &reply),
+            Effect::Event(_) if self.subscribers.is_empty() => {}
+            Effect::Event(row) => self.announce(&row.encode()),
+            Effect::Forget { id } => self.forget(id),
+            Effect::Signal {
+                id,
+                pid,
+                signo,
+                group,
+            } => {
+                if let Some(w) = self.watched.get(&id) {
+                    if let Err(e) = platform::pidfd_send_signal(&w.pidfd, signo) {
+                        log::debug!("signal failed id={id} error={e}");
                     }
+                    if group {
+                        let _ = platform::kill_group(pid, signo);
+                    }
+                    log::debug!(
+                        "signalled id={id} pid={pid} signal={}",
+                        platform::signal_name(signo)
+                    );
                 }
             }
         }
