@@ -746,6 +746,27 @@ fn hooks_bench(rows: &mut Vec<Row>, n: usize, respawns: usize) {
             pass: p != 0.5 || x <= 5.0,
         });
     }
+    let k = if respawns > 100 { 300 } else { 100 };
+    let m = median(&mut event_to_action(k, false));
+    let mp = median(&mut event_to_action(k, true));
+    rows.push(Row {
+        name: "event -> hook action applied (median)",
+        archon: m,
+        baseline: 100.0,
+        unit: "us",
+        ratio: m / 100.0,
+        target: "<= 100 us",
+        pass: m <= 100.0,
+    });
+    rows.push(Row {
+        name: "  (info) the same, all on one CPU",
+        archon: mp,
+        baseline: 100.0,
+        unit: "us",
+        ratio: mp / 100.0,
+        target: "info",
+        pass: true,
+    });
     // Eight alternating rounds, so neither side gets the quieter moments.
     let (mut r0, mut r1) = (Vec::new(), Vec::new());
     for _ in 0..8 {
@@ -762,6 +783,161 @@ fn hooks_bench(rows: &mut Vec<Row>, n: usize, respawns: usize) {
         target: "<= 1.05",
         pass: m1 / m0 <= 1.05,
     });
+}
+
+/// Issue 11: 1000 connected clients, 100 of which pipeline `Status` and
+/// never read (a thread keeps their sockets full), against a table whose
+/// `Status` is ~64 KB. archon's RSS must stay bounded and a fresh client's
+/// `Status` round trip within 2x the idle one (each on a new connection).
+fn hostile_clients_bench(rows: &mut Vec<Row>, samples: usize) {
+    let a = Archon::start();
+    let mut c = Conn::new(&a.sock);
+    let pad = "x".repeat(2000);
+    for _ in 0..30 {
+        assert!(c
+            .ask(&format!("StartDaemon,/bin/sh,-c,exec sleep 100000,{pad}\n"))
+            .starts_with("Ok,"));
+    }
+    let fresh_status = |n: usize| -> f64 {
+        let mut v: Vec<f64> = (0..n)
+            .map(|_| {
+                let t = Instant::now();
+                let mut c = Conn::new(&a.sock);
+                assert_eq!(c.ask("Status\n"), "Ok\n");
+                t.elapsed().as_secs_f64() * 1e6
+            })
+            .collect();
+        median(&mut v)
+    };
+    let idle = fresh_status(samples);
+    let lim = libc::rlimit {
+        rlim_cur: 4096,
+        rlim_max: 4096,
+    };
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    let quiet: Vec<UnixStream> = (0..900)
+        .map(|_| UnixStream::connect(&a.sock).unwrap())
+        .collect();
+    let hostile: Vec<UnixStream> = (0..100)
+        .map(|_| {
+            let s = UnixStream::connect(&a.sock).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        let hostile: Vec<UnixStream> = hostile.iter().map(|s| s.try_clone().unwrap()).collect();
+        std::thread::spawn(move || {
+            let many = "Status\n".repeat(500);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for mut s in &hostile {
+                    let _ = s.write(many.as_bytes());
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    // Let the flood fill every hostile socket and archon's bounded queues.
+    std::thread::sleep(Duration::from_secs(2));
+    let loaded = fresh_status(samples);
+    let rss = proc_field(a.pid(), "status", "VmRSS:") as f64;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = flood.join();
+    drop(hostile);
+    drop(quiet);
+    rows.push(Row {
+        name: "RSS, 100 non-reading pipeliners of 1000",
+        archon: rss / 1024.0,
+        baseline: 64.0,
+        unit: "MiB",
+        ratio: rss / 1024.0 / 64.0,
+        target: "< 64 MiB",
+        pass: rss / 1024.0 < 64.0,
+    });
+    rows.push(Row {
+        name: "fresh Status under that load vs idle",
+        archon: loaded,
+        baseline: idle,
+        unit: "us",
+        ratio: loaded / idle,
+        target: "<= 2.0",
+        pass: loaded / idle <= 2.0,
+    });
+}
+
+/// From a `Run`'s exit to what its hook did (`archon.start` of a service),
+/// both seen by a subscriber: the event goes to the Lua worker, the hook
+/// runs there, the action comes back and is applied.
+fn event_to_action(n: usize, pinned: bool) -> Vec<f64> {
+    let dir = std::env::temp_dir().join(format!("archon-bench-e2a-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("h.lua");
+    std::fs::write(
+        &cfg,
+        r#"service "b" { cmd = { "true" }, restart = "never", autostart = false, stdout = "null" }
+           on("run_exited", "true", function(ev) archon.start("b") end)"#,
+    )
+    .unwrap();
+    let sock = dir.join("s");
+    let mut child = archon_with_config(&sock, &cfg, "1");
+    let mut sub = Conn::new(&sock);
+    assert_eq!(sub.ask("Subscribe\n"), "Ok\n");
+    if pinned {
+        // archon, its worker (its only child now) and the bench on CPU 0:
+        // every wake-up is then local.
+        let kids = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
+            .unwrap_or_default();
+        for k in kids
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            pin(k, Some(0));
+        }
+        pin(child.id() as i32, Some(0));
+        pin(0, Some(0));
+    }
+    let mut c = Conn::new(&sock);
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        c.r.get_mut().write_all(b"Run,/bin/true,\n").unwrap();
+        let mut t0 = None;
+        loop {
+            let mut l = String::new();
+            sub.r.read_line(&mut l).unwrap();
+            let f: Vec<&str> = l.trim_end().split(',').collect();
+            if f[0] == "Event" && f.get(3) == Some(&"run") && f.get(5) == Some(&"exited") {
+                t0 = Some(Instant::now());
+            } else if f[0] == "ServiceEvent"
+                && f.get(2) == Some(&"b")
+                && f.get(4) == Some(&"starting")
+            {
+                if let Some(t) = t0 {
+                    times.push(t.elapsed().as_secs_f64() * 1e6);
+                }
+                break;
+            }
+        }
+        let mut l = String::new();
+        c.r.read_line(&mut l).unwrap();
+        // b runs `true` and stops again before the next round.
+        loop {
+            let mut l = String::new();
+            sub.r.read_line(&mut l).unwrap();
+            if l.starts_with("ServiceEvent") && l.contains(",b,0,stopped") {
+                break;
+            }
+        }
+    }
+    if pinned {
+        pin(0, None);
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    times
 }
 
 /// `archon-bench --echo-server PATH`: the process-echo baseline. A blocking
@@ -812,6 +988,31 @@ fn main() {
     }
     let quick = std::env::args().any(|a| a == "--quick");
     let json_path = std::env::args().skip_while(|a| a != "--json").nth(1);
+    if std::env::args().any(|a| a == "--robustness-only") {
+        // Issue 11's rows alone: hooks through the worker, hostile clients.
+        let mut rows = Vec::new();
+        hooks_bench(&mut rows, 20_000, 100);
+        hostile_clients_bench(&mut rows, 200);
+        for r in &rows {
+            println!(
+                "{:<44} {:>12.1} {:>12.1} {:>7} {:>8.3} {:>16} {}",
+                r.name,
+                r.archon,
+                r.baseline,
+                r.unit,
+                r.ratio,
+                r.target,
+                if r.target == "info" {
+                    "-"
+                } else if r.pass {
+                    "ok"
+                } else {
+                    "MISSED"
+                }
+            );
+        }
+        return;
+    }
     let n = if quick { 100 } else { 500 };
     let daemons = 1000;
     let idle_secs = if quick { 2 } else { 10 };
@@ -1123,6 +1324,9 @@ fn main() {
         if quick { 20_000 } else { 100_000 },
         if quick { 100 } else { 400 },
     );
+
+    // 9. Hostile clients (issue 11).
+    hostile_clients_bench(&mut rows, if quick { 100 } else { 300 });
 
     println!(
         "{:<44} {:>12} {:>12} {:>7} {:>8} {:>16} result",
