@@ -561,3 +561,38 @@ fn hooks_see_clients_commands_not_archons_machinery() {
         d.log()
     );
 }
+
+/// Reloads of a file whose evaluation hangs, pipelined: each gets exactly
+/// one reply (an error past the config timeout, or `limit` past four
+/// waiting), with no hooks in the config and so no standing worker, and
+/// archon keeps answering.
+#[test]
+fn pipelined_reloads_of_a_hanging_file_are_each_answered() {
+    let dir = temp_dir("reloadstorm");
+    let cfg = dir.join("c.lua");
+    std::fs::write(
+        &cfg,
+        format!("service \"a\" {{ cmd = {} }}", helper("hang")),
+    )
+    .unwrap();
+    let d = Daemon::start_with(
+        "reloadstorm",
+        &["--config-timeout", "0.3", "--config", cfg.to_str().unwrap()],
+        |_| {},
+    );
+    std::fs::write(&cfg, "local x = ('a'):rep(4096):find('.-.-.-.-b')").unwrap();
+    let mut c = d.conn();
+    c.send("Reload\n".repeat(6).as_bytes());
+    assert!(d.ask("Version")[0].starts_with("Ok,archon"));
+    let replies: Vec<String> = (0..6).map(|_| c.reply().remove(0)).collect();
+    let limited = replies
+        .iter()
+        .filter(|r| r.starts_with("Error,limit,"))
+        .count();
+    let timed_out = replies
+        .iter()
+        .filter(|r| r.starts_with("Error,bad-config,") && r.contains("did not finish"))
+        .count();
+    assert_eq!((limited, timed_out), (2, 4), "{replies:?}");
+    assert_eq!(d.ask("Status,a")[0].split(',').nth(3), Some("running"));
+}

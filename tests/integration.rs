@@ -1124,3 +1124,23 @@ fn only_the_lua_worker_uses_mlua() {
         "mlua or the lua module used outside src/lua: {offenders:?}"
     );
 }
+
+/// Fds sent ahead of their line are bounded: a request that comes with
+/// more than archon keeps is refused, and every one of them is closed.
+#[test]
+fn fds_sent_ahead_of_a_line_are_bounded_and_closed() {
+    let d = Daemon::start("fdflood");
+    let mut c = d.conn();
+    assert!(c.request("Version")[0].starts_with("Ok,"));
+    let before = d.fd_count();
+    let files: Vec<std::fs::File> = (0..200)
+        .map(|_| std::fs::File::open("/dev/null").unwrap())
+        .collect();
+    let raw: Vec<i32> = files.iter().map(|f| f.as_raw_fd()).collect();
+    c.send_with_fds(b"Ru", &raw[..100]);
+    c.send_with_fds(b"n,/bin", &raw[100..]);
+    c.send(b"/true\n");
+    assert!(c.reply()[0].starts_with("Error,bad-fd,"));
+    assert_eq!(d.fd_count(), before);
+    assert_eq!(c.request("Run,/bin/true"), ["ExitStatus,0"]);
+}

@@ -988,6 +988,17 @@ fn main() {
     }
     let quick = std::env::args().any(|a| a == "--quick");
     let json_path = std::env::args().skip_while(|a| a != "--json").nth(1);
+    if std::env::args().any(|a| a == "--services-only") {
+        let mut rows = Vec::new();
+        services_bench(&mut rows, 1000, 200, 2, 5);
+        for r in &rows {
+            println!(
+                "{:<44} {:>12.1} {:>12.1} {:>7} {:>8.3}",
+                r.name, r.archon, r.baseline, r.unit, r.ratio
+            );
+        }
+        return;
+    }
     if std::env::args().any(|a| a == "--robustness-only") {
         // Issue 11's rows alone: hooks through the worker, hostile clients.
         let mut rows = Vec::new();

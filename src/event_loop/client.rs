@@ -32,6 +32,8 @@ pub const MAX_PENDING: usize = 64;
 /// no fd is ever truncated away uncounted (nix cannot see fds in a truncated
 /// control message, and they would leak).
 const MAX_FDS: usize = 253;
+/// Fds received and not yet handed to a request, at most, per client.
+const MAX_QUEUED_FDS: usize = 64;
 /// Bytes swallowed from a connection being closed before giving up on it.
 const MAX_DISCARD: usize = 16 << 20;
 /// Bytes read per recvmsg (requests are small; a long line takes several).
@@ -226,8 +228,16 @@ impl Client {
                             }
                         }
                     }
-                    let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
+                    let mut truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
                     let got_fds = !got.is_empty();
+                    // Fds waiting for their line are bounded too: past the
+                    // bound they are closed at once and their request is
+                    // refused (no request takes more than 3).
+                    let queued: usize = self.fds.iter().map(|b| b.fds.len()).sum();
+                    if queued + got.len() > MAX_QUEUED_FDS {
+                        got.clear();
+                        truncated = true;
+                    }
                     if got_fds || truncated {
                         self.fds.push_back(FdBatch {
                             end: self.received + msg.bytes as u64,

@@ -20,6 +20,8 @@ use std::io::{Read, Write};
 const MAX_CALLS: usize = 10_000;
 /// Bytes waiting to be written to the worker, at most.
 const MAX_OUT: usize = 8 << 20;
+/// Reloads waiting for the worker at once, at most (each holds the file).
+const MAX_PENDING_LOADS: usize = 4;
 /// Replies handled per pass of the loop.
 const FRAMES_PER_PASS: usize = 64;
 /// The worker's address-space limit (Lua's own limits are far below it).
@@ -166,7 +168,7 @@ fn exchange(
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         if let Some(recs) = reader.next_frame()? {
-            return FromWorker::decode(&recs);
+            return FromWorker::decode_owned(recs);
         }
         let left = Duration::from_millis(deadline_ms).saturating_sub(start.elapsed());
         if left.is_zero() {
@@ -421,7 +423,7 @@ impl EventLoop {
                     return;
                 }
             };
-            let reply = FromWorker::decode(&recs);
+            let reply = FromWorker::decode_owned(recs);
             let Some(call) = w.calls.pop_front() else {
                 self.worker_died("a reply to nothing");
                 return;
@@ -589,7 +591,13 @@ impl EventLoop {
             Some(_) => log::warn!("lua worker killed: {why}"),
             None => log::warn!("lua worker ended: {why}"),
         }
-        if self.shutting_down || !self.lua.has_hooks {
+        // Reloads still waiting must be answered: by a new worker, or
+        // here if there will be none.
+        let reloads_waiting = calls
+            .iter()
+            .any(|c| matches!(c, Call::Load { rehook: false, .. }));
+        if self.shutting_down || (!self.lua.has_hooks && !reloads_waiting) {
+            self.fail_waiting(calls, "archon is shutting down");
             return;
         }
         self.lua.deaths.push_back(now);
@@ -608,11 +616,13 @@ impl EventLoop {
             );
             self.lua.has_hooks = false;
             self.lua.deaths.clear();
+            self.fail_waiting(calls, "the Lua worker keeps dying");
             return;
         }
         if let Err(e) = self.start_worker() {
             log::error!("{e}; hooks are off until the next reload");
             self.lua.has_hooks = false;
+            self.fail_waiting(calls, &e);
             return;
         }
         // Until the new worker says what it wants, events are sent as the
@@ -620,7 +630,7 @@ impl EventLoop {
         if let Some(nw) = self.lua.worker.as_mut() {
             nw.wants = w.wants.clone();
         }
-        if let Some((name, text)) = self.lua.good.clone() {
+        if let Some((name, text)) = self.lua.good.clone().filter(|_| self.lua.has_hooks) {
             self.send_load(None, true, name, text);
         }
         // The new worker's archon.status() starts from the current services.
@@ -640,6 +650,25 @@ impl EventLoop {
         // The new worker knows nothing it may want yet: until its reply,
         // events are sent as the old one wanted them.
         self.worker_flush();
+    }
+
+    /// Answers the reloads among `calls` with an error (no worker will);
+    /// the events among them are dropped and counted.
+    fn fail_waiting(&mut self, calls: VecDeque<Call>, why: &str) {
+        for c in calls {
+            match c {
+                Call::Load {
+                    reply: Some(to),
+                    rehook: false,
+                    ..
+                } => self.reply_to(
+                    to,
+                    &Reply::error(ErrorKind::BadConfig, format!("not evaluated: {why}")),
+                ),
+                Call::Event(_) => self.lua.dropped += 1,
+                _ => {}
+            }
+        }
     }
 
     /// Every service instance, for a new worker's `archon.status()`.
@@ -673,6 +702,18 @@ impl EventLoop {
                 "archon was started without --config",
             ));
         };
+        let pending = self.lua.worker.as_ref().map_or(0, |w| {
+            w.calls
+                .iter()
+                .filter(|c| matches!(c, Call::Load { rehook: false, .. }))
+                .count()
+        });
+        if pending >= MAX_PENDING_LOADS {
+            return Some(Reply::error(
+                ErrorKind::Limit,
+                format!("{pending} reloads are already being evaluated"),
+            ));
+        }
         let text = match read_config(&path) {
             Ok(t) => t,
             Err(e) => {

@@ -133,19 +133,22 @@ pub enum FromWorker {
 }
 
 /// Encodes records as one frame, length prefix included.
-pub fn encode_frame(records: &[Record]) -> Vec<u8> {
-    let mut body = Vec::new();
-    put_u32(&mut body, records.len());
+pub fn encode_frame<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec<u8> {
+    // Length and record count are patched in at the end: one buffer, no
+    // copy of the records.
+    let mut out = vec![0u8; 8];
+    let mut n = 0usize;
     for r in records {
-        put_u32(&mut body, r.len());
+        n += 1;
+        put_u32(&mut out, r.len());
         for f in r {
-            put_u32(&mut body, f.len());
-            body.extend_from_slice(f);
+            put_u32(&mut out, f.len());
+            out.extend_from_slice(f);
         }
     }
-    let mut out = Vec::with_capacity(body.len() + 4);
-    put_u32(&mut out, body.len());
-    out.extend_from_slice(&body);
+    let len = (out.len() - 4) as u32;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    out[4..8].copy_from_slice(&(n as u32).to_be_bytes());
     out
 }
 
@@ -375,8 +378,9 @@ impl FromWorker {
         let mut recs: Vec<Record> = Vec::new();
         match self {
             FromWorker::Loaded { wants, services } => {
-                recs.push(wants_record("Loaded", wants));
-                recs.extend(services.iter().cloned());
+                // The services are the bulk: written without a copy.
+                let head = [wants_record("Loaded", wants)];
+                return encode_frame(head.iter().chain(services.iter()));
             }
             FromWorker::Failed(errors) => {
                 recs.push(vec![b("Failed")]);
@@ -405,12 +409,21 @@ impl FromWorker {
     }
 
     pub fn decode(records: &[Record]) -> Result<FromWorker, String> {
-        let head = records.first().ok_or("empty message")?;
-        let rest = &records[1..];
+        Self::decode_owned(records.to_vec())
+    }
+
+    /// As `decode`, taking the records (a big `Loaded` is not copied).
+    pub fn decode_owned(mut records: Vec<Record>) -> Result<FromWorker, String> {
+        if records.is_empty() {
+            return Err("empty message".into());
+        }
+        let rest_owned = records.split_off(1);
+        let head = &records[0];
+        let rest = &rest_owned[..];
         Ok(match field(head, 0)? {
             b"Loaded" => FromWorker::Loaded {
                 wants: wants_of(head)?,
-                services: rest.to_vec(),
+                services: rest_owned,
             },
             b"Failed" => FromWorker::Failed(
                 rest.iter()
