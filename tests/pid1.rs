@@ -59,6 +59,8 @@ struct Init {
     child: Child,
     mode: Mode,
     dir: PathBuf,
+    /// Where the reaper writes archon's pid (Plain mode).
+    pidfile: PathBuf,
     status: Option<ExitStatus>,
 }
 
@@ -83,7 +85,16 @@ impl Init {
                 c.args(["--pid", "--fork", "--mount-proc", ARCHON]);
                 c
             }
-            Mode::Plain => Command::new(ARCHON),
+            // Under the helper's reaper, as the harness runs every archon:
+            // whatever a failing test leaves is swept when archon is gone.
+            Mode::Plain => {
+                let mut c = Command::new(HELPER);
+                c.arg("reaper")
+                    .arg(dir.join("archon.pid"))
+                    .arg("--")
+                    .arg(ARCHON);
+                c
+            }
         };
         if !args.iter().any(|a| a.starts_with("--socket")) {
             c.arg("--no-socket");
@@ -97,6 +108,7 @@ impl Init {
         Init {
             child,
             mode,
+            pidfile: dir.join("archon.pid"),
             dir,
             status: None,
         }
@@ -106,7 +118,19 @@ impl Init {
     fn archon_pid(&self) -> i32 {
         let me = self.child.id();
         match self.mode {
-            Mode::Plain => me as i32,
+            Mode::Plain => {
+                let path = &self.pidfile;
+                let mut pid = 0;
+                wait_for("archon under the reaper", || {
+                    pid = std::fs::read_to_string(path)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                    pid > 0
+                });
+                let _ = me;
+                pid
+            }
             Mode::Ns => {
                 let path = format!("/proc/{me}/task/{me}/children");
                 let mut pid = 0;
@@ -170,6 +194,14 @@ impl Drop for Init {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         unsafe { libc::kill(pid, libc::SIGKILL) };
+        // Plain mode: the reaper now sweeps what archon left, then exits.
+        let start = Instant::now();
+        while start.elapsed().as_secs() < 5 {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
