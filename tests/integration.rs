@@ -972,7 +972,9 @@ fn other_users_get_only_what_the_rules_grant() {
             "--allow",
             "user:65533=run",
         ],
-        |_| {},
+        |c| {
+            c.env("ARCHON_SECRET", "root's");
+        },
     );
     std::fs::set_permissions(&d.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let root_daemon = ok_id(&d.ask("StartDaemon,sleep,1000"));
@@ -990,7 +992,7 @@ fn other_users_get_only_what_the_rules_grant() {
         &d,
         65533,
         &format!(
-            "Run,/bin/sh,-c,test $(id -u):$(id -g) = 65533:65533\nStartDaemon,sleep,1000\nStop,{root_daemon}\nSignal,{root_daemon},TERM\nMonitorPid,{}\n",
+            "Run,/bin/sh,-c,test $(id -u):$(id -g) = 65533:65533 && test -z $ARCHON_SECRET && test $MINE = 1,,MINE=1\nStartDaemon,sleep,1000\nStop,{root_daemon}\nSignal,{root_daemon},TERM\nMonitorPid,{}\n",
             d.pid()
         ),
     );

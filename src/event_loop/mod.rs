@@ -423,9 +423,15 @@ impl EventLoop {
         fds: &[OwnedFd],
         as_peer: Option<&crate::access::Peer>,
     ) -> Result<platform::Spawned, SpawnFail> {
-        let (envp, path) = self
-            .env
-            .envp(false, cmd.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        // A peer's command does not get archon's environment (it may hold
+        // secrets of root's): only a standard PATH and what the request sets.
+        let peer_path = as_peer.map(|_| ("PATH", "/usr/local/bin:/usr/bin:/bin"));
+        let (envp, path) = self.env.envp(
+            as_peer.is_some(),
+            peer_path
+                .into_iter()
+                .chain(cmd.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        )?;
         let (program, argv) = exec_parts(&cmd.argv, path.as_deref(), None)?;
         let mut stdio = [self.dev_null.as_raw_fd(), 1, 2];
         for (i, fd) in fds.iter().enumerate() {
