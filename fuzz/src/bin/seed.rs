@@ -5,7 +5,7 @@ use archon::protocol::worker::{FromWorker, HookAction, HookEvent, ToWorker};
 
 fn main() {
     let dir = std::path::PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "corpus".into()));
-    let mut put = |target: &str, n: usize, bytes: &[u8]| {
+    let put = |target: &str, n: usize, bytes: &[u8]| {
         let d = dir.join(target);
         std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
         std::fs::write(d.join(format!("seed-{n}")), bytes).unwrap_or_else(|e| panic!("{e}"));
