@@ -596,3 +596,35 @@ fn pipelined_reloads_of_a_hanging_file_are_each_answered() {
     assert_eq!((limited, timed_out), (2, 4), "{replies:?}");
     assert_eq!(d.ask("Status,a")[0].split(',').nth(3), Some("running"));
 }
+
+/// Nothing stays resident that is not needed: no worker without --config,
+/// none once a config without hooks is read; one with hooks keeps one.
+#[test]
+fn a_worker_runs_only_while_hooks_need_it() {
+    let children = |d: &Daemon| -> Vec<String> {
+        let pid = d.pid();
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default())
+            .map(|c| c.trim().to_string())
+            .collect()
+    };
+    let plain = Daemon::start("noworker");
+    assert!(children(&plain).is_empty(), "{:?}", children(&plain));
+    let hang = helper("hang");
+    let quiet = with_config("nohooks", &format!("service \"a\" {{ cmd = {hang} }}"));
+    wait_for("only the service", || {
+        let c = children(&quiet);
+        c.len() == 1 && c[0] == "archon-testhelp"
+    });
+    let busy = with_config(
+        "withhooks",
+        &format!("service \"a\" {{ cmd = {hang} }}\non(\"exited\", \"*\", function() end)"),
+    );
+    wait_for("the service and the worker", || {
+        let mut c = children(&busy);
+        c.sort();
+        c == ["archon-lua", "archon-testhelp"]
+    });
+}

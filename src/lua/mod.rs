@@ -23,6 +23,7 @@ pub use crate::protocol::worker::WORKER_FD;
 pub fn worker_main() -> i32 {
     use std::os::fd::FromRawFd;
     crate::platform::die_with_parent();
+    crate::platform::set_process_name("archon-lua");
     // SAFETY: archon passes the socketpair's other end as fd 3 and nothing
     // else in this process owns it.
     let mut sock = unsafe { std::os::unix::net::UnixStream::from_raw_fd(WORKER_FD) };

@@ -1099,6 +1099,16 @@ pub fn die_with_parent() {
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
 }
 
+/// Names the calling process for ps and top (`comm`, 15 bytes at most):
+/// the worker is exec'd through /proc/self/exe, whose name is "exe".
+pub fn set_process_name(name: &str) {
+    if let Ok(c) = CString::new(name) {
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string of which the
+        // kernel keeps 15 bytes.
+        unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr(), 0, 0, 0) };
+    }
+}
+
 /// archon's effective uid: 0 when it may switch a child to another user.
 pub fn euid() -> u32 {
     // SAFETY: geteuid cannot fail.
