@@ -259,7 +259,11 @@ impl EventLoop {
                     self.apply(fx);
                 }
                 libc::SIGTERM | libc::SIGINT => self.begin_shutdown(&format!("SIG{name}"), sig),
-                libc::SIGHUP if self.opts.config.is_some() && self.opts.command.is_empty() => {
+                libc::SIGHUP
+                    if self.opts.config.is_some()
+                        && self.opts.command.is_empty()
+                        && !self.shutting_down =>
+                {
                     log::info!("SIGHUP: reloading the config");
                     // Errors are logged; the outcome comes with the worker's reply.
                     let _ = self.reload(None);
