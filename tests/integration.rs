@@ -1146,3 +1146,66 @@ fn fds_sent_ahead_of_a_line_are_bounded_and_closed() {
     assert_eq!(d.fd_count(), before);
     assert_eq!(c.request("Run,/bin/true"), ["ExitStatus,0"]);
 }
+
+/// archon's socket reaches its children: a plain `archonctl` inside a
+/// command or the main command talks to this archon.
+#[test]
+fn children_get_archon_socket_in_their_environment() {
+    let d = Daemon::start("socketenv");
+    let (st, out) = run_capture(&d, "printenv,ARCHON_SOCKET");
+    assert_eq!(st, "ExitStatus,0");
+    assert_eq!(out.trim_end(), d.sock.to_str().unwrap());
+    let (st, out) = run_capture(&d, &format!("{CTL},version"));
+    assert_eq!(st, "ExitStatus,0", "{out}");
+    assert!(out.starts_with("archon "), "{out}");
+    let flag = temp_dir("socketenvflag").join("go");
+    let mut main = Daemon::start_with(
+        "socketenvmain",
+        &[
+            "--",
+            HELPER,
+            "print",
+            "env",
+            "wait-file",
+            flag.to_str().unwrap(),
+        ],
+        |_| {},
+    );
+    std::fs::write(&flag, "").unwrap();
+    assert!(main.terminate_after_main().success());
+    let out = std::fs::read_to_string(main.dir.join("archon.out")).unwrap();
+    assert!(
+        out.contains(&format!("ARCHON_SOCKET={}", main.sock.display())),
+        "{out}"
+    );
+}
+
+/// A line break in an argument cannot cross protocol v1: archonctl
+/// refuses it rather than run a different command.
+#[test]
+fn archonctl_refuses_arguments_with_line_breaks() {
+    let d = Daemon::start("ctlnewline");
+    let marker = d.dir.join("ran");
+    let script = format!("touch {}\necho two", marker.display());
+    let o = d.ctl(&["run", "--", "sh", "-c", &script]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("line break"));
+    let o = d.ctl(&["start", "-e", "A=x\ny", "--", "sleep", "1"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!marker.exists());
+    assert_eq!(d.ask("Status"), ["Ok"]);
+}
+
+/// A `Status` pipelined after a `Run` is answered after the Run's reply
+/// and so no longer lists it as running.
+#[test]
+fn a_pipelined_status_after_a_run_sees_it_gone() {
+    let d = Daemon::start("runthenstatus");
+    let mut c = d.conn();
+    for _ in 0..20 {
+        c.send(b"Run,/bin/true\nStatus\n");
+        assert_eq!(c.reply(), ["ExitStatus,0"]);
+        let rows = c.reply();
+        assert_eq!(rows, ["Ok"], "the finished Run is still listed");
+    }
+}

@@ -716,3 +716,19 @@ fn a_full_filesystem_loses_whole_lines_and_counts_them() {
     assert!(text.ends_with("after\n"), "{text}");
     assert_eq!(written + lost, 2000, "written {written}, lost {lost}");
 }
+
+/// `stdout = "null"` is a /dev/null the service can write to (a
+/// read-only one failed every write with EBADF).
+#[test]
+fn null_output_is_writable() {
+    let dir = temp_dir("nullout");
+    let ok = dir.join("ok");
+    let lua = format!(
+        r#"service "quiet" {{ cmd = {{ "sh", "-c", "echo out && echo err >&2 && touch " .. {} }},
+             stdout = "null", stderr = "null", restart = "never" }}"#,
+        q(ok.to_str().unwrap())
+    );
+    let d = with_config("nullout", &lua, &[]);
+    wait_for("the service wrote and went on", || ok.exists());
+    assert!(!d.log().contains("I/O error"));
+}

@@ -154,6 +154,16 @@ fn parse_command(args: &[String]) -> Result<Command, String> {
     if argv.is_empty() {
         return Err("no command to run".into());
     }
+    // Protocol v1 cannot carry LF or CR in a field (the codec would turn it
+    // into a space, and a different command would run): refuse instead.
+    let fields = argv.iter().map(|a| ("argument", a.as_str()));
+    let vars = env.iter().map(|(_, v)| ("variable", v.as_str()));
+    if let Some((what, bad)) = fields.chain(vars).find(|(_, f)| f.contains(['\n', '\r'])) {
+        return Err(format!(
+            "{what} {bad:?} contains a line break, which archon's protocol cannot carry; \
+             put the script in a file, or use printf's escapes"
+        ));
+    }
     Ok(Command { argv, env })
 }
 

@@ -179,6 +179,13 @@ impl EventLoop {
                     poll.registry()
                         .register(&mut l, Source::Listener.token(), Interest::READABLE)
                         .map_err(|e| format!("register listener: {e}"))?;
+                    // Children (the main command, services, Run commands)
+                    // reach this archon with a plain `archonctl`. Set while
+                    // archon has no other thread.
+                    let abs = std::env::current_dir()
+                        .map(|d| d.join(&opts.socket))
+                        .unwrap_or_else(|_| opts.socket.clone());
+                    std::env::set_var("ARCHON_SOCKET", abs);
                     Some(l)
                 }
                 // The main command matters more than the socket.
@@ -191,7 +198,14 @@ impl EventLoop {
         } else {
             None
         };
-        let dev_null = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+        // Read and write: it is the stdin of commands and the stdout or
+        // stderr of services with `stdout = "null"` (a read-only one made
+        // every write fail with EBADF).
+        let dev_null = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| format!("/dev/null: {e}"))?;
         let env = Env::from_process();
         let ignored_signals = platform::ignored_signals();
         // The config is evaluated by a worker process, even at start-up:
