@@ -157,6 +157,8 @@ pub struct Supervisor {
     main: Option<u64>,
     /// Set once an orderly shutdown has begun: the grace period it uses.
     shutdown_grace: Option<u64>,
+    /// The shutdown has sent every daemon its stop signal.
+    daemons_stopped: bool,
     /// Live entries that archon started (all but monitors), counted as
     /// they come and go: checked on every loop iteration of a shutdown.
     alive_started: usize,
@@ -437,9 +439,8 @@ impl Supervisor {
     /// Begins an orderly shutdown. `Run` commands are stopped at once and
     /// their callers answered `Error,shutting-down`; the main command gets
     /// `main_signal` (the signal that began the shutdown); once it is gone,
-    /// daemons are stopped one at a time, newest first (reverse start
-    /// order), each with SIGTERM and SIGKILL after `grace_ms`. Monitored
-    /// processes are not archon's to stop.
+    /// every daemon is stopped at once, with SIGTERM and SIGKILL after
+    /// `grace_ms`. Monitored processes are not archon's to stop.
     pub fn shutdown(&mut self, grace_ms: u64, main_signal: i32, now: Clock) -> Vec<Effect> {
         let mut fx = Vec::new();
         if self.shutdown_grace.is_some() {
@@ -471,30 +472,29 @@ impl Supervisor {
         fx
     }
 
-    /// The next step of the shutdown: when the main command is gone and no
-    /// daemon is being stopped, stop the newest running daemon.
+    /// The next step of the shutdown: once the main command is gone, every
+    /// running daemon is stopped at once, under one grace period (as
+    /// configured services are): one by one, five stubborn daemons took
+    /// five grace periods, past `docker stop`'s patience.
     fn advance(&mut self, now: Clock) -> Vec<Effect> {
         let Some(grace) = self.shutdown_grace else {
             return Vec::new();
         };
-        let busy = self.main_alive()
-            || self
-                .entries
-                .values()
-                .any(|e| e.kind == Kind::Daemon && e.state == State::Stopping);
-        if busy {
+        if self.daemons_stopped || self.main_alive() {
             return Vec::new();
         }
-        let newest = self
+        self.daemons_stopped = true;
+        let running: Vec<u64> = self
             .entries
             .values()
-            .rev()
-            .find(|e| e.kind == Kind::Daemon && e.state == State::Running)
-            .map(|e| e.id);
-        match newest {
-            Some(id) => self.stop(id, grace, None, now).unwrap_or_default(),
-            None => Vec::new(),
+            .filter(|e| e.kind == Kind::Daemon && e.state == State::Running)
+            .map(|e| e.id)
+            .collect();
+        let mut fx = Vec::new();
+        for id in running {
+            fx.extend(self.stop(id, grace, None, now).unwrap_or_default());
         }
+        fx
     }
 
     /// A second shutdown request: SIGKILL for everything archon started,
@@ -735,7 +735,7 @@ mod tests {
     }
 
     #[test]
-    fn shutdown_stops_main_first_then_daemons_newest_first() {
+    fn shutdown_stops_main_first_then_every_daemon_at_once() {
         let mut s = Supervisor::new();
         let (d1, _) = s.started(Kind::Daemon, 10, vec![], None, at(0));
         let (d2, _) = s.started(Kind::Daemon, 11, vec![], None, at(0));
@@ -753,37 +753,36 @@ mod tests {
         }));
         // Ignored: SIGKILL after the grace period.
         assert_eq!(signalled(&s.tick(at(1001))), [(main, SIGKILL)]);
+        // Then every daemon at once, under one grace period.
         let fx = s.exited(main, Exit::Signal(9, "KILL".into()), at(1002));
-        assert_eq!(signalled(&fx), [(d3, SIGTERM)]);
+        assert_eq!(
+            signalled(&fx),
+            [(d1, SIGTERM), (d2, SIGTERM), (d3, SIGTERM)]
+        );
         assert_eq!(s.main_exit(), Some(&Exit::Signal(9, "KILL".into())));
-        assert_eq!(
-            signalled(&s.exited(d3, Exit::Code(0), at(1003))),
-            [(d2, SIGTERM)]
-        );
-        assert_eq!(
-            signalled(&s.exited(d2, Exit::Code(0), at(1004))),
-            [(d1, SIGTERM)]
-        );
-        assert!(signalled(&s.exited(d1, Exit::Code(0), at(1005))).is_empty());
+        assert!(signalled(&s.exited(d3, Exit::Code(0), at(1003))).is_empty());
+        assert_eq!(signalled(&s.tick(at(2002))), [(d1, SIGKILL), (d2, SIGKILL)]);
+        assert!(signalled(&s.exited(d2, Exit::Code(0), at(2004))).is_empty());
+        assert!(signalled(&s.exited(d1, Exit::Code(0), at(2005))).is_empty());
         assert_eq!(s.started_alive(), 0);
         // Nothing left to forward to.
         assert!(s.forward(1).is_empty());
     }
 
     #[test]
-    fn shutdown_without_main_starts_with_newest_daemon_and_hurry_kills_all() {
+    fn shutdown_without_main_stops_every_daemon_and_hurry_kills_all() {
         let mut s = Supervisor::new();
         let (d1, _) = s.started(Kind::Daemon, 10, vec![], None, at(0));
         let (d2, _) = s.started(Kind::Daemon, 11, vec![], None, at(0));
         assert_eq!(
             signalled(&s.shutdown(1000, SIGTERM, at(1))),
-            [(d2, SIGTERM)]
+            [(d1, SIGTERM), (d2, SIGTERM)]
         );
         // A second shutdown is not a second start.
         assert!(s.shutdown(1000, SIGTERM, at(2)).is_empty());
+        // Both are stopping already: hurry kills them now.
         let fx = signalled(&s.hurry(at(3)));
-        assert!(fx.contains(&(d1, SIGTERM)) && fx.contains(&(d1, SIGKILL)));
-        assert!(fx.contains(&(d2, SIGKILL)));
+        assert!(fx.contains(&(d1, SIGKILL)) && fx.contains(&(d2, SIGKILL)));
     }
 
     #[test]
