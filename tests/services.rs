@@ -732,3 +732,35 @@ fn null_output_is_writable() {
     wait_for("the service wrote and went on", || ok.exists());
     assert!(!d.log().contains("I/O error"));
 }
+
+/// `DumpConfig` gives a command back argument by argument: one with
+/// spaces, commas and quotes reads back as it was written.
+#[test]
+fn dump_config_keeps_argv() {
+    let lua = r#"service "odd" { cmd = { "sh", "-c", "echo 'a, b' \"c\"", "x y" },
+                   ready = { command = { "test", "-e", "/ a" }, interval = 0.5 },
+                   health = { command = { "true", "1 2" }, interval = 2 },
+                   autostart = false }"#;
+    let d = with_config("dumpargv", lua, &[]);
+    let rows = d.ask("DumpConfig");
+    let parsed: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| archon::protocol::decode_record(r.as_bytes(), 1024).unwrap())
+        .collect();
+    let get = |k: &str| -> Vec<String> {
+        parsed
+            .iter()
+            .find(|r| r.get(2).map(String::as_str) == Some(k))
+            .map(|r| r[3..].to_vec())
+            .unwrap_or_else(|| panic!("no {k} in {rows:?}"))
+    };
+    assert_eq!(get("cmd"), ["sh", "-c", "echo 'a, b' \"c\"", "x y"]);
+    assert_eq!(get("ready"), ["command", "0.500", "test", "-e", "/ a"]);
+    assert_eq!(get("health"), ["command", "2.000", "true", "1 2"]);
+    let o = d.ctl(&["config"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("odd cmd sh -c 'echo '\\''a, b'\\'' \"c\"' 'x y'"),
+        "{text}"
+    );
+}

@@ -519,7 +519,21 @@ fn print_rows(out: &mut String, rows: &[Vec<String>]) {
         }
     }
     for r in rows.iter().filter(|r| r[0] == "Setting") {
-        outln!(out, "{} {} {}", r[1], r[2], r.get(3).map_or("", |s| s));
+        let values: Vec<String> = r.iter().skip(3).map(|v| shell_word(v)).collect();
+        outln!(out, "{} {} {}", r[1], r[2], values.join(" "));
+    }
+}
+
+/// A value as a shell reads it back: as it is when plain, else in single
+/// quotes (an argv element with a space stays one word on screen).
+fn shell_word(v: &str) -> String {
+    let plain = !v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b));
+    if plain {
+        v.to_string()
+    } else {
+        format!("'{}'", v.replace('\'', "'\\''"))
     }
 }
 

@@ -124,12 +124,41 @@ fn service_row(name: &str, i: &crate::services::Instance, now: Clock) -> String 
 }
 
 /// `DumpConfig`: one row per setting of a service.
+/// A list (a command's argv) takes one field per element, so that it
+/// reads back exactly; other values are one field.
 fn setting_rows(s: &ServiceSpec, services: &Services, out: &mut String) {
-    let mut put = |k: &str, v: String| {
-        out.push_str(&encode_record(&["Setting", s.name.as_str(), k, v.as_str()]));
+    let mut put_all = |k: &str, values: &[&str]| {
+        let mut f = vec!["Setting", s.name.as_str(), k];
+        f.extend_from_slice(values);
+        out.push_str(&encode_record(&f));
     };
+    let argv = |head: &[String], argv: &[String]| -> Vec<String> {
+        head.iter().chain(argv).cloned().collect()
+    };
+    let cmd: Vec<&str> = s.cmd.iter().map(String::as_str).collect();
+    put_all("cmd", &cmd);
+    let ready = match &s.ready {
+        Readiness::Exec => vec!["exec".to_string()],
+        Readiness::Fd(n) => vec!["fd".to_string(), n.to_string()],
+        Readiness::Notify => vec!["notify".to_string()],
+        Readiness::Command {
+            argv: a,
+            interval_ms,
+        } => argv(&["command".into(), fmt_millis(*interval_ms)], a),
+    };
+    put_all(
+        "ready",
+        &ready.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    if let Some(h) = &s.health {
+        let health = argv(&["command".into(), fmt_millis(h.interval_ms)], &h.argv);
+        put_all(
+            "health",
+            &health.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+    }
+    let mut put = |k: &str, v: String| put_all(k, &[v.as_str()]);
     put("declared", format!("{}:{}", s.file, s.line));
-    put("cmd", s.cmd.join(" "));
     for (k, v) in &s.env {
         put("env", format!("{k}={v}"));
     }
@@ -191,31 +220,6 @@ fn setting_rows(s: &ServiceSpec, services: &Services, out: &mut String) {
     deps.extend(services.extra_deps(&s.name));
     put("depends_on", deps.join(" "));
     put("oneshot", s.oneshot.to_string());
-    put(
-        "ready",
-        match &s.ready {
-            Readiness::Exec => "exec".into(),
-            Readiness::Fd(n) => format!("fd {n}"),
-            Readiness::Notify => "notify".into(),
-            Readiness::Command { argv, interval_ms } => {
-                format!(
-                    "command {} every {}",
-                    argv.join(" "),
-                    fmt_millis(*interval_ms)
-                )
-            }
-        },
-    );
-    if let Some(h) = &s.health {
-        put(
-            "health",
-            format!(
-                "command {} every {}",
-                h.argv.join(" "),
-                fmt_millis(h.interval_ms)
-            ),
-        );
-    }
     put("start_timeout", fmt_millis(s.start_timeout_ms));
     put("essential", s.essential.to_string());
     put("autostart", s.autostart.to_string());
