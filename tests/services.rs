@@ -764,3 +764,32 @@ fn dump_config_keeps_argv() {
         "{text}"
     );
 }
+
+/// Starting a service starts the stopped services it depends on (as
+/// systemd's Requires does), instead of leaving it waiting forever.
+#[test]
+fn start_brings_up_stopped_dependencies() {
+    let hang = helper("hang");
+    let lua = format!(
+        r#"
+        service "db" {{ cmd = {hang}, autostart = false }}
+        service "cache" {{ cmd = {hang}, autostart = false, depends_on = {{ "db" }} }}
+        service "app" {{ cmd = {hang}, autostart = false, depends_on = {{ "cache" }} }}
+        "#
+    );
+    let d = with_config("startdeps", &lua, &[]);
+    let o = d.ctl(&["start", "app"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    wait_for("app and what it needs running", || {
+        ["db", "cache", "app"]
+            .iter()
+            .all(|n| state(&d, n, 0) == "running")
+    });
+    // Stopping a dependency later does not make start run it twice.
+    assert_eq!(last(&d.ask("Stop,app")), "Ok");
+    wait_for("app stopped", || state(&d, "app", 0) == "stopped");
+    let db = pid_of(&d, "db", 0);
+    assert_eq!(last(&d.ask("Start,app")), "Ok");
+    wait_for("app running again", || state(&d, "app", 0) == "running");
+    assert_eq!(pid_of(&d, "db", 0), db);
+}

@@ -504,8 +504,49 @@ impl Services {
         Ok(out)
     }
 
+    /// Starts a service and, first, every dependency it needs that is
+    /// stopped or failed (systemd's Requires: starting `a` that depends on
+    /// a stopped `b` starts `b`; it used to leave `a` waiting forever). A
+    /// oneshot that already ran to success is not run again.
     pub fn start(&mut self, name: &str, mono: u64, wall: u64) -> Result<Vec<Cmd>, String> {
-        self.step_all(name, Event::Start, mono, wall)
+        if !self.known(name) {
+            return Err(Self::unknown(name));
+        }
+        let mut out = Vec::new();
+        for dep in self.dependency_closure(name) {
+            let down = self.instances.get(&dep).is_some_and(|v| {
+                v.iter()
+                    .any(|i| matches!(i.state, SvcState::Stopped | SvcState::Failed))
+            });
+            if down {
+                out.extend(self.step_all(&dep, Event::Start, mono, wall)?);
+            }
+        }
+        out.extend(self.step_all(name, Event::Start, mono, wall)?);
+        Ok(out)
+    }
+
+    /// Every service `name` depends on, directly or not (config and run-time
+    /// dependencies), each once, dependencies before their dependents.
+    fn dependency_closure(&self, name: &str) -> Vec<String> {
+        fn visit(m: &Services, n: &str, seen: &mut BTreeSet<String>, out: &mut Vec<String>) {
+            let mut deps: Vec<String> = m
+                .specs
+                .get(n)
+                .map(|s| s.depends_on.clone())
+                .unwrap_or_default();
+            deps.extend(m.extra_deps(n));
+            for d in deps {
+                if seen.insert(d.clone()) {
+                    visit(m, &d, seen, out);
+                    out.push(d);
+                }
+            }
+        }
+        let mut seen = BTreeSet::from([name.to_string()]);
+        let mut out = Vec::new();
+        visit(self, name, &mut seen, &mut out);
+        out
     }
 
     pub fn stop(&mut self, name: &str, mono: u64, wall: u64) -> Result<Vec<Cmd>, String> {
