@@ -793,3 +793,50 @@ fn start_brings_up_stopped_dependencies() {
     wait_for("app running again", || state(&d, "app", 0) == "running");
     assert_eq!(pid_of(&d, "db", 0), db);
 }
+
+/// Stopping a service stops its whole process group (its children too),
+/// with SIGCONT after the stop signal so a stopped service does not sit
+/// out its grace; `kill_mode = "process"` signals the main process only.
+#[test]
+fn stop_reaches_the_whole_process_group() {
+    let dir = temp_dir("stopgroup");
+    let kids = |tag: &str| {
+        format!(
+            "sleep 1234 & echo $! > {0}/{tag}1; sleep 1235 & echo $! > {0}/{tag}2; wait",
+            dir.display()
+        )
+    };
+    let lua = format!(
+        r#"
+        service "tree" {{ cmd = {{ "sh", "-c", {} }}, grace = 60 }}
+        service "solo" {{ cmd = {{ "sh", "-c", {} }}, grace = 60, kill_mode = "process" }}
+        "#,
+        q(&kids("tree")),
+        q(&kids("solo"))
+    );
+    let d = with_config("stopgroup", &lua, &[]);
+    let pid = |f: &str| -> i32 {
+        let p = dir.join(f);
+        wait_for(f, || {
+            std::fs::read_to_string(&p).is_ok_and(|s| s.ends_with('\n'))
+        });
+        std::fs::read_to_string(&p).unwrap().trim().parse().unwrap()
+    };
+    let (t1, t2, s1, s2) = (pid("tree1"), pid("tree2"), pid("solo1"), pid("solo2"));
+    // A stopped service still goes at once: SIGCONT follows the SIGTERM.
+    let main: i32 = pid_of(&d, "tree", 0).parse().unwrap();
+    unsafe { libc::kill(main, libc::SIGSTOP) };
+    assert_eq!(last(&d.ask("Stop,tree")), "Ok");
+    wait_for("the group stopped", || {
+        state(&d, "tree", 0) == "stopped" && !pid_alive(t1) && !pid_alive(t2)
+    });
+    assert_eq!(last(&d.ask("Stop,solo")), "Ok");
+    wait_for("solo stopped", || state(&d, "solo", 0) == "stopped");
+    // Only its main process was signalled... and, once it was gone, the
+    // rest of its group was left alone (kill_mode = "process").
+    assert!(pid_alive(s1) && pid_alive(s2));
+    unsafe {
+        libc::kill(s1, libc::SIGKILL);
+        libc::kill(s2, libc::SIGKILL);
+    }
+}

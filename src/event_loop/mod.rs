@@ -601,6 +601,18 @@ impl EventLoop {
                     if let Some(k) = kind_of {
                         self.fire_exit(id, k, &exit);
                     }
+                    // A service's main process is gone: what is left of its
+                    // process group goes too (systemd's control group; a
+                    // respawn must not find the old children holding its
+                    // port). Right after the reap, in the same iteration,
+                    // the group id is still that group's.
+                    let service_group =
+                        kind_of == Some(Kind::Service) && self.sup.get(id).is_some_and(|e| e.group);
+                    if service_group && platform::kill_group(pid, libc::SIGKILL).is_ok() {
+                        log::info!(
+                            "killed what was left of the process group of id={id} pgid={pid}"
+                        );
+                    }
                     let fx = self.sup.exited(id, exit.clone(), now);
                     self.apply(fx);
                     self.hook_run_done(id, &exit);
@@ -645,6 +657,7 @@ impl EventLoop {
                 pid,
                 signo,
                 group,
+                cont,
             } => {
                 if let Some(w) = self.watched.get(&id) {
                     if let Err(e) = platform::pidfd_send_signal(&w.pidfd, signo) {
@@ -652,6 +665,14 @@ impl EventLoop {
                     }
                     if group {
                         let _ = platform::kill_group(pid, signo);
+                    }
+                    // After a stop signal, SIGCONT: a stopped process (or
+                    // group) acts on it instead of sitting out the grace.
+                    if cont && signo != libc::SIGCONT {
+                        let _ = platform::pidfd_send_signal(&w.pidfd, libc::SIGCONT);
+                        if group {
+                            let _ = platform::kill_group(pid, libc::SIGCONT);
+                        }
                     }
                     log::debug!(
                         "signalled id={id} pid={pid} signal={}",

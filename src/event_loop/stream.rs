@@ -186,6 +186,14 @@ fn setting_rows(s: &ServiceSpec, services: &Services, out: &mut String) {
     put("stdout", output_str(&s.stdout));
     put("stderr", output_str(&s.stderr));
     put("stop_signal", platform::signal_name(s.stop_signal));
+    put(
+        "kill_mode",
+        match s.kill_mode {
+            crate::services::spec::KillMode::Group => "group",
+            crate::services::spec::KillMode::Process => "process",
+        }
+        .into(),
+    );
     put("grace", fmt_millis(s.grace_ms));
     put(
         "restart",

@@ -116,6 +116,10 @@ impl EventLoop {
             Ok((spawned, pipes)) => {
                 let pid = spawned.pid;
                 let id = self.track(Kind::Service, spawned, spec.cmd.clone(), None, now);
+                // It leads its own process group: stops reach its children.
+                if spec.kill_mode == crate::services::spec::KillMode::Group {
+                    self.sup.set_group(id, true);
+                }
                 for (kind, fd) in pipes {
                     let kind = match kind {
                         PipeKind::Ready { .. } => PipeKind::Ready { entry: id },

@@ -287,6 +287,7 @@ const KEYS: &[&str] = &[
     "stdout",
     "stderr",
     "stop_signal",
+    "kill_mode",
     "grace",
     "restart",
     "success_codes",
@@ -464,6 +465,11 @@ fn parse_service(
             "stop_signal" => match scalar(&v).and_then(|n| crate::platform::signal_number(&n)) {
                 Some(n) => s.stop_signal = n,
                 None => bad("stop_signal", "expected a signal name or number"),
+            },
+            "kill_mode" => match text(&v).as_deref() {
+                Some("group") => s.kill_mode = crate::services::spec::KillMode::Group,
+                Some("process") => s.kill_mode = crate::services::spec::KillMode::Process,
+                _ => bad("kill_mode", "expected \"group\" or \"process\""),
             },
             "grace" => set_ms(&v, &mut s.grace_ms, "grace", &mut bad),
             "start_timeout" => set_ms(&v, &mut s.start_timeout_ms, "start_timeout", &mut bad),

@@ -12,6 +12,15 @@ pub enum Restart {
     Never,
 }
 
+/// What a stop signals: the service's whole process group (its children
+/// too, as systemd's control group and supervisord's stopasgroup), or only
+/// its main process.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KillMode {
+    Group,
+    Process,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Backoff {
     pub initial_ms: u64,
@@ -103,6 +112,7 @@ pub struct ServiceSpec {
     pub stdout: Output,
     pub stderr: Output,
     pub stop_signal: i32,
+    pub kill_mode: KillMode,
     pub grace_ms: u64,
     pub restart: Restart,
     pub success_codes: Vec<i32>,
@@ -140,6 +150,7 @@ impl ServiceSpec {
             stdout: Output::Prefix,
             stderr: Output::Prefix,
             stop_signal: libc_sigterm(),
+            kill_mode: KillMode::Group,
             grace_ms: 10_000,
             restart: Restart::Always,
             success_codes: vec![0],

@@ -18,7 +18,9 @@
 //! [autostart, 0|1]
 //! ```
 
-use super::spec::{Backoff, Budget, Health, Identity, Output, Readiness, Restart, ServiceSpec};
+use super::spec::{
+    Backoff, Budget, Health, Identity, KillMode, Output, Readiness, Restart, ServiceSpec,
+};
 use crate::protocol::worker::Record;
 use std::rc::Rc;
 
@@ -96,6 +98,13 @@ pub fn encode(s: &ServiceSpec, out: &mut Vec<Record>) {
     out.push(output("stdout", &s.stdout));
     out.push(output("stderr", &s.stderr));
     out.push(rec("stop_signal", [b(s.stop_signal.to_string())]));
+    out.push(rec(
+        "kill_mode",
+        [b(match s.kill_mode {
+            KillMode::Group => "group",
+            KillMode::Process => "process",
+        })],
+    ));
     out.push(rec("grace", [b(s.grace_ms.to_string())]));
     out.push(rec(
         "restart",
@@ -248,6 +257,13 @@ pub fn decode(records: &[Record]) -> Result<Vec<ServiceSpec>, String> {
             b"stdout" => s.stdout = decode_output(args)?,
             b"stderr" => s.stderr = decode_output(args)?,
             b"stop_signal" => s.stop_signal = num(one()?)?,
+            b"kill_mode" => {
+                s.kill_mode = match one()? {
+                    b"group" => KillMode::Group,
+                    b"process" => KillMode::Process,
+                    _ => return Err("bad kill_mode".into()),
+                }
+            }
             b"grace" => s.grace_ms = num(one()?)?,
             b"restart" => {
                 s.restart = match one()? {
@@ -355,6 +371,7 @@ mod tests {
         };
         s.stderr = Output::Null;
         s.stop_signal = 2;
+        s.kill_mode = KillMode::Process;
         s.grace_ms = 1500;
         s.restart = Restart::OnFailure;
         s.success_codes = vec![0, 3];

@@ -130,6 +130,9 @@ pub enum Effect {
         pid: i32,
         signo: i32,
         group: bool,
+        /// SIGCONT follows (a stop signal: a stopped process must not sit
+        /// out its grace period without seeing it).
+        cont: bool,
     },
     Reply {
         to: ReplyTo,
@@ -178,6 +181,13 @@ impl Supervisor {
 
     pub fn get(&self, id: u64) -> Option<&Entry> {
         self.entries.get(&id).map(|b| &**b)
+    }
+
+    /// Signals to this entry go to its whole process group as well.
+    pub fn set_group(&mut self, id: u64, group: bool) {
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.group = group;
+        }
     }
 
     /// Records the non-admin peer an entry belongs to (`Entry::peer_uid`).
@@ -274,6 +284,7 @@ impl Supervisor {
                 pid: e.pid,
                 signo,
                 group: e.group,
+                cont: false,
             }],
             _ => Vec::new(),
         }
@@ -411,6 +422,7 @@ impl Supervisor {
                     pid: e.pid,
                     signo,
                     group: e.group,
+                    cont: signo != SIGKILL,
                 };
                 let snapshot = e.clone();
                 Ok(vec![signal, self.event(&snapshot, now, "stopping")])
@@ -530,6 +542,7 @@ impl Supervisor {
                     pid: e.pid,
                     signo: SIGKILL,
                     group: e.group,
+                    cont: false,
                 });
             }
         }
@@ -628,6 +641,7 @@ mod tests {
             Effect::Signal {
                 signo: SIGTERM,
                 group: false,
+                cont: true,
                 ..
             }
         ));
@@ -671,7 +685,8 @@ mod tests {
             id,
             pid: 100,
             signo: SIGTERM,
-            group: true
+            group: true,
+            cont: true,
         }));
         assert!(!fx
             .iter()
@@ -720,7 +735,8 @@ mod tests {
             id: b,
             pid: 11,
             signo: SIGKILL,
-            group: false
+            group: false,
+            cont: false,
         }));
         assert_eq!(s.next_deadline(), None);
     }
@@ -749,7 +765,8 @@ mod tests {
             id: main,
             pid: 12,
             signo: 2,
-            group: true
+            group: true,
+            cont: true,
         }));
         // Ignored: SIGKILL after the grace period.
         assert_eq!(signalled(&s.tick(at(1001))), [(main, SIGKILL)]);
