@@ -39,7 +39,9 @@ options:
                            children always start at the nice archon was
                            started with
   -c, --config FILE        services to supervise (Lua, see archon-config(5));
-                           reloaded on SIGHUP and by `archonctl reload`";
+                           reloaded on SIGHUP and by `archonctl reload`
+      --check              with --config: evaluate the file, report what it
+                           declares or every error, and exit (0 or 1)";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
@@ -47,6 +49,8 @@ pub struct Options {
     pub socket_mode: u32,
     pub log_level: String,
     pub grace_ms: u64,
+    /// Evaluate the config, report, exit (`--check`).
+    pub check: bool,
     /// Access rules for peers that are not admins (`access.rs`).
     pub allow: Vec<crate::access::RuleText>,
     /// Wall-clock limits of the Lua worker: one event's hooks, one config
@@ -114,6 +118,7 @@ pub fn parse(args: &[OsString], uid: u32) -> Result<Parsed, String> {
         hook_timeout_ms: 2_000,
         config_timeout_ms: 10_000,
         allow: Vec::new(),
+        check: false,
         use_socket: true,
         command: Vec::new(),
         forward_group: false,
@@ -192,6 +197,7 @@ pub fn parse(args: &[OsString], uid: u32) -> Result<Parsed, String> {
                     .ok_or_else(|| format!("bad client timeout: {v}"))?;
             }
             "--no-socket" => opts.use_socket = false,
+            "--check" => opts.check = true,
             "-c" | "--config" => opts.config = Some(PathBuf::from(value("--config")?)),
             "-g" | "--forward-to-group" => opts.forward_group = true,
             "--no-subreaper" => opts.subreaper = false,
@@ -205,6 +211,9 @@ pub fn parse(args: &[OsString], uid: u32) -> Result<Parsed, String> {
             }
             other => return Err(format!("unknown option: {other}")),
         }
+    }
+    if opts.check && opts.config.is_none() {
+        return Err("--check needs --config FILE".into());
     }
     if opts.command.is_empty() && !opts.use_socket && opts.config.is_none() {
         return Err("--no-socket needs a command: nothing would be left to do".into());

@@ -34,6 +34,9 @@ fn run() -> i32 {
     };
     init_logging(&opts.log_level, "archon");
     let nofile = platform::raise_nofile();
+    if let (true, Some(path)) = (opts.check, opts.config.as_ref()) {
+        return archon::event_loop::check_config(path, opts.config_timeout_ms, nofile);
+    }
     match EventLoop::new(opts, nofile) {
         Ok(lp) => lp.run(),
         Err(e) => {

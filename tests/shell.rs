@@ -110,3 +110,102 @@ fn shell_scripts_are_shellcheck_clean() {
         ],
     );
 }
+
+/// The mdoc source of a page rendered as plain text (mandoc, overstrikes
+/// removed).
+fn rendered(page: &str) -> String {
+    let out = Command::new("mandoc")
+        .args(["-Tascii", "-Owidth=200"])
+        .arg(format!("{}/man/{page}", env!("CARGO_MANIFEST_DIR")))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let raw = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut text = String::new();
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        if chars.peek() == Some(&'\u{8}') {
+            chars.next();
+            continue;
+        }
+        text.push(c);
+    }
+    text
+}
+
+/// Every setting's synopsis in archon-config(5) renders with balanced
+/// quotes and braces (nested mdoc quoting once garbled them), and every
+/// example in the config and hooks pages is a config archon accepts.
+#[test]
+fn man_page_syntax_renders_and_examples_load() {
+    require("mandoc");
+    let text = rendered("archon-config.5");
+    let mut settings = 0;
+    for line in text.lines() {
+        let t = line.trim_start();
+        let indent = line.len() - t.len();
+        let name = t.split(' ').next().unwrap_or("");
+        if indent == 5
+            && t.contains(" = ")
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_' || c == ',')
+        {
+            settings += 1;
+            assert_eq!(t.matches('"').count() % 2, 0, "unbalanced quotes: {t}");
+            // Inside quotes there is one word, never an alternative.
+            let quoted_alternative = t
+                .split('"')
+                .skip(1)
+                .step_by(2)
+                .any(|q| q.contains('|') || q.is_empty());
+            assert!(!quoted_alternative, "garbled quoting: {t}");
+            assert_eq!(
+                t.matches('{').count(),
+                t.matches('}').count(),
+                "unbalanced braces: {t}"
+            );
+        }
+    }
+    assert!(settings > 20, "only {settings} setting lines found");
+    let mut examples = 0;
+    for page in ["archon-config.5", "archon-hooks.5"] {
+        let src =
+            std::fs::read_to_string(format!("{}/man/{page}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let mut block: Option<String> = None;
+        for line in src.lines() {
+            match &mut block {
+                None if line.starts_with(".Bd -literal") => block = Some(String::new()),
+                Some(b) if line == ".Ed" => {
+                    let lua = b.replace("\\e", "\\").replace("\\(dq", "\"");
+                    block = None;
+                    // Synopses ("...") and the state diagram are not configs.
+                    if lua.contains("...") || lua.contains("-->") {
+                        continue;
+                    }
+                    let dir = temp_dir("manexample");
+                    let path = dir.join("example.lua");
+                    std::fs::write(&path, &lua).unwrap();
+                    let o = Command::new(ARCHON)
+                        .args(["--check", "--config"])
+                        .arg(&path)
+                        .output()
+                        .unwrap();
+                    assert!(
+                        o.status.success(),
+                        "{page}: an example does not load:\n{lua}\n{}",
+                        String::from_utf8_lossy(&o.stderr)
+                    );
+                    examples += 1;
+                    std::fs::remove_dir_all(dir).unwrap();
+                }
+                Some(b) => {
+                    b.push_str(line);
+                    b.push('\n');
+                }
+                None => {}
+            }
+        }
+    }
+    assert!(examples >= 3, "only {examples} examples checked");
+}

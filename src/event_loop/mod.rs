@@ -17,6 +17,8 @@ mod stream;
 mod svc;
 mod worker;
 
+pub use worker::check as check_config;
+
 use crate::cli::Options;
 use crate::platform::{self, RawExit};
 use crate::protocol::{

@@ -244,6 +244,56 @@ pub(super) fn boot(
     Ok((config, lua))
 }
 
+/// `archon --check --config FILE`: the file evaluated as at start-up (in
+/// a worker, with the deadline); a line saying what it declares, or every
+/// error. The exit status: 0 or 1.
+pub fn check(path: &std::path::Path, deadline_ms: u64, nofile: libc::rlimit) -> i32 {
+    let run = || -> Result<String, String> {
+        let poll = Poll::new().map_err(|e| format!("epoll: {e}"))?;
+        let env = Env::from_process();
+        let ignored = platform::ignored_signals();
+        let dev_null = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+        let spawner = Spawner {
+            env: &env,
+            nofile,
+            ignored: &ignored,
+            stdin: dev_null.as_raw_fd(),
+        };
+        let (config, mut lua) = boot(&poll, path, deadline_ms, &spawner)?;
+        let wants: Vec<String> = lua
+            .worker
+            .take()
+            .map(|w| {
+                let _ = platform::pidfd_send_signal(&w.pidfd, libc::SIGKILL);
+                let _ = platform::reap_pid(w.pid);
+                w.wants.into_iter().collect()
+            })
+            .unwrap_or_default();
+        let names: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
+        Ok(format!(
+            "{}: ok: {} services ({}); hooks on: {}",
+            path.display(),
+            names.len(),
+            names.join(" "),
+            if wants.is_empty() {
+                "none".to_string()
+            } else {
+                wants.join(" ")
+            }
+        ))
+    };
+    match run() {
+        Ok(line) => {
+            println!("{line}");
+            0
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
 /// Services from a `Loaded` reply, checked on this side too.
 fn decoded_config(
     records: &[crate::protocol::worker::Record],

@@ -422,7 +422,10 @@ impl Supervisor {
                     pid: e.pid,
                     signo,
                     group: e.group,
-                    cont: signo != SIGKILL,
+                    // The main command gets exactly the signal forwarded
+                    // to it, as from tini; everything else archon stops
+                    // gets SIGCONT after it.
+                    cont: signo != SIGKILL && e.kind != Kind::Main,
                 };
                 let snapshot = e.clone();
                 Ok(vec![signal, self.event(&snapshot, now, "stopping")])
@@ -766,7 +769,7 @@ mod tests {
             pid: 12,
             signo: 2,
             group: true,
-            cont: true,
+            cont: false,
         }));
         // Ignored: SIGKILL after the grace period.
         assert_eq!(signalled(&s.tick(at(1001))), [(main, SIGKILL)]);
