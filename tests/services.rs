@@ -840,3 +840,28 @@ fn stop_reaches_the_whole_process_group() {
         libc::kill(s2, libc::SIGKILL);
     }
 }
+
+/// sd_notify from a process of the service's group counts (systemd's
+/// NotifyAccess=all, within the service): `sh -c` that does not exec, a
+/// notifier child. A service that never gets ready is stopped with the
+/// reason at warn.
+#[test]
+fn notify_from_the_services_group_and_start_timeout_reasons() {
+    let lua = format!(
+        r#"
+        service "shell" {{ cmd = {{ "sh", "-c", {notify} .. "; sleep 100000" }}, ready = "notify" }}
+        service "silent" {{ cmd = {hang}, ready = "notify", start_timeout = 0.3, restart = "never" }}
+        "#,
+        notify = q(&format!("{HELPER} notify READY=1")),
+        hang = helper("hang"),
+    );
+    let d = with_config("notifygroup", &lua, &[]);
+    wait_for("shell ready through its child", || {
+        state(&d, "shell", 0) == "running"
+    });
+    wait_for("the silent one stopped with a reason", || {
+        d.log()
+            .contains("service silent.0 not ready within start_timeout=0.3s")
+    });
+    assert!(d.log().contains("READY=1 on NOTIFY_SOCKET"));
+}

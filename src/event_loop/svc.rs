@@ -49,6 +49,9 @@ impl EventLoop {
                     delay_ms,
                 } => {
                     self.service_changed(&name, index, old, state, pid, restarts, delay_ms);
+                    if old == SvcState::Starting && state == SvcState::Stopping {
+                        self.warn_start_timeout(&name, index);
+                    }
                     log::info!(
                         "service {name}.{index} {} pid={}",
                         state.as_str(),
@@ -327,6 +330,32 @@ impl EventLoop {
     /// `READY=1` (and `STATUS=`, `STOPPING=1`) from a service's main
     /// process; messages from any other pid are ignored, as systemd's
     /// NotifyAccess=main does.
+    /// Why a service is killed at its start timeout, at warn: killed in a
+    /// loop with no reason given, it is a mystery to its owner.
+    fn warn_start_timeout(&self, name: &str, index: u32) {
+        let timed_out = self
+            .services
+            .instances(Some(name))
+            .ok()
+            .and_then(|v| v.into_iter().find(|(_, i)| i.index == index))
+            .is_some_and(|(_, i)| i.timed_out);
+        let Some(spec) = self.services.spec(name).filter(|_| timed_out) else {
+            return;
+        };
+        let waited_for = match &spec.ready {
+            Readiness::Exec => "its exec".to_string(),
+            Readiness::Fd(n) => format!("a newline on fd {n}"),
+            Readiness::Notify => {
+                "READY=1 on NOTIFY_SOCKET from a process of its process group".to_string()
+            }
+            Readiness::Command { argv, .. } => format!("{:?} to exit 0", argv.join(" ")),
+        };
+        log::warn!(
+            "service {name}.{index} not ready within start_timeout={}s (waited for {waited_for}); stopping it, which counts as a failure",
+            spec.start_timeout_ms as f64 / 1000.0
+        );
+    }
+
     pub(super) fn notify_event(&mut self) {
         loop {
             let Some(fd) = self.notify.as_ref() else {
@@ -335,8 +364,20 @@ impl EventLoop {
             let Some((pid, text)) = platform::recv_notify(fd) else {
                 return;
             };
-            let Some(entry) = self.sup.find_live_pid(pid) else {
-                log::debug!("notify from an unknown pid={pid} ignored");
+            // From the service's main process, or (systemd's
+            // NotifyAccess=all, within the service) any process of its
+            // process group: `sh -c` without exec, systemd-notify, a child
+            // of a forking server. A sender already reaped cannot be
+            // placed: said at warn, not dropped in silence.
+            let entry = self.sup.find_live_pid(pid).or_else(|| {
+                platform::process_group(pid)
+                    .and_then(|pgid| self.sup.find_live_pid(pgid))
+                    .filter(|e| self.sup.get(*e).is_some_and(|e| e.group))
+            });
+            let Some(entry) = entry else {
+                log::warn!(
+                    "notify message from pid={pid}, which is no service's process nor in a service's process group: ignored"
+                );
                 continue;
             };
             let Some((name, index)) = self.services.owner(entry) else {

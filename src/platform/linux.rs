@@ -1169,6 +1169,13 @@ pub fn peer_credentials(fd: &impl AsRawFd) -> Option<crate::access::Peer> {
     })
 }
 
+/// The process group of a process (a zombie still has one), if it exists.
+pub fn process_group(pid: i32) -> Option<i32> {
+    // SAFETY: plain syscall.
+    let g = unsafe { libc::getpgid(pid) };
+    (g > 0).then_some(g)
+}
+
 /// The real uid a live process runs as (from /proc), for checking that a
 /// peer asks to watch only its own processes.
 pub fn process_uid(pid: i32) -> Option<u32> {

@@ -126,7 +126,7 @@ pub struct Instance {
     /// A restart was asked while stopping: start again once stopped.
     restart_after_stop: bool,
     /// The start timeout fired: the exit that follows is a failure.
-    timed_out: bool,
+    pub timed_out: bool,
     /// What the service last said about itself (systemd's STATUS=).
     pub status_text: String,
 }
