@@ -20,12 +20,10 @@ fn run() -> i32 {
     let opts = match cli::parse(&args, platform::uid()) {
         Ok(Parsed::Run(o)) => o,
         Ok(Parsed::Help) => {
-            println!("{}", cli::USAGE);
-            return 0;
+            return say(cli::USAGE);
         }
         Ok(Parsed::Version) => {
-            println!("archon {}", env!("CARGO_PKG_VERSION"));
-            return 0;
+            return say(&format!("archon {}", env!("CARGO_PKG_VERSION")));
         }
         Err(e) => {
             eprintln!("archon: {e}\n{}", cli::USAGE);
@@ -41,6 +39,20 @@ fn run() -> i32 {
         Ok(lp) => lp.run(),
         Err(e) => {
             log::error!("{e}");
+            1
+        }
+    }
+}
+
+/// Prints a line; exit status 1 (and a message) when stdout cannot take
+/// it, never a panic (an abort in a release build).
+fn say(text: &str) -> i32 {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|_| out.flush()) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("archon: cannot write to standard output: {e}");
             1
         }
     }

@@ -313,6 +313,19 @@ fn bad_input_gets_errors_and_the_connection_survives() {
             format!("Run{}\n", ",x".repeat(10_000)).into_bytes(),
             "Error,bad-request,",
         ),
+        // Each error names what is wrong, in words, not Rust's debug form.
+        (
+            b"Stop,web,5\n".to_vec(),
+            "Error,bad-request,stopping service web takes no grace period",
+        ),
+        (
+            b"Stop,1,x\n".to_vec(),
+            "Error,bad-request,not a grace period in seconds: x",
+        ),
+        (
+            b"Signal,1,NOSIG\n".to_vec(),
+            "Error,bad-request,unknown signal: NOSIG",
+        ),
     ];
     for (bytes, want) in cases {
         c.send(&bytes);
@@ -987,13 +1000,14 @@ fn other_users_get_only_what_the_rules_grant() {
     }
     assert_eq!(r.len(), 5);
     // run: commands run as the peer, never as root, and it may stop or
-    // signal only its own processes.
+    // signal only its own processes (a root process is not one).
+    let roots = spawn_helper(&["hang"]);
     let r = ask_as(
         &d,
         65533,
         &format!(
             "Run,/bin/sh,-c,test $(id -u):$(id -g) = 65533:65533 && test -z $ARCHON_SECRET && test $MINE = 1,,MINE=1\nStartDaemon,sleep,1000\nStop,{root_daemon}\nSignal,{root_daemon},TERM\nMonitorPid,{}\n",
-            d.pid()
+            roots.id()
         ),
     );
     assert_eq!(r[0], "ExitStatus,0", "{r:?}");
@@ -1208,4 +1222,87 @@ fn a_pipelined_status_after_a_run_sees_it_gone() {
         let rows = c.reply();
         assert_eq!(rows, ["Ok"], "the finished Run is still listed");
     }
+}
+
+/// Watching archon itself or the namespace's init is refused, and a
+/// start-up that fails leaves no socket file.
+#[test]
+fn monitor_of_archon_or_init_is_refused_and_failed_starts_leave_no_socket() {
+    let d = Daemon::start("monitorself");
+    let r = d.ask(&format!("MonitorPid,{}", d.pid()));
+    assert!(
+        r[0].starts_with("Error,bad-request,") && r[0].contains("archon itself"),
+        "{r:?}"
+    );
+    let r = d.ask("MonitorPid,1");
+    assert!(r[0].starts_with("Error,bad-request,"), "{r:?}");
+    let dir = temp_dir("failedstart");
+    let sock = dir.join("s.sock");
+    let cfg = dir.join("bad.lua");
+    std::fs::write(&cfg, "service \"a\" { cmd = 1 }").unwrap();
+    let o = std::process::Command::new(ARCHON)
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!sock.exists(), "a failed start left {}", sock.display());
+    // Another archon on the socket: refused, and said so.
+    let o = std::process::Command::new(ARCHON)
+        .arg("--socket")
+        .arg(&d.sock)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("refusing to start"));
+}
+
+/// Output that cannot be written is an error, never an abort; `stop` of a
+/// service prints no empty fields.
+#[test]
+fn help_to_a_full_device_and_stop_output() {
+    for bin in [ARCHON, CTL] {
+        let o = std::process::Command::new(bin)
+            .arg("--help")
+            .stdout(std::fs::File::create("/dev/full").unwrap())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{bin}: {:?}", o.status);
+        assert!(String::from_utf8_lossy(&o.stderr).contains("cannot write"));
+    }
+    let d = Daemon::start("stopout");
+    let id = ok_id(&d.ask("StartDaemon,sleep,100"));
+    let o = d.ctl(&["stop", &id.to_string()]);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        text.starts_with(&format!("stopped {id} status ")) && !text.contains("  "),
+        "{text:?}"
+    );
+}
+
+/// archonctl against a socket that never answers gives up with a message;
+/// one that cannot be reached says why.
+#[test]
+fn archonctl_does_not_wait_forever_on_a_silent_socket() {
+    let dir = temp_dir("silent");
+    let path = dir.join("silent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let o = std::process::Command::new(CTL)
+        .args(["--timeout", "0.3", "--socket"])
+        .arg(&path)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no reply from"));
+    let o = std::process::Command::new(CTL)
+        .arg("--socket")
+        .arg(dir.join("none.sock"))
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is archon running there?"));
 }

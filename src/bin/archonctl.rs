@@ -17,7 +17,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
-const USAGE: &str = "usage: archonctl [--socket PATH] [--csv] COMMAND [ARGS...]
+const USAGE: &str = "usage: archonctl [--socket PATH] [--csv] [--timeout SECONDS] COMMAND [ARGS...]
 
 commands (protocol verb in brackets):
   run [-e NAME=VALUE]... [--] CMD [ARGS...]    run a command with this terminal's stdin/stdout/stderr [Run]
@@ -65,6 +65,8 @@ extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> lib
 struct Ctl {
     socket: PathBuf,
     csv: bool,
+    /// How long a reply that should come at once may take.
+    timeout: std::time::Duration,
 }
 
 fn usage(msg: &str) -> i32 {
@@ -79,6 +81,7 @@ fn real_main() -> i32 {
     let mut ctl = Ctl {
         socket: archon::cli::default_socket(uid),
         csv: false,
+        timeout: std::time::Duration::from_secs(30),
     };
     while let Some(first) = args.first().cloned() {
         match first.as_str() {
@@ -97,9 +100,20 @@ fn real_main() -> i32 {
                 ctl.csv = true;
                 args.remove(0);
             }
+            "--timeout" => {
+                let secs = args.get(1).and_then(|v| archon::cli::parse_seconds(v));
+                match secs.filter(|ms| *ms > 0) {
+                    Some(ms) => ctl.timeout = std::time::Duration::from_millis(ms),
+                    None => return usage("--timeout needs seconds"),
+                }
+                args.drain(..2);
+            }
             "-h" | "--help" | "help" => {
-                println!("{USAGE}");
-                return 0;
+                if say(USAGE) {
+                    return 0;
+                }
+                eprintln!("archonctl: cannot write to standard output");
+                return 1;
             }
             _ => break,
         }
@@ -127,6 +141,24 @@ fn real_main() -> i32 {
                 1
             }
         }
+    }
+}
+
+/// Writes a line to stdout; false when it cannot (`--help > /dev/full`):
+/// never a panic, which in a release build is an abort.
+fn say(text: &str) -> bool {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}").and_then(|_| out.flush()).is_ok()
+}
+
+/// An event line of `subscribe`: when stdout is gone (`| head -1`), the
+/// subscription ends with status 1 rather than an abort.
+fn event_line(text: &str) {
+    if !say(text) {
+        eprintln!("archonctl: cannot write to standard output");
+        // SAFETY: plain exit; nothing is buffered that must be kept.
+        unsafe { libc::_exit(1) };
     }
 }
 
@@ -302,8 +334,29 @@ fn pidfd_open(pid: i32) -> Result<std::os::fd::OwnedFd, String> {
 
 impl Ctl {
     fn execute(&self, cmd: &str, req: &Request, monitor_pid: Option<i32>) -> Result<i32, String> {
-        let stream = UnixStream::connect(&self.socket)
-            .map_err(|e| format!("cannot connect to {}: {e}", self.socket.display()))?;
+        let stream = UnixStream::connect(&self.socket).map_err(|e| {
+            let hint = match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                    "is archon running there? --socket PATH or ARCHON_SOCKET names another"
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    "archon's socket is not open to you: see --socket-mode and --allow in archon(8)"
+                }
+                _ => "see --socket and ARCHON_SOCKET",
+            };
+            format!("cannot connect to {}: {e} ({hint})", self.socket.display())
+        })?;
+        // A reply that should come at once but does not (not an archon on
+        // the other end, or one that is stuck) ends in an error, not a
+        // wait forever; run, stop ID, reload and subscribe wait as long as
+        // they take.
+        let waits = matches!(
+            req,
+            Request::Run(_) | Request::Stop { .. } | Request::Subscribe | Request::Reload
+        );
+        if !waits {
+            let _ = stream.set_read_timeout(Some(self.timeout));
+        }
         let wire = req.encode();
         let mut keep = None;
         let fds: Vec<RawFd> = match req {
@@ -342,9 +395,20 @@ impl Ctl {
         let mut other: Vec<Vec<String>> = Vec::new();
         loop {
             let mut line = Vec::new();
-            let n = reader
-                .read_until(b'\n', &mut line)
-                .map_err(|e| format!("read: {e}"))?;
+            let n = reader.read_until(b'\n', &mut line).map_err(|e| {
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) {
+                    format!(
+                        "no reply from {} within {:?} (is it an archon?)",
+                        self.socket.display(),
+                        self.timeout
+                    )
+                } else {
+                    format!("read: {e}")
+                }
+            })?;
             if n == 0 {
                 return Err("archon closed the connection without a reply".into());
             }
@@ -362,23 +426,23 @@ impl Ctl {
                 ReplyLine::Process(row) => rows.push(row),
                 ReplyLine::Row(f) if f[0] == "ServiceEvent" => {
                     if !self.csv {
-                        println!(
+                        event_line(&format!(
                             "{} service={}.{} state={} pid={}",
                             f.get(1).map_or("", |s| s),
                             f.get(2).map_or("", |s| s),
                             f.get(3).map_or("", |s| s),
                             f.get(4).map_or("", |s| s),
                             f.get(5).filter(|p| !p.is_empty()).map_or("-", |s| s)
-                        );
+                        ));
                     }
                 }
                 ReplyLine::Row(f) => other.push(f),
                 ReplyLine::Event(ev) => {
                     if !self.csv {
-                        println!(
+                        event_line(&format!(
                             "{} id={} kind={} pid={} state={} status={}",
                             ev.time, ev.id, ev.kind, ev.pid, ev.state, ev.status
-                        );
+                        ));
                     }
                 }
                 ReplyLine::Error(kind, msg) => {
@@ -444,11 +508,14 @@ impl Ctl {
                 }
             }
             "version" => outln!(out, "{}", fields.join(" ")),
+            // `stop ID` waits and says how it ended; `stop SERVICE` is
+            // asynchronous (Ok alone): nothing to say, as for start.
+            "stop" if fields.is_empty() => {}
             "stop" => outln!(
                 out,
                 "stopped {} status {}",
                 fields.first().map_or("", |s| s),
-                fields.get(1).map_or("", |s| s)
+                fields.get(1).filter(|s| !s.is_empty()).map_or("-", |s| s)
             ),
             "subscribe" | "signal" | "config" | "restart" | "scale" | "depend" | "undepend" => {}
             "reload" => {

@@ -50,12 +50,7 @@ pub fn bind(path: &Path, mode: u32) -> Result<mio::net::UnixListener, String> {
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => match StdStream::connect(path) {
-            Ok(_) => {
-                return Err(format!(
-                    "another archon is answering on {}; refusing to start",
-                    path.display()
-                ))
-            }
+            Ok(_) => return Err(format!("another archon is answering on {}", path.display())),
             Err(_) => {
                 log::info!("removing stale socket path={}", path.display());
                 std::fs::remove_file(path)

@@ -174,6 +174,33 @@ impl EventLoop {
         let signals = platform::signalfd(&platform::handled_signals())
             .map_err(|e| format!("signalfd: {e}"))?;
         let poll = Poll::new().map_err(|e| format!("epoll: {e}"))?;
+        // Read and write: it is the stdin of commands and the stdout or
+        // stderr of services with `stdout = "null"` (a read-only one made
+        // every write fail with EBADF).
+        let dev_null = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| format!("/dev/null: {e}"))?;
+        let ignored_signals = platform::ignored_signals();
+        let policy = policy(&opts.allow)?;
+        // The config is evaluated by a worker process, even at start-up:
+        // archon itself runs no Lua and no NSS look-up. Before the socket
+        // is bound: a config that fails leaves no socket file behind.
+        let (services, lua) = match &opts.config {
+            Some(path) => {
+                let boot_env = Env::from_process();
+                let spawner = worker::Spawner {
+                    env: &boot_env,
+                    nofile,
+                    ignored: &ignored_signals,
+                    stdin: dev_null.as_raw_fd(),
+                };
+                let (config, lua) = worker::boot(&poll, path, opts.config_timeout_ms, &spawner)?;
+                (crate::services::Services::new(config), lua)
+            }
+            None => (crate::services::Services::default(), worker::Lua::default()),
+        };
         let entrypoint = !opts.command.is_empty();
         let listener = if opts.use_socket {
             match listener::bind(&opts.socket, opts.socket_mode) {
@@ -195,36 +222,13 @@ impl EventLoop {
                     log::warn!("running without a control socket: {e}");
                     None
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(format!("{e}; refusing to start")),
             }
         } else {
             None
         };
-        // Read and write: it is the stdin of commands and the stdout or
-        // stderr of services with `stdout = "null"` (a read-only one made
-        // every write fail with EBADF).
-        let dev_null = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-            .map_err(|e| format!("/dev/null: {e}"))?;
+        // After ARCHON_SOCKET is set: every child gets it.
         let env = Env::from_process();
-        let ignored_signals = platform::ignored_signals();
-        // The config is evaluated by a worker process, even at start-up:
-        // archon itself runs no Lua and no NSS look-up.
-        let (services, lua) = match &opts.config {
-            Some(path) => {
-                let spawner = worker::Spawner {
-                    env: &env,
-                    nofile,
-                    ignored: &ignored_signals,
-                    stdin: dev_null.as_raw_fd(),
-                };
-                let (config, lua) = worker::boot(&poll, path, opts.config_timeout_ms, &spawner)?;
-                (crate::services::Services::new(config), lua)
-            }
-            None => (crate::services::Services::default(), worker::Lua::default()),
-        };
         platform::trim_heap();
         let pid1 = platform::getpid() == 1;
         let system_init = platform::is_system_init();
@@ -254,7 +258,6 @@ impl EventLoop {
                 Interest::READABLE,
             )
             .map_err(|e| format!("register signalfd: {e}"))?;
-        let policy = policy(&opts.allow)?;
         Ok(EventLoop {
             poll,
             opts,

@@ -227,7 +227,13 @@ impl EventLoop {
                 let Some(signo) = signo else {
                     return Some(Reply::error(
                         ErrorKind::BadRequest,
-                        format!("unknown signal: {signal:?}"),
+                        format!(
+                            "unknown signal: {}",
+                            match &signal {
+                                SignalSpec::Number(n) => n.to_string(),
+                                SignalSpec::Name(n) => n.clone(),
+                            }
+                        ),
                     ));
                 };
                 match (self.sup.get(id), self.watched.get(&id)) {
@@ -258,6 +264,15 @@ impl EventLoop {
     /// `monitor` for a caller: a peer that is not an admin may watch only
     /// its own processes, and owns the entry.
     fn monitor_for(&mut self, who: &Caller, pid: i32, fd: OwnedFd, now: Clock) -> Reply {
+        if pid == platform::getpid() {
+            return Reply::error(ErrorKind::BadRequest, format!("pid {pid} is archon itself"));
+        }
+        if pid == 1 {
+            return Reply::error(
+                ErrorKind::BadRequest,
+                "pid 1 is the init of this namespace: it never exits",
+            );
+        }
         if who.access != Access::Full && platform::process_uid(pid) != Some(who.peer.uid) {
             return Reply::error(
                 ErrorKind::Permission,

@@ -331,6 +331,12 @@ pub fn parse_request(line: &[u8]) -> ParseResult<Request> {
         }
         "Stop" => {
             arity(verb, args, 1, 2)?;
+            if args.len() == 2 && args[0].parse::<u64>().is_err() && is_service_name(&args[0]) {
+                return bad(format!(
+                    "stopping service {} takes no grace period: its own `grace` applies",
+                    args[0]
+                ));
+            }
             let id = parse_id(&args[0])?;
             let grace_ms = match args.get(1) {
                 Some(g) => Some(parse_grace(g)?),
