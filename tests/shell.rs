@@ -209,3 +209,63 @@ fn man_page_syntax_renders_and_examples_load() {
     }
     assert!(examples >= 3, "only {examples} examples checked");
 }
+
+/// `make install` puts archon, archonctl and the man pages under DESTDIR
+/// and PREFIX; `cargo install --path .` installs archon and archonctl and
+/// nothing else (not the test helper, not the benchmark).
+#[test]
+fn install_paths_install_archon_and_archonctl_only() {
+    require("make");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dest = temp_dir("install");
+    let bin_dir = std::path::Path::new(ARCHON).parent().unwrap();
+    let o = Command::new("make")
+        .arg("-C")
+        .arg(root)
+        .arg("install")
+        .arg(format!("BIN_DIR={}", bin_dir.display()))
+        .arg(format!("DESTDIR={}", dest.display()))
+        .arg("PREFIX=/usr")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for f in [
+        "usr/bin/archon",
+        "usr/bin/archonctl",
+        "usr/share/man/man5/archon-config.5",
+        "usr/share/man/man5/archon-hooks.5",
+        "usr/share/man/man7/archon-protocol.7",
+        "usr/share/man/man8/archon.8",
+        "usr/share/man/man8/archonctl.8",
+    ] {
+        assert!(dest.join(f).exists(), "make install left out {f}");
+    }
+    // cargo install, in a target directory of its own (the test's is
+    // locked by the cargo running it).
+    let cargo_root = temp_dir("cargo-install");
+    let o = Command::new(env!("CARGO"))
+        .args([
+            "install",
+            "--locked",
+            "--debug",
+            "--offline",
+            "--quiet",
+            "--path",
+            root,
+            "--root",
+        ])
+        .arg(&cargo_root)
+        .arg("--target-dir")
+        .arg(cargo_root.join("target"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut bins: Vec<String> = std::fs::read_dir(cargo_root.join("bin"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    bins.sort();
+    assert_eq!(bins, ["archon", "archonctl"]);
+    std::fs::remove_dir_all(dest).unwrap();
+    std::fs::remove_dir_all(cargo_root).unwrap();
+}

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 pub const ARCHON: &str = env!("CARGO_BIN_EXE_archon");
 pub const CTL: &str = env!("CARGO_BIN_EXE_archonctl");
-pub const HELPER: &str = env!("CARGO_BIN_EXE_archon-testhelper");
+/// Built by `cargo test` from tools/ (default-members) into the same
+/// directory as archon.
+pub const HELPER: &str = concat!(env!("CARGO_BIN_EXE_archon"), "-testhelper");
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);

@@ -1,6 +1,7 @@
 //! The benchmark: measures archon against baselines taken in the same run on
 //! the same machine and prints each figure as a ratio, as a table and as
-//! JSON. Run with `cargo run --release --bin archon-bench` (see BENCHMARKS.md).
+//! JSON. Run with `cargo build --release && target/release/archon-bench` (see
+//! BENCHMARKS.md): it starts the archon next to it.
 //! Options: `--quick` (fewer iterations, 2 s idle), `--json FILE`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
