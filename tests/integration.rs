@@ -1306,3 +1306,34 @@ fn archonctl_does_not_wait_forever_on_a_silent_socket() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("is archon running there?"));
 }
+
+/// archonctl --version needs no archon; a usage error is short; an empty
+/// table still has its header.
+#[test]
+fn archonctl_version_short_usage_errors_and_empty_header() {
+    let d = Daemon::start("ctlsmall");
+    let o = d.ctl(&["--version"]);
+    assert!(o.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        format!("archonctl {}", env!("CARGO_PKG_VERSION"))
+    );
+    for bad in [&["frobnicate"][..], &["scale", "web"], &["--socket"]] {
+        let o = d.ctl(bad);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.lines().count() <= 3 && err.contains("--help"),
+            "{bad:?}: {err}"
+        );
+    }
+    let o = d.ctl(&["status"]);
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.lines()
+            .next()
+            .is_some_and(|l| l.contains("ID") && l.contains("COMMAND")),
+        "{out:?}"
+    );
+}

@@ -18,6 +18,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 const USAGE: &str = "usage: archonctl [--socket PATH] [--csv] [--timeout SECONDS] COMMAND [ARGS...]
+       archonctl --help | --version
 
 commands (protocol verb in brackets):
   run [-e NAME=VALUE]... [--] CMD [ARGS...]    run a command with this terminal's stdin/stdout/stderr [Run]
@@ -69,8 +70,9 @@ struct Ctl {
     timeout: std::time::Duration,
 }
 
+/// A usage error: what is wrong and where to look, not the whole help.
 fn usage(msg: &str) -> i32 {
-    eprintln!("archonctl: {msg}\n{USAGE}");
+    eprintln!("archonctl: {msg}\n(archonctl --help lists the commands)");
     2
 }
 
@@ -107,6 +109,13 @@ fn real_main() -> i32 {
                     None => return usage("--timeout needs seconds"),
                 }
                 args.drain(..2);
+            }
+            "-V" | "--version" => {
+                if say(&format!("archonctl {}", env!("CARGO_PKG_VERSION"))) {
+                    return 0;
+                }
+                eprintln!("archonctl: cannot write to standard output");
+                return 1;
             }
             "-h" | "--help" | "help" => {
                 if say(USAGE) {
@@ -483,7 +492,8 @@ impl Ctl {
     ) {
         match cmd {
             // Service processes appear in the service table instead.
-            "status" if rows.iter().all(|r| r.kind == "service") => {}
+            // An empty table still shows its header.
+            "status" if !rows.is_empty() && rows.iter().all(|r| r.kind == "service") => {}
             "status" => {
                 outln!(
                     out,
