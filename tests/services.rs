@@ -865,3 +865,17 @@ fn notify_from_the_services_group_and_start_timeout_reasons() {
     });
     assert!(d.log().contains("READY=1 on NOTIFY_SOCKET"));
 }
+
+/// A long service name does not push the table's columns apart.
+#[test]
+fn long_names_keep_the_table_aligned() {
+    let long = "a-service-with-a-rather-long-name-for-a-table-column";
+    let lua = format!("service {} {{ cmd = {} }}", q(long), helper("hang"));
+    let d = with_config("longname", &lua, &[]);
+    wait_for("running", || state(&d, long, 0) == "running");
+    let o = d.ctl(&["status"]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let header = out.lines().find(|l| l.starts_with("SERVICE")).unwrap();
+    let row = out.lines().find(|l| l.starts_with(long)).unwrap();
+    assert_eq!(header.find("STATE"), row.find("running"), "{out}");
+}

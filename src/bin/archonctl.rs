@@ -467,7 +467,7 @@ impl Ctl {
                         // buffered: println! would cost a syscall a row).
                         let mut out = String::new();
                         self.print_ok(&mut out, cmd, &fields, &rows);
-                        print_rows(&mut out, &other);
+                        print_rows(&mut out, &other, &rows);
                         let mut stdout = std::io::stdout().lock();
                         stdout
                             .write_all(out.as_bytes())
@@ -547,17 +547,30 @@ impl Ctl {
 }
 
 /// Service rows as a table a person reads at a glance; settings as
-/// `service key value`.
-fn print_rows(out: &mut String, rows: &[Vec<String>]) {
+/// `service key value`. UPTIME is the process's (from its `Process` row
+/// when the reply has one), not the time since the last state change; the
+/// name column is as wide as the longest name.
+fn print_rows(out: &mut String, rows: &[Vec<String>], procs: &[archon::protocol::ProcessRow]) {
     let services: Vec<&Vec<String>> = rows.iter().filter(|r| r[0] == "Service").collect();
     if !services.is_empty() {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
+        let started: std::collections::HashMap<String, f64> = procs
+            .iter()
+            .filter(|p| p.kind == "service")
+            .filter_map(|p| Some((p.pid.to_string(), p.started.parse().ok()?)))
+            .collect();
+        let width = services
+            .iter()
+            .map(|r| r.get(1).map_or(0, |n| n.len()) + 6)
+            .max()
+            .unwrap_or(0)
+            .clamp(20, 80);
         outln!(
             out,
-            "{:<20} {:<10} {:>8} {:>9} {:>8}  LAST EXIT",
+            "{:<width$} {:<10} {:>8} {:>9} {:>8}  LAST EXIT",
             "SERVICE",
             "STATE",
             "PID",
@@ -571,7 +584,10 @@ fn print_rows(out: &mut String, rows: &[Vec<String>]) {
             } else {
                 format!("{}.{}", get(1), get(2))
             };
-            let since = get(5).parse::<f64>().unwrap_or(now);
+            let since = started
+                .get(get(4))
+                .copied()
+                .unwrap_or_else(|| get(5).parse::<f64>().unwrap_or(now));
             let state = get(3);
             let uptime = if matches!(state, "running" | "starting" | "unhealthy") {
                 human(now - since)
@@ -585,7 +601,7 @@ fn print_rows(out: &mut String, rows: &[Vec<String>]) {
             }
             outln!(
                 out,
-                "{:<20} {:<10} {:>8} {:>9} {:>8}  {}",
+                "{:<width$} {:<10} {:>8} {:>9} {:>8}  {}",
                 name,
                 state,
                 if get(4).is_empty() { "-" } else { get(4) },
