@@ -941,6 +941,30 @@ fn event_to_action(n: usize, pinned: bool) -> Vec<f64> {
     times
 }
 
+/// The rows as a table, with the header.
+fn print_table(rows: &[Row]) {
+    println!(
+        "{:<44} {:>12} {:>12} {:>7} {:>8} {:>16} result",
+        "measure", "archon", "baseline", "unit", "ratio", "target"
+    );
+    for r in rows {
+        println!(
+            "{:<44} {:>12.1} {:>12.1} {:>7} {:>8.3} {:>16} {}",
+            r.name,
+            r.archon,
+            r.baseline,
+            r.unit,
+            r.ratio,
+            r.target,
+            match (r.target, r.pass) {
+                ("info", _) => "-",
+                (_, true) => "ok",
+                (_, false) => "MISSED",
+            }
+        );
+    }
+}
+
 /// `archon-bench --echo-server PATH`: the process-echo baseline. A blocking
 /// line echo ("Ok" per line) in a process of its own, as archon is.
 fn echo_server(path: &str) {
@@ -992,12 +1016,7 @@ fn main() {
     if std::env::args().any(|a| a == "--services-only") {
         let mut rows = Vec::new();
         services_bench(&mut rows, 1000, 200, 2, 5);
-        for r in &rows {
-            println!(
-                "{:<44} {:>12.1} {:>12.1} {:>7} {:>8.3}",
-                r.name, r.archon, r.baseline, r.unit, r.ratio
-            );
-        }
+        print_table(&rows);
         return;
     }
     if std::env::args().any(|a| a == "--robustness-only") {
@@ -1005,24 +1024,7 @@ fn main() {
         let mut rows = Vec::new();
         hooks_bench(&mut rows, 20_000, 100);
         hostile_clients_bench(&mut rows, 200);
-        for r in &rows {
-            println!(
-                "{:<44} {:>12.1} {:>12.1} {:>7} {:>8.3} {:>16} {}",
-                r.name,
-                r.archon,
-                r.baseline,
-                r.unit,
-                r.ratio,
-                r.target,
-                if r.target == "info" {
-                    "-"
-                } else if r.pass {
-                    "ok"
-                } else {
-                    "MISSED"
-                }
-            );
-        }
+        print_table(&rows);
         return;
     }
     let n = if quick { 100 } else { 500 };
@@ -1340,26 +1342,7 @@ fn main() {
     // 9. Hostile clients (issue 11).
     hostile_clients_bench(&mut rows, if quick { 100 } else { 300 });
 
-    println!(
-        "{:<44} {:>12} {:>12} {:>7} {:>8} {:>16} result",
-        "measure", "archon", "baseline", "unit", "ratio", "target"
-    );
-    for r in &rows {
-        println!(
-            "{:<44} {:>12.1} {:>12.1} {:>7} {:>8.3} {:>16} {}",
-            r.name,
-            r.archon,
-            r.baseline,
-            r.unit,
-            r.ratio,
-            r.target,
-            match (r.target, r.pass) {
-                ("info", _) => "-",
-                (_, true) => "ok",
-                (_, false) => "MISSED",
-            }
-        );
-    }
+    print_table(&rows);
     println!("archon RSS after 1000 daemons: {rss_after} KiB; idle measured over {idle_secs} s");
     let json: Vec<String> = rows
         .iter()
