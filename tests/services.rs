@@ -879,3 +879,21 @@ fn long_names_keep_the_table_aligned() {
     let row = out.lines().find(|l| l.starts_with(long)).unwrap();
     assert_eq!(header.find("STATE"), row.find("running"), "{out}");
 }
+
+/// `${ARCHON_INSTANCE}` in a pool's cmd is the instance number, without a
+/// shell (supervisord's %(process_num)d).
+#[test]
+fn the_instance_number_in_cmd() {
+    let dir = temp_dir("instarg");
+    let lua = format!(
+        r#"service "pool" {{ cmd = {{ {h}, "touch", {d} .. "/i${{ARCHON_INSTANCE}}", "hang" }}, replicas = 3 }}"#,
+        h = q(HELPER),
+        d = q(dir.to_str().unwrap()),
+    );
+    let d = with_config("instarg", &lua, &[]);
+    wait_for("every instance's file", || {
+        (0..3).all(|i| dir.join(format!("i{i}")).exists())
+    });
+    assert!(!dir.join("i${ARCHON_INSTANCE}").exists());
+    drop(d);
+}

@@ -118,7 +118,8 @@ impl EventLoop {
         match self.try_spawn_service(&spec, index) {
             Ok((spawned, pipes)) => {
                 let pid = spawned.pid;
-                let id = self.track(Kind::Service, spawned, spec.cmd.clone(), None, now);
+                let argv = instance_argv(&spec.cmd, index);
+                let id = self.track(Kind::Service, spawned, argv, None, now);
                 // It leads its own process group: stops reach its children.
                 if spec.kill_mode == crate::services::spec::KillMode::Group {
                     self.sup.set_group(id, true);
@@ -194,7 +195,8 @@ impl EventLoop {
         index: u32,
     ) -> Result<(platform::Spawned, Vec<(PipeKind, OwnedFd)>), SpawnFail> {
         let (envp, path) = self.service_envp(spec, index, true)?;
-        let (program, argv) = exec_parts(&spec.cmd, path.as_deref(), Some(&self.programs))?;
+        let cmd = instance_argv(&spec.cmd, index);
+        let (program, argv) = exec_parts(&cmd, path.as_deref(), Some(&self.programs))?;
         let cwd = match &spec.cwd {
             Some(d) => Some(CString::new(d.as_bytes()).map_err(|_| {
                 SpawnFail::Exec(platform::ExecError {
@@ -524,4 +526,20 @@ impl EventLoop {
             list("unchanged", &sum.unchanged),
         ])
     }
+}
+
+/// A service's argv for one instance: `${ARCHON_INSTANCE}` in an argument
+/// becomes the instance number (as supervisord's `%(process_num)d`: a pool
+/// of `--port 808${ARCHON_INSTANCE}`), without a shell.
+fn instance_argv(cmd: &[String], index: u32) -> Vec<String> {
+    const TOKEN: &str = "${ARCHON_INSTANCE}";
+    cmd.iter()
+        .map(|a| {
+            if a.contains(TOKEN) {
+                a.replace(TOKEN, &index.to_string())
+            } else {
+                a.clone()
+            }
+        })
+        .collect()
 }
