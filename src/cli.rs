@@ -16,7 +16,13 @@ options:
                            /run/archon/archon.sock for root)
       --socket-mode OCTAL  mode of the socket file (default 600)
       --no-socket          no control socket
-  -l, --log-level LEVEL    error, warn, info, debug, trace or off ($ARCHON_LOG)
+  -l, --log-level LEVEL    error, warn, info, debug, trace or off ($ARCHON_LOG;
+                           default info, warn in entrypoint mode: as quiet
+                           as tini unless something is wrong)
+  -e, --remap-exit CODE    exit 0 when the main command exits CODE
+                           (repeatable; tini's -e)
+  -p, --parent-death-signal SIGNAL
+                           get SIGNAL when archon's parent dies (tini's -p)
       --grace SECONDS      SIGTERM-to-SIGKILL grace period (default 10)
       --allow WHO=GRANTS   let more peers use the socket (repeatable); WHO is
                            user:NAME or group:NAME (names or numbers), GRANTS
@@ -48,6 +54,10 @@ pub struct Options {
     pub socket: PathBuf,
     pub socket_mode: u32,
     pub log_level: String,
+    /// Main-command exit codes reported as 0 (tini's `-e`).
+    pub remap_exit: Vec<i32>,
+    /// Signal to get when the parent dies (tini's `-p`).
+    pub parent_death_signal: Option<String>,
     pub grace_ms: u64,
     /// Evaluate the config, report, exit (`--check`).
     pub check: bool,
@@ -98,7 +108,7 @@ pub fn private_runtime_dir(uid: u32) -> PathBuf {
 }
 
 pub enum Parsed {
-    Run(Options),
+    Run(Box<Options>),
     Help,
     Version,
 }
@@ -112,7 +122,9 @@ pub fn parse(args: &[OsString], uid: u32) -> Result<Parsed, String> {
     let mut opts = Options {
         socket: default_socket(uid),
         socket_mode: 0o600,
-        log_level: std::env::var("ARCHON_LOG").unwrap_or_else(|_| "info".into()),
+        log_level: String::new(),
+        remap_exit: Vec::new(),
+        parent_death_signal: None,
         grace_ms: 10_000,
         client_timeout_ms: 30_000,
         hook_timeout_ms: 2_000,
@@ -196,6 +208,18 @@ pub fn parse(args: &[OsString], uid: u32) -> Result<Parsed, String> {
                     .filter(|ms| *ms > 0)
                     .ok_or_else(|| format!("bad client timeout: {v}"))?;
             }
+            "-e" | "--remap-exit" => {
+                let v = value("--remap-exit")?;
+                opts.remap_exit.push(
+                    v.parse()
+                        .ok()
+                        .filter(|c| (0..=255).contains(c))
+                        .ok_or_else(|| format!("bad exit code (0-255): {v}"))?,
+                );
+            }
+            "-p" | "--parent-death-signal" => {
+                opts.parent_death_signal = Some(value("--parent-death-signal")?)
+            }
             "--no-socket" => opts.use_socket = false,
             "--check" => opts.check = true,
             "-c" | "--config" => opts.config = Some(PathBuf::from(value("--config")?)),
@@ -212,13 +236,24 @@ pub fn parse(args: &[OsString], uid: u32) -> Result<Parsed, String> {
             other => return Err(format!("unknown option: {other}")),
         }
     }
+    // Entrypoint mode is quiet by default, as tini: only what is wrong.
+    if opts.log_level.is_empty() {
+        opts.log_level = std::env::var("ARCHON_LOG").unwrap_or_else(|_| {
+            if opts.command.is_empty() {
+                "info"
+            } else {
+                "warn"
+            }
+            .into()
+        });
+    }
     if opts.check && opts.config.is_none() {
         return Err("--check needs --config FILE".into());
     }
     if opts.command.is_empty() && !opts.use_socket && opts.config.is_none() {
         return Err("--no-socket needs a command: nothing would be left to do".into());
     }
-    Ok(Parsed::Run(opts))
+    Ok(Parsed::Run(Box::new(opts)))
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ fn run() -> i32 {
         return archon::lua::worker_main();
     }
     let opts = match cli::parse(&args, platform::uid()) {
-        Ok(Parsed::Run(o)) => o,
+        Ok(Parsed::Run(o)) => *o,
         Ok(Parsed::Help) => {
             return say(cli::USAGE);
         }
@@ -31,6 +31,15 @@ fn run() -> i32 {
         }
     };
     init_logging(&opts.log_level, "archon");
+    if let Some(sig) = &opts.parent_death_signal {
+        match platform::signal_number(sig) {
+            Some(n) => platform::parent_death_signal(n),
+            None => {
+                eprintln!("archon: unknown signal for --parent-death-signal: {sig}");
+                return 2;
+            }
+        }
+    }
     let nofile = platform::raise_nofile();
     if let (true, Some(path)) = (opts.check, opts.config.as_ref()) {
         return archon::event_loop::check_config(path, opts.config_timeout_ms, nofile);

@@ -99,7 +99,12 @@ impl Init {
         if !args.iter().any(|a| a.starts_with("--socket")) {
             c.arg("--no-socket");
         }
-        c.args(["--grace", "1"]).args(args).arg("--").args(cmd);
+        // Entrypoint mode logs only warnings by default; these tests read
+        // the info lines too.
+        c.args(["--grace", "1", "--log-level", "info"])
+            .args(args)
+            .arg("--")
+            .args(cmd);
         c.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -299,6 +304,70 @@ fn forwarded_signals_reach_a_trapping_child() {
 
 /// A child that traps SIGINT and shuts down on SIGTERM: ^C, then `docker
 /// stop`. The second signal is forwarded, not turned into SIGKILL.
+/// As tini: quiet unless something is wrong; `-e CODE` makes an expected
+/// exit code a success; `-p SIGNAL` is set as the parent-death signal.
+#[test]
+fn entrypoint_is_quiet_and_takes_tinis_e_and_p() {
+    let o = Command::new(ARCHON)
+        .args(["--no-socket", "--", "sh", "-c", "exit 0"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = Command::new(ARCHON)
+        .args([
+            "--no-socket",
+            "-e",
+            "143",
+            "-e",
+            "3",
+            "--",
+            "sh",
+            "-c",
+            "exit 3",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let o = Command::new(ARCHON)
+        .args(["--no-socket", "-e", "143", "--", "sh", "-c", "exit 4"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(4));
+    // -p TERM: archon's parent (a shell) goes, archon shuts down.
+    let d = temp_dir("pdeath");
+    let pidfile = d.join("archon.pid");
+    let script = format!(
+        "{ARCHON} -p TERM --no-socket -- {HELPER} hang & echo $! > {}; read x",
+        pidfile.display()
+    );
+    let mut sh = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pid = 0;
+    wait_for("archon's pid", || {
+        pid = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        pid > 0
+    });
+    drop(sh.stdin.take());
+    sh.wait().unwrap();
+    wait_for("archon to go with its parent", || !pid_alive(pid));
+    let status = Command::new(ARCHON)
+        .args(["--no-socket", "-p", "NOSUCH", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(status.status.code(), Some(2));
+}
+
 #[test]
 fn a_second_signal_is_forwarded_not_escalated() {
     for mode in modes() {

@@ -176,6 +176,12 @@ impl EventLoop {
             .exit_code
             .or_else(|| self.sup.main_exit().and_then(|e| e.shell_code()))
             .unwrap_or(0);
+        // tini's -e: an exit code the user expects is a success.
+        let code = if self.exit_code.is_none() && self.opts.remap_exit.contains(&code) {
+            0
+        } else {
+            code
+        };
         let power = match (self.power, self.system_init) {
             (Some(p), _) if self.pid1 => Some(p),
             (None, true) => Some(PowerAction::Poweroff),

@@ -1095,8 +1095,13 @@ pub fn uid() -> u32 {
 /// The calling process gets SIGKILL when its parent dies (the Lua worker:
 /// it must not outlive archon).
 pub fn die_with_parent() {
+    parent_death_signal(libc::SIGKILL);
+}
+
+/// The calling process gets `sig` when its parent dies (`--parent-death-signal`).
+pub fn parent_death_signal(sig: i32) {
     // SAFETY: plain prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig, 0, 0, 0) };
 }
 
 /// Names the calling process for ps and top (`comm`, 15 bytes at most):
