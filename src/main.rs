@@ -68,17 +68,46 @@ fn say(text: &str) -> i32 {
 }
 
 fn init_logging(level: &str, name: &'static str) {
-    use std::io::Write;
+    use std::io::{IsTerminal, Write};
     let filter = level.parse().unwrap_or(log::LevelFilter::Info);
+    // A terminal shows lines as they come; a file, a pipe or a log
+    // collector gets each line dated (UTC), as systemd users expect.
+    let dated = !std::io::stderr().is_terminal();
     env_logger::Builder::new()
         .filter_level(filter)
         .format(move |buf, rec| {
-            writeln!(
-                buf,
-                "{name}: {} {}",
-                rec.level().as_str().to_lowercase(),
-                rec.args()
-            )
+            let level = rec.level().as_str().to_lowercase();
+            if dated {
+                writeln!(buf, "{} {name}: {level} {}", utc_now(), rec.args())
+            } else {
+                writeln!(buf, "{name}: {level} {}", rec.args())
+            }
         })
         .init();
+}
+
+/// The time as `2026-12-01T12:04:05.123Z` (UTC; no time library needed).
+fn utc_now() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
 }

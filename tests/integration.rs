@@ -1337,3 +1337,28 @@ fn archonctl_version_short_usage_errors_and_empty_header() {
         "{out:?}"
     );
 }
+
+/// Log lines that do not go to a terminal are dated (UTC, milliseconds).
+#[test]
+fn log_lines_to_a_file_carry_the_time() {
+    let d = Daemon::start("datedlog");
+    assert!(d.ask("Version")[0].starts_with("Ok,"));
+    wait_for("a log line", || !d.log().is_empty());
+    let log = d.log();
+    let line = log.lines().next().unwrap();
+    let (stamp, rest) = line.split_once(' ').unwrap();
+    assert!(rest.starts_with("archon: "), "{line}");
+    let b = stamp.as_bytes();
+    assert_eq!(b.len(), 24, "{stamp}");
+    assert!(
+        stamp.starts_with("20") && stamp.ends_with('Z') && b[10] == b'T' && b[19] == b'.',
+        "{stamp}"
+    );
+    // The date is today's, as date(1) has it (days-to-civil done right).
+    let today = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .unwrap();
+    let today = String::from_utf8_lossy(&today.stdout).trim().to_string();
+    assert_eq!(&stamp[..10], today, "{stamp}");
+}
