@@ -897,3 +897,52 @@ fn the_instance_number_in_cmd() {
     assert!(!dir.join("i${ARCHON_INSTANCE}").exists());
     drop(d);
 }
+
+/// `env_file`, as systemd's EnvironmentFile: NAME=value lines, comments,
+/// `export`, quotes; its values win over `env`; a missing file is an
+/// error unless written `-/path`.
+#[test]
+fn env_files_as_systemd_reads_them() {
+    let dir = temp_dir("envfile");
+    let file = dir.join("app.env");
+    std::fs::write(
+        &file,
+        "# comment\n; another\n\nA=1\nexport B=\"two words\"\nC='x=y'\nD = spaced\n",
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let lua = format!(
+        r#"service "app" {{ cmd = {}, env = {{ A = "from-env", E = "5" }},
+             env_file = {{ {}, "-/no/such/file" }}, restart = "never",
+             stdout = {{ file = {} }} }}"#,
+        helper("print env"),
+        q(file.to_str().unwrap()),
+        q(out.to_str().unwrap()),
+    );
+    let d = with_config("envfile", &lua, &[]);
+    wait_for("the service's environment", || {
+        std::fs::read_to_string(&out).is_ok_and(|s| s.contains("E=5"))
+    });
+    let env = std::fs::read_to_string(&out).unwrap();
+    // The helper prints the environment separated by US (0x1f).
+    for want in ["A=1", "B=two words", "C=x=y", "D=spaced", "E=5"] {
+        assert!(
+            env.split(['\u{1f}', '\n']).any(|l| l == want),
+            "{want} in {env}"
+        );
+    }
+    drop(d);
+    let bad = dir.join("bad.lua");
+    std::fs::write(
+        &bad,
+        "service \"a\" { cmd = { \"true\" }, env_file = \"/no/such/env\" }",
+    )
+    .unwrap();
+    let o = Command::new(ARCHON)
+        .args(["--check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("env_file: /no/such/env"));
+}

@@ -278,6 +278,7 @@ pub(crate) fn sandbox(budget: Rc<LuaBudget>) -> mlua::Result<Lua> {
 const KEYS: &[&str] = &[
     "cmd",
     "env",
+    "env_file",
     "env_clear",
     "cwd",
     "user",
@@ -322,6 +323,7 @@ fn parse_service(
         return s;
     };
     let mut bad = |key: &str, what: &str| errs.push(format!("{at}: {key}: {what}"));
+    let mut env_files: Vec<String> = Vec::new();
     for pair in t.clone().pairs::<Value, Value>() {
         let Ok((k, v)) = pair else { continue };
         let key = match &k {
@@ -354,6 +356,11 @@ fn parse_service(
                     s.env = env;
                 }
                 _ => bad("env", "expected a table of NAME = \"value\""),
+            },
+            "env_file" => match (text(&v), strings(&v)) {
+                (Some(f), _) => env_files.push(f),
+                (None, Some(fs)) => env_files.extend(fs),
+                _ => bad("env_file", "expected a path or a list of paths"),
             },
             "env_clear" => set_bool(&v, &mut s.env_clear, "env_clear", &mut bad),
             "cwd" => match &v {
@@ -607,6 +614,19 @@ fn parse_service(
             ),
         }
     }
+    // After `env`, whatever the order the table gives: a file's variables
+    // win over `env`, as systemd's EnvironmentFile= over Environment=.
+    for f in env_files {
+        match read_env_file(&f) {
+            Ok(vars) => {
+                for (k, v) in vars {
+                    s.env.retain(|(ek, _)| *ek != k);
+                    s.env.push((k, v));
+                }
+            }
+            Err(e) => bad("env_file", &e),
+        }
+    }
     if s.cmd.is_empty() && !errs.iter().any(|e| e.contains(": cmd:")) {
         errs.push(format!("{at}: cmd: missing"));
     }
@@ -649,6 +669,53 @@ fn resolve_identity(
         }
     }
     Ok(id)
+}
+
+/// A systemd-style environment file: `NAME=value` lines; blank lines and
+/// `#` or `;` comments skipped; an `export ` prefix allowed; a value in
+/// matching single or double quotes loses them. `-/path` may be missing.
+/// Read when the config is loaded (and on reload), at most 1 MiB.
+fn read_env_file(spec: &str) -> Result<Vec<(String, String)>, String> {
+    use std::io::Read;
+    let (optional, path) = match spec.strip_prefix('-') {
+        Some(p) => (true, p),
+        None => (false, spec),
+    };
+    let mut text = String::new();
+    match std::fs::File::open(path) {
+        Ok(f) => {
+            f.take(MAX_FILE + 1)
+                .read_to_string(&mut text)
+                .map_err(|e| format!("{path}: {e}"))?;
+        }
+        Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("{path}: {e}")),
+    }
+    if text.len() as u64 > MAX_FILE {
+        return Err(format!("{path}: larger than {MAX_FILE} bytes"));
+    }
+    let mut vars = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((k, v)) = line.split_once('=') else {
+            return Err(format!("{path}:{}: expected NAME=value", n + 1));
+        };
+        let k = k.trim();
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("{path}:{}: bad variable name {k:?}", n + 1));
+        }
+        let v = v.trim();
+        let unquoted = ['"', '\'']
+            .iter()
+            .find_map(|q| v.strip_prefix(*q).and_then(|r| r.strip_suffix(*q)))
+            .unwrap_or(v);
+        vars.push((k.to_string(), unquoted.to_string()));
+    }
+    Ok(vars)
 }
 
 fn text(v: &Value) -> Option<String> {
