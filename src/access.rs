@@ -177,7 +177,8 @@ impl Policy {
             Request::Start(n)
             | Request::StopService(n)
             | Request::Restart(n)
-            | Request::Scale { name: n, .. } => controls(n),
+            | Request::Scale { name: n, .. }
+            | Request::SignalService { name: n, .. } => controls(n),
             Request::Run(_)
             | Request::StartDaemon(_)
             | Request::MonitorFd

@@ -946,3 +946,26 @@ fn env_files_as_systemd_reads_them() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("env_file: /no/such/env"));
 }
+
+/// `Signal,<service>,<signal>` reaches every running instance.
+#[test]
+fn signal_a_service_by_name() {
+    let lua = format!(
+        r#"service "pool" {{ cmd = {}, replicas = 2 }}
+           service "off" {{ cmd = {}, autostart = false }}"#,
+        helper("block USR1 await USR1 exit 7"),
+        helper("hang")
+    );
+    let d = with_config("signalname", &lua, &[]);
+    wait_for("both running", || {
+        state(&d, "pool", 0) == "running" && state(&d, "pool", 1) == "running"
+    });
+    let o = d.ctl(&["signal", "pool", "USR1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    wait_for("both got it and exited 7", || {
+        let s = services(&d);
+        (0..2).all(|i| s[&("pool".to_string(), i)][9].contains('7'))
+    });
+    assert!(d.ask("Signal,off,TERM")[0].starts_with("Error,not-running,"));
+    assert!(d.ask("Signal,nosuch,TERM")[0].starts_with("Error,no-such-service,"));
+}

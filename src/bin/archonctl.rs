@@ -35,7 +35,8 @@ commands (protocol verb in brackets):
   monitor-pid PID                              watch a process, archon opens the pidfd [MonitorPid]
   status [ID | NAME]                           the process and service tables [Status]
   stop ID [GRACE_SECONDS]                      SIGTERM, then SIGKILL after the grace period [Stop]
-  signal ID SIGNAL                             send a signal by name or number [Signal]
+  signal ID|NAME SIGNAL                        send a signal by name or number to a process,
+                                               or to every running instance of a service [Signal]
   subscribe                                    print state changes as they happen [Subscribe]
   version                                      show archon's version [Version]
   poweroff | reboot | halt                     orderly shutdown, then (as init) power off,
@@ -305,13 +306,23 @@ fn build_request(cmd: &str, args: &[String]) -> Result<Request, String> {
         }
         "signal" => {
             max(2)?;
-            let id = one_id(args, "signal")?;
             let sig = args.get(1).ok_or("signal needs a signal name or number")?;
             let signal = match sig.parse::<i32>() {
                 Ok(n) => SignalSpec::Number(n),
                 Err(_) => SignalSpec::Name(sig.to_ascii_uppercase()),
             };
-            Request::Signal { id, signal }
+            match args.first() {
+                Some(n) if n.parse::<u64>().is_err() && is_service_name(n) => {
+                    Request::SignalService {
+                        name: n.clone(),
+                        signal,
+                    }
+                }
+                _ => Request::Signal {
+                    id: one_id(args, "signal")?,
+                    signal,
+                },
+            }
         }
         "subscribe" => {
             max(0)?;

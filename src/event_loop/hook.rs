@@ -178,16 +178,7 @@ impl EventLoop {
                     }
                 }
                 HookAction::Signal(name, sig) => {
-                    let entries: Vec<u64> = self
-                        .services
-                        .instances(Some(&name))
-                        .map(|v| v.iter().filter_map(|(_, i)| i.entry).collect())
-                        .unwrap_or_default();
-                    for e in entries {
-                        if let Some(w) = self.watched.get(&e) {
-                            let _ = platform::pidfd_send_signal(&w.pidfd, sig);
-                        }
-                    }
+                    let _ = self.signal_service(&name, sig);
                 }
                 HookAction::SetStatus(name, text) => self.services.set_status_by_name(&name, &text),
                 HookAction::Run { argv, callback, by } => {

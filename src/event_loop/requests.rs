@@ -219,6 +219,22 @@ impl EventLoop {
                     Err(reply) => Some(reply),
                 }
             }
+            Request::SignalService { name, signal } => {
+                let Some(signo) = platform::signal_number(&signal.to_string()) else {
+                    return Some(Reply::error(
+                        ErrorKind::BadRequest,
+                        format!("unknown signal: {signal}"),
+                    ));
+                };
+                Some(match self.signal_service(&name, signo) {
+                    Ok(0) => Reply::error(
+                        ErrorKind::NotRunning,
+                        format!("service {name} has no running process"),
+                    ),
+                    Ok(_) => Reply::Ok(Vec::new()),
+                    Err(e) => Reply::error(ErrorKind::NoSuchService, e),
+                })
+            }
             Request::Signal { id, signal } => {
                 let signo = match &signal {
                     SignalSpec::Number(n) => platform::signal_number(&n.to_string()),

@@ -332,6 +332,22 @@ impl EventLoop {
     /// `READY=1` (and `STATUS=`, `STOPPING=1`) from a service's main
     /// process; messages from any other pid are ignored, as systemd's
     /// NotifyAccess=main does.
+    /// Sends a signal to every running instance's main process (through
+    /// its pidfd); returns how many got it.
+    pub(super) fn signal_service(&self, name: &str, signo: i32) -> Result<usize, String> {
+        let entries: Vec<u64> = self
+            .services
+            .instances(Some(name))?
+            .iter()
+            .filter_map(|(_, i)| i.entry)
+            .collect();
+        Ok(entries
+            .iter()
+            .filter_map(|e| self.watched.get(e))
+            .filter(|w| platform::pidfd_send_signal(&w.pidfd, signo).is_ok())
+            .count())
+    }
+
     /// Why a service is killed at its start timeout, at warn: killed in a
     /// loop with no reason given, it is a mystery to its owner.
     fn warn_start_timeout(&self, name: &str, index: u32) {

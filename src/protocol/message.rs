@@ -80,6 +80,15 @@ pub enum SignalSpec {
     Number(i32),
 }
 
+impl std::fmt::Display for SignalSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SignalSpec::Name(n) => f.write_str(n),
+            SignalSpec::Number(n) => write!(f, "{n}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command {
     pub argv: Vec<String>,
@@ -119,6 +128,11 @@ pub enum Request {
     },
     Signal {
         id: u64,
+        signal: SignalSpec,
+    },
+    /// `Signal,<name>,<signal>`: every running instance of a service.
+    SignalService {
+        name: String,
         signal: SignalSpec,
     },
     Subscribe,
@@ -346,7 +360,8 @@ pub fn parse_request(line: &[u8]) -> ParseResult<Request> {
         }
         "Signal" => {
             arity(verb, args, 2, 2)?;
-            let id = parse_id(&args[0])?;
+            let service = args[0].parse::<u64>().is_err() && is_service_name(&args[0]);
+            let id = if service { 0 } else { parse_id(&args[0])? };
             let s = &args[1];
             let signal = match s.parse::<i32>() {
                 Ok(n) if n > 0 => SignalSpec::Number(n),
@@ -360,6 +375,12 @@ pub fn parse_request(line: &[u8]) -> ParseResult<Request> {
                 }
                 Err(_) => return bad(format!("not a signal: {s}")),
             };
+            if service {
+                return Ok(Request::SignalService {
+                    name: args[0].clone(),
+                    signal,
+                });
+            }
             Ok(Request::Signal { id, signal })
         }
         "Subscribe" => arity(verb, args, 0, 0).map(|_| Request::Subscribe),
@@ -388,7 +409,7 @@ impl Request {
             Request::DumpConfig => "DumpConfig",
             Request::Depend { .. } => "Depend",
             Request::Undepend { .. } => "Undepend",
-            Request::Signal { .. } => "Signal",
+            Request::Signal { .. } | Request::SignalService { .. } => "Signal",
             Request::Subscribe => "Subscribe",
             Request::Version => "Version",
             Request::Power(a) => a.verb(),
@@ -434,10 +455,10 @@ impl Request {
             }
             Request::Signal { id, signal } => {
                 f.extend(["Signal".into(), id.to_string()]);
-                f.push(match signal {
-                    SignalSpec::Name(n) => n.clone(),
-                    SignalSpec::Number(n) => n.to_string(),
-                });
+                f.push(signal.to_string());
+            }
+            Request::SignalService { name, signal } => {
+                f.extend(["Signal".into(), name.clone(), signal.to_string()]);
             }
             Request::Subscribe => f.push("Subscribe".into()),
             Request::Version => f.push("Version".into()),
