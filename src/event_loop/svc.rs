@@ -118,7 +118,7 @@ impl EventLoop {
         match self.try_spawn_service(&spec, index) {
             Ok((spawned, pipes)) => {
                 let pid = spawned.pid;
-                let argv = instance_argv(&spec.cmd, index);
+                let argv = instance_argv(&spec.cmd, index).into_owned();
                 let id = self.track(Kind::Service, spawned, argv, None, now);
                 // It leads its own process group: stops reach its children.
                 if spec.kill_mode == crate::services::spec::KillMode::Group {
@@ -546,16 +546,13 @@ impl EventLoop {
 
 /// A service's argv for one instance: `${ARCHON_INSTANCE}` in an argument
 /// becomes the instance number (as supervisord's `%(process_num)d`: a pool
-/// of `--port 808${ARCHON_INSTANCE}`), without a shell.
-fn instance_argv(cmd: &[String], index: u32) -> Vec<String> {
+/// of `--port 808${ARCHON_INSTANCE}`), without a shell. Borrowed when no
+/// argument has it (a respawn allocates nothing for it).
+fn instance_argv(cmd: &[String], index: u32) -> std::borrow::Cow<'_, [String]> {
     const TOKEN: &str = "${ARCHON_INSTANCE}";
-    cmd.iter()
-        .map(|a| {
-            if a.contains(TOKEN) {
-                a.replace(TOKEN, &index.to_string())
-            } else {
-                a.clone()
-            }
-        })
-        .collect()
+    if !cmd.iter().any(|a| a.contains(TOKEN)) {
+        return std::borrow::Cow::Borrowed(cmd);
+    }
+    let n = index.to_string();
+    std::borrow::Cow::Owned(cmd.iter().map(|a| a.replace(TOKEN, &n)).collect())
 }
