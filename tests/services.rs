@@ -969,3 +969,42 @@ fn signal_a_service_by_name() {
     assert!(d.ask("Signal,off,TERM")[0].starts_with("Error,not-running,"));
     assert!(d.ask("Signal,nosuch,TERM")[0].starts_with("Error,no-such-service,"));
 }
+
+/// A pool's own budget: restarts of all its instances together; once it
+/// is spent the whole pool is stopped and failed, subscribers and hooks
+/// told, though each instance alone is within its own budget.
+#[test]
+fn a_pool_budget_fails_the_whole_pool() {
+    let lua = format!(
+        r#"service "pool" {{ cmd = {}, replicas = 3,
+             backoff = {{ initial = 0.01, max = 0.01 }},
+             budget = {{ restarts = 100, window = 60 }},
+             pool_budget = {{ restarts = 4, window = 60 }} }}
+           service "steady" {{ cmd = {} }}
+           on("failed", "pool", function(ev) archon.log("info", "POOL FAILED " .. ev.instance) end)"#,
+        helper("exit 1"),
+        helper("hang")
+    );
+    let d = with_config("poolbudget", &lua, &[]);
+    wait_for("the whole pool failed", || {
+        let s = services(&d);
+        (0..3).all(|i| s[&("pool".to_string(), i)][3] == "failed")
+    });
+    let restarts: u32 = (0..3)
+        .map(|i| {
+            services(&d)[&("pool".to_string(), i)][6]
+                .parse::<u32>()
+                .unwrap()
+        })
+        .sum();
+    assert!(restarts <= 5, "the pool restarted {restarts} times");
+    wait_for("the hooks heard of it", || {
+        d.log().matches("POOL FAILED").count() == 3
+    });
+    assert_eq!(state(&d, "steady", 0), "running");
+    // Start clears it, as for an instance's own budget.
+    assert_eq!(last(&d.ask("Start,pool")), "Ok");
+    wait_for("the pool starting again", || {
+        services(&d)[&("pool".to_string(), 0)][3] != "failed"
+    });
+}

@@ -223,6 +223,10 @@ fn setting_rows(s: &ServiceSpec, services: &Services, out: &mut String) {
         }
         None => put("budget", "false".into()),
     }
+    if let Some(b) = &s.pool_budget {
+        put("pool_budget.restarts", b.restarts.to_string());
+        put("pool_budget.window", fmt_millis(b.window_ms));
+    }
     put("replicas", s.replicas.to_string());
     let mut deps = s.depends_on.clone();
     deps.extend(services.extra_deps(&s.name));

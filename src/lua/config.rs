@@ -294,6 +294,7 @@ const KEYS: &[&str] = &[
     "success_codes",
     "backoff",
     "budget",
+    "pool_budget",
     "replicas",
     "depends_on",
     "oneshot",
@@ -526,33 +527,10 @@ fn parse_service(
                 }
                 _ => bad("backoff", "expected a table"),
             },
-            "budget" => match &v {
-                Value::Boolean(false) => s.budget = None,
-                Value::Table(b) => {
-                    let restarts = b.get::<Value>("restarts").ok().and_then(|v| int(&v));
-                    let window = b.get::<Value>("window").ok().and_then(|v| seconds(&v));
-                    let extra = b
-                        .clone()
-                        .pairs::<Value, Value>()
-                        .filter_map(|p| p.ok())
-                        .any(|(k, _)| !matches!(text(&k).as_deref(), Some("restarts" | "window")));
-                    match (restarts, window) {
-                        (Some(r), Some(w)) if (0..=1_000_000).contains(&r) && !extra => {
-                            s.budget = Some(Budget {
-                                restarts: r as u32,
-                                window_ms: w,
-                            })
-                        }
-                        _ => bad(
-                            "budget",
-                            "expected { restarts = N, window = SECONDS } or false",
-                        ),
-                    }
-                }
-                _ => bad(
-                    "budget",
-                    "expected { restarts = N, window = SECONDS } or false",
-                ),
+            key @ ("budget" | "pool_budget") => match parse_budget(&v) {
+                Some(b) if key == "budget" => s.budget = b,
+                Some(b) => s.pool_budget = b,
+                None => bad(key, "expected { restarts = N, window = SECONDS } or false"),
             },
             "replicas" => match int(&v) {
                 Some(n) if (0..=10_000).contains(&n) => s.replicas = n as u32,
@@ -669,6 +647,33 @@ fn resolve_identity(
         }
     }
     Ok(id)
+}
+
+/// `{ restarts = N, window = SECONDS }` or `false` (Some(None)); None when
+/// it is neither.
+fn parse_budget(v: &Value) -> Option<Option<Budget>> {
+    match v {
+        Value::Boolean(false) => Some(None),
+        Value::Table(b) => {
+            let restarts = b.get::<Value>("restarts").ok().and_then(|v| int(&v));
+            let window = b.get::<Value>("window").ok().and_then(|v| seconds(&v));
+            let extra = b
+                .clone()
+                .pairs::<Value, Value>()
+                .filter_map(|p| p.ok())
+                .any(|(k, _)| !matches!(text(&k).as_deref(), Some("restarts" | "window")));
+            match (restarts, window) {
+                (Some(r), Some(w)) if (0..=1_000_000).contains(&r) && !extra => {
+                    Some(Some(Budget {
+                        restarts: r as u32,
+                        window_ms: w,
+                    }))
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }
 
 /// A systemd-style environment file: `NAME=value` lines; blank lines and

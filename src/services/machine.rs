@@ -23,6 +23,7 @@
 //!            Exited, otherwise             -> backoff    delay = initial, then x multiplier, capped
 //! backoff    Tick past the delay           -> starting
 //! any live   Stop                          -> stopping   stop signal, SIGKILL after grace
+//! any        PoolFailed (pool budget spent) -> failed     a live one stops first
 //! starting
 //! (no pid),
 //! backoff    Stop                          -> stopped
@@ -79,6 +80,8 @@ pub enum Event {
     Unhealthy,
     Healthy,
     StartTimeout,
+    /// The pool's own budget is spent: stop, and be failed.
+    PoolFailed,
     Exited(Exit),
     Stop,
     /// Stop, then start again once stopped (a restart or a changed spec).
@@ -127,6 +130,8 @@ pub struct Instance {
     restart_after_stop: bool,
     /// The start timeout fired: the exit that follows is a failure.
     pub timed_out: bool,
+    /// The pool's budget is spent: once stopped, the instance is failed.
+    fail_after_stop: bool,
     /// What the service last said about itself (systemd's STATUS=).
     pub status_text: String,
 }
@@ -148,6 +153,7 @@ impl Instance {
             start_deadline: None,
             restart_after_stop: false,
             timed_out: false,
+            fail_after_stop: false,
             status_text: String::new(),
         }
     }
@@ -228,7 +234,9 @@ impl Instance {
                     fx.extend(self.after_exit(exit, spec, mono, wall));
                 } else {
                     self.gone(exit);
-                    if std::mem::take(&mut self.restart_after_stop) {
+                    if std::mem::take(&mut self.fail_after_stop) {
+                        self.set(S::Failed, wall);
+                    } else if std::mem::take(&mut self.restart_after_stop) {
                         self.set(S::Starting, wall);
                         fx.push(Action::Spawn);
                     } else {
@@ -253,6 +261,28 @@ impl Instance {
                     None if again => {}
                     None => self.set(S::Stopped, wall),
                 }
+            }
+            (S::Stopped | S::Backoff | S::Exited, Event::PoolFailed) => {
+                self.next_attempt = None;
+                self.set(S::Failed, wall);
+            }
+            (S::Starting | S::Running | S::Unhealthy, Event::PoolFailed) => match self.entry {
+                Some(entry) => {
+                    self.fail_after_stop = true;
+                    self.restart_after_stop = false;
+                    self.set(S::Stopping, wall);
+                    self.start_deadline = None;
+                    fx.push(Action::Kill {
+                        entry,
+                        signal: spec.stop_signal,
+                        grace_ms: spec.grace_ms,
+                    });
+                }
+                None => self.set(S::Failed, wall),
+            },
+            (S::Stopping, Event::PoolFailed) => {
+                self.fail_after_stop = true;
+                self.restart_after_stop = false;
             }
             (S::Backoff, Event::Stop) => {
                 self.next_attempt = None;
@@ -387,6 +417,25 @@ mod tests {
         assert_eq!(i.step(Event::Start, s, at, at), vec![Action::Spawn]);
         i.step(Event::Spawned { entry: 1, pid: 10 }, s, at, at);
         assert_eq!(i.state, SvcState::Running);
+    }
+
+    #[test]
+    fn a_spent_pool_budget_stops_a_live_instance_then_fails_it() {
+        let s = spec();
+        let mut i = Instance::new(0);
+        running(&mut i, &s, 0);
+        let fx = i.step(Event::PoolFailed, &s, 10, 10);
+        assert!(matches!(fx[..], [Action::Kill { entry: 1, .. }]));
+        assert_eq!(i.state, SvcState::Stopping);
+        i.step(Event::Exited(Exit::Signal(15, "TERM".into())), &s, 20, 20);
+        assert_eq!(i.state, SvcState::Failed);
+        // One waiting to restart fails at once, with nothing to kill.
+        let mut b = Instance::new(1);
+        running(&mut b, &s, 0);
+        b.step(Event::Exited(Exit::Code(1)), &s, 10, 10);
+        assert_eq!(b.state, SvcState::Backoff);
+        assert!(b.step(Event::PoolFailed, &s, 11, 11).is_empty());
+        assert_eq!((b.state, b.next_attempt), (SvcState::Failed, None));
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct Services {
     /// Boxed: a spec is large and maps move their values around.
     specs: BTreeMap<String, Box<ServiceSpec>>,
     instances: BTreeMap<String, Vec<Instance>>,
+    /// Recent restarts of each pool (monotonic ms), for `pool_budget`.
+    pool_recent: BTreeMap<String, std::collections::VecDeque<u64>>,
     /// Dependencies added at run time (`Depend`), on top of the config's.
     extra_deps: BTreeMap<String, BTreeSet<String>>,
     by_entry: HashMap<u64, (String, u32)>,
@@ -437,9 +439,44 @@ impl Services {
     /// A process exited; None when it was no service's.
     pub fn exited(&mut self, entry: u64, exit: Exit, mono: u64, wall: u64) -> Option<Vec<Cmd>> {
         let (n, i) = self.by_entry.remove(&entry)?;
+        let restarts = |m: &Self| {
+            m.instances
+                .get(&n)
+                .and_then(|v| v.iter().find(|x| x.index == i))
+                .map_or(0, |x| x.restarts)
+        };
+        let before = restarts(self);
         let mut out = self.step(&n, i, Event::Exited(exit), mono, wall);
+        if restarts(self) > before {
+            out.extend(self.pool_restarted(&n, mono, wall));
+        }
         out.extend(self.settle(mono, wall));
         Some(out)
+    }
+
+    /// One instance of `name` is restarting: counted against the pool's
+    /// budget; once it is spent, every instance is stopped and failed.
+    fn pool_restarted(&mut self, name: &str, mono: u64, wall: u64) -> Vec<Cmd> {
+        let Some(b) = self.specs.get(name).and_then(|s| s.pool_budget.clone()) else {
+            return Vec::new();
+        };
+        let recent = self.pool_recent.entry(name.to_string()).or_default();
+        recent.push_back(mono);
+        while recent
+            .front()
+            .is_some_and(|&t| mono.saturating_sub(t) >= b.window_ms)
+        {
+            recent.pop_front();
+        }
+        if recent.len() as u32 <= b.restarts {
+            return Vec::new();
+        }
+        recent.clear();
+        let mut out = Vec::new();
+        for i in self.indexes(name) {
+            out.extend(self.step(name, i, Event::PoolFailed, mono, wall));
+        }
+        out
     }
 
     /// Time passed: backoff delays and start timeouts that are due.
@@ -512,6 +549,7 @@ impl Services {
         if !self.known(name) {
             return Err(Self::unknown(name));
         }
+        self.pool_recent.remove(name);
         let mut out = Vec::new();
         for dep in self.dependency_closure(name) {
             let down = self.instances.get(&dep).is_some_and(|v| {

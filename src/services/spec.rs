@@ -118,6 +118,10 @@ pub struct ServiceSpec {
     pub success_codes: Vec<i32>,
     pub backoff: Backoff,
     pub budget: Option<Budget>,
+    /// Restarts of all the pool's instances together (supervisord has
+    /// none; systemd's StartLimitBurst is per unit): past it the whole
+    /// pool is stopped and failed.
+    pub pool_budget: Option<Budget>,
     pub replicas: u32,
     pub depends_on: Vec<String>,
     pub oneshot: bool,
@@ -159,6 +163,7 @@ impl ServiceSpec {
                 restarts: 10,
                 window_ms: 60_000,
             }),
+            pool_budget: None,
             replicas: 1,
             depends_on: Vec::new(),
             oneshot: false,

@@ -135,6 +135,12 @@ pub fn encode(s: &ServiceSpec, out: &mut Vec<Record>) {
         )),
         None => out.push(rec("budget", [])),
     }
+    if let Some(g) = &s.pool_budget {
+        out.push(rec(
+            "pool_budget",
+            [b(g.restarts.to_string()), b(g.window_ms.to_string())],
+        ));
+    }
     out.push(rec("replicas", [b(s.replicas.to_string())]));
     out.push(rec("depends_on", s.depends_on.iter().map(b)));
     out.push(rec("oneshot", [flag(s.oneshot)]));
@@ -297,6 +303,15 @@ pub fn decode(records: &[Record]) -> Result<Vec<ServiceSpec>, String> {
                     _ => return Err("bad budget".into()),
                 }
             }
+            b"pool_budget" => match args {
+                [n, w] => {
+                    s.pool_budget = Some(Budget {
+                        restarts: num(n)?,
+                        window_ms: num(w)?,
+                    })
+                }
+                _ => return Err("bad pool_budget".into()),
+            },
             b"replicas" => s.replicas = num(one()?)?,
             b"depends_on" => s.depends_on = strings()?,
             b"oneshot" => s.oneshot = bool_of(one()?)?,
@@ -377,6 +392,10 @@ mod tests {
         s.success_codes = vec![0, 3];
         s.backoff.multiplier = 1.5;
         s.budget = None;
+        s.pool_budget = Some(Budget {
+            restarts: 4,
+            window_ms: 9000,
+        });
         s.replicas = 3;
         s.depends_on = vec!["db".into()];
         s.oneshot = true;
