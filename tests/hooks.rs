@@ -627,4 +627,24 @@ fn a_worker_runs_only_while_hooks_need_it() {
         c.sort();
         c == ["archon-lua", "archon-testhelp"]
     });
+    // The worker runs under its memory and CPU limits.
+    let pid = busy.pid();
+    let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    let worker = kids
+        .split_whitespace()
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.trim() == "archon-lua")
+        })
+        .unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{worker}/limits")).unwrap();
+    let limit = |name: &str| {
+        limits
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l.split_whitespace().rev().nth(2).unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(limit("Max address space"), "1073741824", "{limits}");
+    assert_eq!(limit("Max cpu time"), "3600", "{limits}");
 }

@@ -24,6 +24,8 @@ const MAX_OUT: usize = 8 << 20;
 const MAX_PENDING_LOADS: usize = 4;
 /// Replies handled per pass of the loop.
 const FRAMES_PER_PASS: usize = 64;
+/// The worker's CPU time limit, in seconds, over its whole life.
+const WORKER_CPU_SECS: u64 = 3600;
 /// The worker's address-space limit (Lua's own limits are far below it).
 const WORKER_AS: u64 = 1 << 30;
 /// Deaths within `DEATH_WINDOW_MS` after which the worker is given up on.
@@ -145,6 +147,10 @@ fn spawn_worker(
     };
     spec.rlimits = vec![
         (libc::RLIMIT_AS as i32, lim(WORKER_AS)),
+        // Cumulative CPU: a worker that has burnt an hour of CPU on hooks
+        // is ended (SIGKILL at the hard limit) and a fresh one takes over;
+        // per call, the wall-clock deadline is the bound.
+        (libc::RLIMIT_CPU as i32, lim(WORKER_CPU_SECS)),
         (libc::RLIMIT_CORE as i32, lim(0)),
         (libc::RLIMIT_NOFILE as i32, lim(64)),
     ];
