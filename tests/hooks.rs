@@ -183,7 +183,18 @@ fn hostile_hooks_are_stopped_and_disabled() {
             "on(\"spawned\", \"tick\", function(ev) -- {name}\n  {body}\nend)\n"
         ));
     }
-    let d = with_config("hostile", &lua);
+    // The in-process sandbox is under test here: a generous deadline, so
+    // that on a loaded machine a hook spending its whole instruction
+    // budget is stopped by the budget (and counted), not by the worker's
+    // deadline.
+    let dir = temp_dir("hostile-cfg");
+    let path = dir.join("hooks.lua");
+    std::fs::write(&path, &lua).unwrap();
+    let d = Daemon::start_with(
+        "hostile",
+        &["--hook-timeout", "30", "--config", path.to_str().unwrap()],
+        |_| {},
+    );
     for (i, (name, _)) in cases.iter().enumerate() {
         // Each hook is on its own line pair: line 2 + 3 * i + 1 is `on(`.
         let line = 2 + 3 * i;
