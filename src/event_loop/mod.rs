@@ -16,8 +16,9 @@ mod sources;
 mod stream;
 mod svc;
 mod worker;
+mod worker_start;
 
-pub use worker::check as check_config;
+pub use worker_start::check as check_config;
 
 use crate::cli::Options;
 use crate::platform::{self, RawExit};
