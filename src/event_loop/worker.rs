@@ -24,6 +24,8 @@ const MAX_CALLS: usize = 10_000;
 const MAX_OUT: usize = 8 << 20;
 /// Reloads waiting for the worker at once, at most (each holds the file).
 const MAX_PENDING_LOADS: usize = 4;
+/// Hook actions waiting to be applied, at most.
+const MAX_QUEUED_ACTIONS: usize = 10_000;
 /// Replies handled per pass of the loop.
 const FRAMES_PER_PASS: usize = 64;
 /// Deaths within `DEATH_WINDOW_MS` after which the worker is given up on.
@@ -277,7 +279,17 @@ impl EventLoop {
         }
         match (call, reply) {
             (Call::Event(_) | Call::RunDone, FromWorker::Actions { actions, .. }) => {
-                self.hook_actions.extend(actions);
+                // Bounded where they are queued: a worker answering faster
+                // than 1 000 actions an iteration are applied cannot grow
+                // the queue without end.
+                let room = MAX_QUEUED_ACTIONS.saturating_sub(self.hook_actions.len());
+                if actions.len() > room {
+                    log::warn!(
+                        "hook actions dropped: {} waiting already, limit {MAX_QUEUED_ACTIONS}",
+                        self.hook_actions.len()
+                    );
+                }
+                self.hook_actions.extend(actions.into_iter().take(room));
             }
             (
                 Call::Load {

@@ -246,16 +246,10 @@ impl Instance {
             }
             (S::Starting | S::Running | S::Unhealthy, ev @ (Event::Stop | Event::Restart)) => {
                 let again = ev == Event::Restart;
-                match self.entry {
-                    Some(entry) => {
+                match self.begin_stop(spec, wall) {
+                    Some(kill) => {
                         self.restart_after_stop = again;
-                        self.set(S::Stopping, wall);
-                        self.start_deadline = None;
-                        fx.push(Action::Kill {
-                            entry,
-                            signal: spec.stop_signal,
-                            grace_ms: spec.grace_ms,
-                        });
+                        fx.push(kill);
                     }
                     // Not spawned yet: a restart changes nothing.
                     None if again => {}
@@ -266,20 +260,16 @@ impl Instance {
                 self.next_attempt = None;
                 self.set(S::Failed, wall);
             }
-            (S::Starting | S::Running | S::Unhealthy, Event::PoolFailed) => match self.entry {
-                Some(entry) => {
-                    self.fail_after_stop = true;
-                    self.restart_after_stop = false;
-                    self.set(S::Stopping, wall);
-                    self.start_deadline = None;
-                    fx.push(Action::Kill {
-                        entry,
-                        signal: spec.stop_signal,
-                        grace_ms: spec.grace_ms,
-                    });
+            (S::Starting | S::Running | S::Unhealthy, Event::PoolFailed) => {
+                match self.begin_stop(spec, wall) {
+                    Some(kill) => {
+                        self.fail_after_stop = true;
+                        self.restart_after_stop = false;
+                        fx.push(kill);
+                    }
+                    None => self.set(S::Failed, wall),
                 }
-                None => self.set(S::Failed, wall),
-            },
+            }
             (S::Stopping, Event::PoolFailed) => {
                 self.fail_after_stop = true;
                 self.restart_after_stop = false;
@@ -313,6 +303,19 @@ impl Instance {
             (_, _) => {}
         }
         fx
+    }
+
+    /// Stopping a live process: the state and the kill to send. None
+    /// when no process was spawned yet (nothing changes then).
+    fn begin_stop(&mut self, spec: &ServiceSpec, wall: u64) -> Option<Action> {
+        let entry = self.entry?;
+        self.set(SvcState::Stopping, wall);
+        self.start_deadline = None;
+        Some(Action::Kill {
+            entry,
+            signal: spec.stop_signal,
+            grace_ms: spec.grace_ms,
+        })
     }
 
     fn gone(&mut self, exit: Exit) {
