@@ -688,10 +688,10 @@ fn a_full_filesystem_loses_whole_lines_and_counts_them() {
     wait_for("writable again", || {
         d.log().contains("log file writable again")
     });
-    let text = std::fs::read_to_string(&log).unwrap();
     wait_for("the last line", || {
         std::fs::read_to_string(&log).is_ok_and(|t| t.ends_with("after\n"))
     });
+    let text = std::fs::read_to_string(&log).unwrap();
     // The file may take a line or two between losses (tmpfs frees a
     // partial page when a line is cut off): every recovery reports its own.
     let lost: usize = d
