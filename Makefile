@@ -2,17 +2,30 @@
 # Builds archon and archonctl (release) unless BIN_DIR already holds them,
 # and installs them with their man pages. The test helper and the benchmark
 # (tools/) are never installed.
+#
+# make static [STATIC_TARGET_DIR=target]
+# Fully static archon and archonctl (musl, static-pie) for scratch and
+# Alpine images, in $(STATIC_TARGET_DIR)/x86_64-unknown-linux-musl/release/.
+# Needs `rustup target add x86_64-unknown-linux-musl` and musl-tools (musl-gcc
+# builds Lua). Why musl and not static glibc: a static glibc cannot load NSS
+# modules and warns at every getpwnam; musl resolves users from /etc/passwd,
+# which is what an image has.
 PREFIX ?= /usr/local
 DESTDIR ?=
 BIN_DIR ?= target/release
 CARGO ?= cargo
+STATIC_TARGET_DIR ?= target
 MAN5 = man/archon-config.5 man/archon-hooks.5
 MAN7 = man/archon-protocol.7
 MAN8 = man/archon.8 man/archonctl.8
 
-.PHONY: all install uninstall
+.PHONY: all install uninstall static
 all:
 	$(CARGO) build --release --locked -p archon
+
+static:
+	$(CARGO) build --release --locked -p archon --target x86_64-unknown-linux-musl \
+		--target-dir $(STATIC_TARGET_DIR)
 
 install:
 	test -x $(BIN_DIR)/archon -a -x $(BIN_DIR)/archonctl || $(CARGO) build --release --locked -p archon

@@ -64,6 +64,20 @@ fn run_reports_exit_codes_like_a_shell() {
         "ExitStatus,126"
     );
     assert!(d.log().contains("command not found"));
+    // Through archonctl, the reason reaches the caller's stderr, as a
+    // shell's "not found" does.
+    let o = d.ctl(&["run", "--", "no-such-program-archon", "x"]);
+    assert_eq!(o.status.code(), Some(127));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("archon: no-such-program-archon: command not found"),
+        "{err}"
+    );
+    let o = d.ctl(&["run", "--"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = d.ctl(&["run", "--", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(126));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("archon: "));
 }
 
 #[test]
@@ -1208,6 +1222,17 @@ fn archonctl_refuses_arguments_with_line_breaks() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("line break"));
     let o = d.ctl(&["start", "-e", "A=x\ny", "--", "sleep", "1"]);
     assert_eq!(o.status.code(), Some(2));
+    // Nor is an argument that is not UTF-8 changed into one that is.
+    use std::os::unix::ffi::OsStrExt;
+    let o = std::process::Command::new(CTL)
+        .arg("--socket")
+        .arg(&d.sock)
+        .args(["run", "--", "touch"])
+        .arg(std::ffi::OsStr::from_bytes(b"x\xff"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not UTF-8"));
     assert!(!marker.exists());
     assert_eq!(d.ask("Status"), ["Ok"]);
 }

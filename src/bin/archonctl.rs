@@ -6,8 +6,9 @@
 //! the stack guard, a signal stack, polling fds 0-2, ignoring SIGPIPE) costs
 //! more than the request itself and buys nothing here: SIGPIPE keeps its
 //! default (so `archonctl status | head` ends quietly, as C tools do) and
-//! writes to the socket use MSG_NOSIGNAL. `std::env::args` still works
-//! (glibc hands argv to std's `.init_array` hook).
+//! writes to the socket use MSG_NOSIGNAL. The arguments are read from
+//! `main`'s own `argv`: `std::env::args` is empty without std's `main` on
+//! musl (only glibc hands argv to std's `.init_array` hook).
 #![no_main]
 
 use archon::protocol::{is_service_name, Command, PowerAction, ReplyLine, Request, SignalSpec};
@@ -57,8 +58,8 @@ macro_rules! outln {
 const RUN_FAILED: i32 = 125;
 
 #[unsafe(no_mangle)]
-extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
-    let code = real_main();
+extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
+    let code = real_main(c_args(argc, argv));
     // Flush what println! buffered; exit() would not run Rust destructors.
     let _ = std::io::stdout().flush();
     code
@@ -77,8 +78,32 @@ fn usage(msg: &str) -> i32 {
     2
 }
 
-fn real_main() -> i32 {
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
+/// argv after argv[0]; an argument that is not UTF-8 is refused (the
+/// protocol carries text), never changed.
+fn c_args(argc: libc::c_int, argv: *const *const libc::c_char) -> Result<Vec<String>, String> {
+    let n = usize::try_from(argc).unwrap_or(0);
+    let mut out = Vec::with_capacity(n);
+    for i in 1..n {
+        // SAFETY: the C runtime gives argc valid, NUL-terminated strings.
+        let p = unsafe { *argv.add(i) };
+        if p.is_null() {
+            break;
+        }
+        // SAFETY: p is one of those strings.
+        let c = unsafe { std::ffi::CStr::from_ptr(p) };
+        match c.to_str() {
+            Ok(s) => out.push(s.to_owned()),
+            Err(_) => return Err(format!("argument {i} is not UTF-8 text")),
+        }
+    }
+    Ok(out)
+}
+
+fn real_main(args: Result<Vec<String>, String>) -> i32 {
+    let mut args = match args {
+        Ok(a) => a,
+        Err(msg) => return usage(&msg),
+    };
     // SAFETY: getuid cannot fail.
     let uid = unsafe { libc::getuid() };
     let mut ctl = Ctl {

@@ -186,7 +186,7 @@ impl EventLoop {
                         argv: argv.clone(),
                         env: Vec::new(),
                     };
-                    match self.spawn(&cmd, &[], None) {
+                    match self.spawn(&cmd, &[], None, false) {
                         Ok(sp) => {
                             let id = self.track(Kind::Run, sp, argv, None, now);
                             self.internal_runs.insert(id);

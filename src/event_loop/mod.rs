@@ -442,6 +442,7 @@ impl EventLoop {
         cmd: &Command,
         fds: &[OwnedFd],
         as_peer: Option<&crate::access::Peer>,
+        report_exec_failure: bool,
     ) -> Result<platform::Spawned, SpawnFail> {
         // A peer's command does not get archon's environment (it may hold
         // secrets of root's): only a standard PATH and what the request sets.
@@ -452,7 +453,15 @@ impl EventLoop {
                 .into_iter()
                 .chain(cmd.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
         )?;
-        let (program, argv) = exec_parts(&cmd.argv, path.as_deref(), None)?;
+        let (program, argv, fail_with) = match exec_parts(&cmd.argv, path.as_deref(), None) {
+            Ok((program, argv)) => (program, argv, None),
+            Err(SpawnFail::Exec(e)) if report_exec_failure => {
+                log::info!("run failed reason={:?}", e.reason);
+                let reason = CString::new(e.reason.replace('\0', "?")).unwrap_or_default();
+                (CString::default(), Vec::new(), Some((e.code, reason)))
+            }
+            Err(e) => return Err(e),
+        };
         let mut stdio = [self.dev_null.as_raw_fd(), 1, 2];
         for (i, fd) in fds.iter().enumerate() {
             stdio[i] = fd.as_raw_fd();
@@ -474,6 +483,7 @@ impl EventLoop {
             }
             spec.groups = Some(groups);
         }
+        spec.fail_with = fail_with;
         platform::spawn(&spec).map_err(SpawnFail::Os)
     }
 

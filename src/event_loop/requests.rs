@@ -154,7 +154,7 @@ impl EventLoop {
                 if let Err(e) = who.may_run() {
                     return Some(e);
                 }
-                match self.spawn(&cmd, &fds, who.run_as()) {
+                match self.spawn(&cmd, &fds, who.run_as(), true) {
                     Ok(spawned) => {
                         let id = self.track(Kind::Run, spawned, cmd.argv, Some(to), now);
                         who.own(&mut self.sup, id);
@@ -171,7 +171,7 @@ impl EventLoop {
                 }
             }
             Request::StartDaemon(_) if who.may_run().is_err() => who.may_run().err(),
-            Request::StartDaemon(cmd) => match self.spawn(&cmd, &[], who.run_as()) {
+            Request::StartDaemon(cmd) => match self.spawn(&cmd, &[], who.run_as(), false) {
                 Ok(spawned) => {
                     let id = self.track(Kind::Daemon, spawned, cmd.argv, None, now);
                     who.own(&mut self.sup, id);

@@ -125,6 +125,11 @@ pub struct SpawnSpec {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub groups: Option<Vec<libc::gid_t>>,
+    /// Exec nothing: once its stdio is in place, the child writes
+    /// `archon: <reason>` to its stderr and exits with the code, as a shell's
+    /// child does when the program cannot be run. `Run` uses it, so the
+    /// reason reaches the caller's terminal and the reply is still the exit.
+    pub fail_with: Option<(i32, CString)>,
 }
 
 impl SpawnSpec {
@@ -154,6 +159,7 @@ impl SpawnSpec {
             uid: None,
             gid: None,
             groups: None,
+            fail_with: None,
         }
     }
 }
@@ -427,6 +433,13 @@ unsafe fn child_exec(
         }
     }
 
+    if let Some((code, reason)) = &spec.fail_with {
+        let r = reason.as_bytes();
+        libc::write(2, b"archon: ".as_ptr().cast(), 8);
+        libc::write(2, r.as_ptr().cast(), r.len());
+        libc::write(2, b"\n".as_ptr().cast(), 1);
+        libc::_exit(*code);
+    }
     // archon raised its soft limit to the hard one; when they were equal it
     // changed nothing and there is nothing to give back.
     if spec.nofile.rlim_cur != spec.nofile.rlim_max {
