@@ -1010,3 +1010,139 @@ fn a_pool_budget_fails_the_whole_pool() {
         services(&d)[&("pool".to_string(), 0)][3] != "failed"
     });
 }
+
+/// supervisord's startsecs: a process that exits before it is a failed
+/// start, whatever its code (so `on-failure` restarts it, and the budget
+/// ends it, with the reason at warn); one that lives past it is running,
+/// and until then it is `starting`.
+#[test]
+fn startsecs_makes_a_quick_exit_a_failed_start() {
+    let lua = format!(
+        r#"
+        service "quick" {{ cmd = {quick}, restart = "on-failure", startsecs = 30,
+                           budget = {{ restarts = 2, window = 60 }},
+                           backoff = {{ initial = 0.01 }} }}
+        service "plain" {{ cmd = {quick}, restart = "on-failure" }}
+        service "slow" {{ cmd = {hang}, startsecs = 0.3 }}
+        service "after" {{ cmd = {hang}, depends_on = {{ "slow" }} }}
+        "#,
+        quick = helper("exit 0"),
+        hang = helper("hang"),
+    );
+    let d = with_config("startsecs", &lua, &[]);
+    wait_for("quick failed after its budget", || {
+        state(&d, "quick", 0) == "failed"
+    });
+    assert!(d
+        .log()
+        .contains("service quick.0 exited before startsecs=30s"));
+    assert_eq!(services(&d)[&("quick".to_string(), 0)][6], "2");
+    // Without startsecs, exit 0 under on-failure is a clean stop.
+    wait_for("plain stopped", || state(&d, "plain", 0) == "stopped");
+    wait_for("slow running", || state(&d, "slow", 0) == "running");
+    wait_for("after running", || state(&d, "after", 0) == "running");
+    drop(d);
+
+    // Seen on a subscription: slow is running no sooner than startsecs
+    // after it started (a lower bound), and its dependent is spawned only
+    // then.
+    let lua = format!(
+        r#"
+        service "slow" {{ cmd = {hang}, startsecs = 0.3, autostart = false }}
+        service "after" {{ cmd = {hang}, depends_on = {{ "slow" }}, autostart = false }}
+        "#,
+        hang = helper("hang"),
+    );
+    let d = with_config("startsecs-order", &lua, &[]);
+    let mut c = d.conn();
+    assert_eq!(c.request("Subscribe"), ["Ok"]);
+    assert_eq!(d.ask("Start,after"), ["Ok"]);
+    let ev = events_until(&mut c, |f| f[2] == "after" && f[4] == "running");
+    let at = |name: &str, st: &str| {
+        ev.iter()
+            .position(|e| e[2] == name && e[4] == st)
+            .unwrap_or_else(|| panic!("no {name} {st}: {ev:?}"))
+    };
+    let secs = |i: usize| ev[i][1].parse::<f64>().unwrap();
+    assert!(
+        secs(at("slow", "running")) - secs(at("slow", "starting")) >= 0.299,
+        "{ev:?}"
+    );
+    assert!(at("slow", "running") < at("after", "running"), "{ev:?}");
+    assert!(
+        ev[..at("slow", "running")]
+            .iter()
+            .all(|e| e[2] != "after" || e[5].is_empty()),
+        "after spawned before slow ran: {ev:?}"
+    );
+}
+
+/// systemd's WatchdogSec: WATCHDOG_USEC in the environment; a service that
+/// sends WATCHDOG=1 often enough keeps running; one that stops sending is
+/// killed with SIGABRT (watchdog_signal) and restarted, the reason at warn;
+/// WATCHDOG=trigger fires at once.
+#[test]
+fn an_unfed_watchdog_restarts_the_service() {
+    let dir = temp_dir("watchdog-files");
+    let fed = dir.join("fed");
+    let usec = dir.join("usec");
+    let lua = format!(
+        r#"
+        service "fed" {{ cmd = {{ "sh", "-c", "echo $WATCHDOG_USEC > " .. {usec} .. "; exec " .. {feed} }},
+                         watchdog = 1 }}
+        service "unfed" {{ cmd = {hang}, watchdog = 0.3, backoff = {{ initial = 0.01 }} }}
+        service "trigger" {{ cmd = {trigger}, watchdog = 3600, watchdog_signal = "USR1",
+                             restart = "never" }}
+        "#,
+        usec = q(usec.to_str().unwrap()),
+        feed = q(&format!("{HELPER} feed-watchdog 0.05 {}", fed.display())),
+        hang = helper("hang"),
+        trigger = helper("notify WATCHDOG=trigger hang"),
+    );
+    let d = with_config("watchdog", &lua, &[]);
+    wait_for("unfed restarted by the watchdog", || {
+        services(&d)[&("unfed".to_string(), 0)][6] != "0"
+    });
+    assert!(d
+        .log()
+        .contains("service unfed.0 sent no WATCHDOG=1 within watchdog=0.3s"));
+    assert!(d.log().contains("sending it ABRT"), "{}", d.log());
+    wait_for("WATCHDOG_USEC written", || {
+        std::fs::read_to_string(&usec).is_ok_and(|s| s.ends_with('\n'))
+    });
+    assert_eq!(std::fs::read_to_string(&usec).unwrap().trim(), "1000000");
+    wait_for("trigger killed by USR1 and failed", || {
+        state(&d, "trigger", 0) == "failed"
+    });
+    let row = &services(&d)[&("trigger".to_string(), 0)];
+    assert!(row[9].contains("USR1") || row[9] == "138", "{row:?}");
+    // Fed for over two intervals (the helper counts its keepalives): the
+    // same process, never restarted.
+    let pid = pid_of(&d, "fed", 0);
+    wait_for("40 keepalives", || {
+        std::fs::read_to_string(&fed).is_ok_and(|s| s.lines().count() >= 40)
+    });
+    assert_eq!(pid_of(&d, "fed", 0), pid);
+    assert_eq!(services(&d)[&("fed".to_string(), 0)][6], "0");
+    assert_eq!(state(&d, "fed", 0), "running");
+}
+
+/// A service that sends thousands of notify messages as fast as it can
+/// has every one read, in order (its last STATUS= is the one shown, its
+/// READY=1 counts), and archon answers meanwhile. (The kernel queues at
+/// most net.unix.max_dgram_qlen datagrams, 10 by default, and the sender
+/// waits; archon's budget of 64 per pass is a backstop for larger queues,
+/// which this test cannot make.)
+#[test]
+fn a_notify_flood_is_read_in_passes_and_loses_nothing() {
+    let lua = format!(
+        r#"service "loud" {{ cmd = {cmd}, ready = "notify" }}"#,
+        cmd = helper("notify-many 5000 STATUS=n notify READY=1 hang"),
+    );
+    let d = with_config("notifyflood", &lua, &[]);
+    wait_for("loud ready after its flood", || {
+        assert_eq!(d.ask("Version").len(), 1);
+        state(&d, "loud", 0) == "running"
+    });
+    assert_eq!(services(&d)[&("loud".to_string(), 0)][10], "n4999");
+}

@@ -137,6 +137,8 @@ pub struct EventLoop {
     /// The systemd notification socket and its NOTIFY_SOCKET value.
     notify: Option<OwnedFd>,
     notify_name: Option<String>,
+    /// The notify socket had more than a pass's budget: read on next pass.
+    notify_again: bool,
 }
 
 /// The access policy: `--allow` rules with their names resolved (at
@@ -292,6 +294,7 @@ impl EventLoop {
             file_logs: HashMap::new(),
             notify: None,
             notify_name: None,
+            notify_again: false,
             programs: Default::default(),
             chld_pending: false,
             lua,
@@ -364,6 +367,7 @@ impl EventLoop {
                 (!self.hook_actions.is_empty()
                     || !self.hook_pending.is_empty()
                     || !self.again.is_empty()
+                    || self.notify_again
                     || self.lua.unread)
                     .then_some(0),
             ]
@@ -430,6 +434,9 @@ impl EventLoop {
             self.worker_check_deadline();
             self.expire_stalled();
             self.serve_again();
+            if std::mem::take(&mut self.notify_again) {
+                self.notify_event();
+            }
         }
     }
 

@@ -233,6 +233,12 @@ fn setting_rows(s: &ServiceSpec, services: &Services, out: &mut String) {
     put("depends_on", deps.join(" "));
     put("oneshot", s.oneshot.to_string());
     put("start_timeout", fmt_millis(s.start_timeout_ms));
+    put("startsecs", fmt_millis(s.start_secs_ms));
+    put("watchdog", fmt_millis(s.watchdog_ms));
+    put(
+        "watchdog_signal",
+        crate::platform::signal_name(s.watchdog_signal),
+    );
     put("essential", s.essential.to_string());
     put("autostart", s.autostart.to_string());
 }

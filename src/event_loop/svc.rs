@@ -52,6 +52,7 @@ impl EventLoop {
                     if old == SvcState::Starting && state == SvcState::Stopping {
                         self.warn_start_timeout(&name, index);
                     }
+                    self.warn_failed_start_or_watchdog(&name, index, old, state);
                     log::info!(
                         "service {name}.{index} {} pid={}",
                         state.as_str(),
@@ -90,7 +91,7 @@ impl EventLoop {
         let Some(spec) = self.services.spec(name).cloned() else {
             return Vec::new();
         };
-        if spec.ready == Readiness::Notify {
+        if spec.ready == Readiness::Notify || spec.watchdog_ms > 0 {
             self.ensure_notify_socket();
         }
         for out in [&spec.stdout, &spec.stderr] {
@@ -164,8 +165,11 @@ impl EventLoop {
     }
 
     /// A service's envp: archon's environment (unless `env_clear`), its own
-    /// variables, ARCHON_SERVICE and ARCHON_INSTANCE, and NOTIFY_SOCKET when
-    /// it tells readiness that way; and the PATH in it.
+    /// variables, ARCHON_SERVICE and ARCHON_INSTANCE, NOTIFY_SOCKET when
+    /// it tells readiness that way or has a watchdog, and WATCHDOG_USEC
+    /// (systemd's; no WATCHDOG_PID, the pid is not known before the spawn,
+    /// and sd_watchdog_enabled accepts any process without it); and the
+    /// PATH in it.
     fn service_envp(
         &self,
         spec: &ServiceSpec,
@@ -174,17 +178,24 @@ impl EventLoop {
     ) -> Result<(Vec<std::rc::Rc<CString>>, Option<String>), SpawnFail> {
         let instance = index.to_string();
         let notify = match &self.notify_name {
-            Some(name) if notify && spec.ready == Readiness::Notify => Some(name.as_str()),
+            Some(name) if notify && (spec.ready == Readiness::Notify || spec.watchdog_ms > 0) => {
+                Some(name.as_str())
+            }
             _ => None,
         };
+        let usec = (spec.watchdog_ms * 1000).to_string();
+        let watchdog =
+            (notify.is_some() && spec.watchdog_ms > 0).then_some(("WATCHDOG_USEC", usec.as_str()));
         let own = spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         let archon = [
             ("ARCHON_SERVICE", spec.name.as_str()),
             ("ARCHON_INSTANCE", instance.as_str()),
         ];
         let socket = notify.map(|n| ("NOTIFY_SOCKET", n));
-        self.env
-            .envp(spec.env_clear, own.chain(archon).chain(socket))
+        self.env.envp(
+            spec.env_clear,
+            own.chain(archon).chain(socket).chain(watchdog),
+        )
     }
 
     /// Builds the child's environment, stdio and readiness pipe, and spawns.
@@ -374,8 +385,49 @@ impl EventLoop {
         );
     }
 
+    /// An exit before `startsecs`, and a watchdog that went unfed, at warn
+    /// with the reason (as the start timeout).
+    fn warn_failed_start_or_watchdog(
+        &self,
+        name: &str,
+        index: u32,
+        old: SvcState,
+        state: SvcState,
+    ) {
+        let Some(spec) = self.services.spec(name) else {
+            return;
+        };
+        let Some(inst) = self.services.instances(Some(name)).ok().and_then(|v| {
+            v.into_iter()
+                .find(|(_, i)| i.index == index)
+                .map(|(_, i)| i.clone())
+        }) else {
+            return;
+        };
+        if old == SvcState::Starting && inst.early_exit && state != SvcState::Starting {
+            log::warn!(
+                "service {name}.{index} exited before startsecs={}s: a failed start, whatever its status",
+                spec.start_secs_ms as f64 / 1000.0
+            );
+        }
+        if state == SvcState::Stopping && inst.watchdog_fired && old != SvcState::Stopping {
+            log::warn!(
+                "service {name}.{index} sent no WATCHDOG=1 within watchdog={}s (or sent WATCHDOG=trigger); sending it {}, which counts as a failure",
+                spec.watchdog_ms as f64 / 1000.0,
+                platform::signal_name(spec.watchdog_signal)
+            );
+        }
+    }
+
+    /// Reads the notify socket, at most `NOTIFY_PER_PASS` datagrams; the
+    /// rest wait for the next pass (a service cannot flood the loop).
     pub(super) fn notify_event(&mut self) {
-        loop {
+        const NOTIFY_PER_PASS: usize = 64;
+        for n in 0.. {
+            if n == NOTIFY_PER_PASS {
+                self.notify_again = true;
+                return;
+            }
             let Some(fd) = self.notify.as_ref() else {
                 return;
             };
@@ -413,6 +465,11 @@ impl EventLoop {
                         self.services.set_status_text(entry, s);
                     }
                     Some(("STOPPING", "1")) => log::info!("service {name}.{index} says it is stopping"),
+                    Some(("WATCHDOG", w @ ("1" | "trigger"))) => {
+                        let now = self.now();
+                        let cmds = self.services.keepalive(entry, w == "trigger", now.mono, now.wall);
+                        self.apply_svc(cmds);
+                    }
                     Some(("MAINPID", p)) => log::warn!(
                         "service {name}.{index} sent MAINPID={p}: not supported, archon keeps watching pid {pid}"
                     ),

@@ -301,6 +301,9 @@ const KEYS: &[&str] = &[
     "ready",
     "health",
     "start_timeout",
+    "startsecs",
+    "watchdog",
+    "watchdog_signal",
     "essential",
     "autostart",
 ];
@@ -481,6 +484,14 @@ fn parse_service(
             },
             "grace" => set_ms(&v, &mut s.grace_ms, "grace", &mut bad),
             "start_timeout" => set_ms(&v, &mut s.start_timeout_ms, "start_timeout", &mut bad),
+            "startsecs" => set_ms(&v, &mut s.start_secs_ms, "startsecs", &mut bad),
+            "watchdog" => set_ms(&v, &mut s.watchdog_ms, "watchdog", &mut bad),
+            "watchdog_signal" => {
+                match scalar(&v).and_then(|n| crate::platform::signal_number(&n)) {
+                    Some(n) => s.watchdog_signal = n,
+                    None => bad("watchdog_signal", "expected a signal name or number"),
+                }
+            }
             "restart" => match text(&v).as_deref() {
                 Some("always") => s.restart = Restart::Always,
                 Some("on-failure") => s.restart = Restart::OnFailure,
@@ -613,6 +624,11 @@ fn parse_service(
             Ok(id) => s.identity = Some(id),
             Err(e) => errs.push(format!("{at}: {e}")),
         }
+    }
+    if s.oneshot && (s.start_secs_ms > 0 || s.watchdog_ms > 0) {
+        errs.push(format!(
+            "{at}: startsecs and watchdog are for long-running services, not a oneshot"
+        ));
     }
     if s.oneshot && s.replicas > 1 {
         errs.push(format!(

@@ -8,12 +8,17 @@
 //! failed     Start                         -> starting   budget and delay reset
 //! exited     Start                         -> starting   (a oneshot, run again)
 //! backoff    Start                         -> starting   at once
-//! starting   Spawned (ready = exec)        -> running    (oneshot: stays starting)
+//! starting   Spawned (ready = exec)        -> running    (oneshot: stays starting; with
+//!                                                        startsecs, once it has passed)
 //! starting   Spawned (ready = fd)          -> starting   wait for the newline
 //! starting   Ready                         -> running
 //! starting   SpawnFailed                   -> as Exited with status 127/126
 //! starting   StartTimeout                  -> stopping   kill; counts as a failure
 //! running    Unhealthy / Healthy           -> unhealthy / running
+//! running    Keepalive (WATCHDOG=1)        -> running    watchdog due again
+//! running    Tick past the watchdog, or
+//!            WatchdogTrigger               -> stopping   watchdog_signal; counts as a failure
+//! starting   Exited before startsecs       -> as a failure, whatever the code
 //! starting,
 //! running,
 //! unhealthy  Exited, oneshot, success      -> exited
@@ -80,6 +85,10 @@ pub enum Event {
     Unhealthy,
     Healthy,
     StartTimeout,
+    /// `WATCHDOG=1`: the service is alive.
+    Keepalive,
+    /// `WATCHDOG=trigger`: the service says it is not.
+    WatchdogTrigger,
     /// The pool's own budget is spent: stop, and be failed.
     PoolFailed,
     Exited(Exit),
@@ -126,6 +135,14 @@ pub struct Instance {
     pub last_exit: Option<Exit>,
     /// Readiness must come by then (monotonic ms).
     pub start_deadline: Option<u64>,
+    /// Ready, but `startsecs` has not passed: running at this time.
+    pub settle_at: Option<u64>,
+    /// The next `WATCHDOG=1` must come by then (while running).
+    pub watchdog_due: Option<u64>,
+    /// The process exited before `startsecs`: a failed start.
+    pub early_exit: bool,
+    /// Stopped by the watchdog (the log says why).
+    pub watchdog_fired: bool,
     /// A restart was asked while stopping: start again once stopped.
     restart_after_stop: bool,
     /// The start timeout fired: the exit that follows is a failure.
@@ -151,6 +168,10 @@ impl Instance {
             since_wall: 0,
             last_exit: None,
             start_deadline: None,
+            settle_at: None,
+            watchdog_due: None,
+            early_exit: false,
+            watchdog_fired: false,
             restart_after_stop: false,
             timed_out: false,
             fail_after_stop: false,
@@ -197,16 +218,31 @@ impl Instance {
                 self.pid = Some(pid);
                 self.started_at = Some(mono);
                 self.timed_out = false;
+                self.watchdog_fired = false;
+                self.early_exit = false;
                 if spec.ready == Readiness::Exec && !spec.oneshot {
                     self.start_deadline = None;
-                    self.set(S::Running, wall);
+                    self.ready_now(spec, mono, wall);
                 } else {
                     self.start_deadline = Some(mono + spec.start_timeout_ms);
                 }
             }
-            (S::Starting, Event::Ready) if self.entry.is_some() && !spec.oneshot => {
+            (S::Starting, Event::Ready)
+                if self.entry.is_some() && !spec.oneshot && self.settle_at.is_none() =>
+            {
                 self.start_deadline = None;
-                self.set(S::Running, wall);
+                self.ready_now(spec, mono, wall);
+            }
+            (S::Running | S::Unhealthy, Event::Keepalive) if spec.watchdog_ms > 0 => {
+                self.watchdog_due = Some(mono + spec.watchdog_ms);
+            }
+            (S::Running | S::Unhealthy, Event::WatchdogTrigger) if spec.watchdog_ms > 0 => {
+                fx.extend(self.watchdog_kill(spec, wall));
+            }
+            (S::Running | S::Unhealthy, Event::Tick) => {
+                if self.watchdog_due.is_some_and(|t| t <= mono) {
+                    fx.extend(self.watchdog_kill(spec, wall));
+                }
             }
             (S::Running, Event::Unhealthy) => self.set(S::Unhealthy, wall),
             (S::Unhealthy, Event::Healthy) => self.set(S::Running, wall),
@@ -293,7 +329,10 @@ impl Instance {
                 }
             }
             (S::Starting, Event::Tick) => {
-                if self.start_deadline.is_some_and(|t| t <= mono) {
+                if self.settle_at.is_some_and(|t| t <= mono) {
+                    self.settle_at = None;
+                    self.run_now(spec, mono, wall);
+                } else if self.start_deadline.is_some_and(|t| t <= mono) {
                     fx.extend(self.step(Event::StartTimeout, spec, mono, wall));
                 }
             }
@@ -305,12 +344,45 @@ impl Instance {
         fx
     }
 
+    /// Readiness reached: running now, or once `startsecs` has passed
+    /// since the spawn.
+    fn ready_now(&mut self, spec: &ServiceSpec, mono: u64, wall: u64) {
+        let settle = self.started_at.unwrap_or(mono) + spec.start_secs_ms;
+        if settle > mono {
+            self.settle_at = Some(settle);
+        } else {
+            self.run_now(spec, mono, wall);
+        }
+    }
+
+    fn run_now(&mut self, spec: &ServiceSpec, mono: u64, wall: u64) {
+        self.watchdog_due = (spec.watchdog_ms > 0).then(|| mono + spec.watchdog_ms);
+        self.set(SvcState::Running, wall);
+    }
+
+    /// The watchdog went unfed (or was triggered): the watchdog signal,
+    /// SIGKILL after the grace, and the exit is a failure.
+    fn watchdog_kill(&mut self, spec: &ServiceSpec, wall: u64) -> Option<Action> {
+        let entry = self.entry?;
+        self.watchdog_due = None;
+        self.timed_out = true;
+        self.watchdog_fired = true;
+        self.set(SvcState::Stopping, wall);
+        Some(Action::Kill {
+            entry,
+            signal: spec.watchdog_signal,
+            grace_ms: spec.grace_ms,
+        })
+    }
+
     /// Stopping a live process: the state and the kill to send. None
     /// when no process was spawned yet (nothing changes then).
     fn begin_stop(&mut self, spec: &ServiceSpec, wall: u64) -> Option<Action> {
         let entry = self.entry?;
         self.set(SvcState::Stopping, wall);
         self.start_deadline = None;
+        self.settle_at = None;
+        self.watchdog_due = None;
         Some(Action::Kill {
             entry,
             signal: spec.stop_signal,
@@ -322,6 +394,8 @@ impl Instance {
         self.entry = None;
         self.pid = None;
         self.start_deadline = None;
+        self.settle_at = None;
+        self.watchdog_due = None;
         self.last_exit = Some(exit);
     }
 
@@ -331,7 +405,13 @@ impl Instance {
         use SvcState as S;
         let up_ms = self.started_at.map_or(0, |t| mono.saturating_sub(t));
         let timed_out = std::mem::take(&mut self.timed_out);
-        let success = !timed_out && spec.is_success(exit.shell_code());
+        // Gone before startsecs: a failed start, whatever it exited with.
+        self.early_exit = self.state == S::Starting
+            && !spec.oneshot
+            && spec.start_secs_ms > 0
+            && self.entry.is_some()
+            && up_ms < spec.start_secs_ms;
+        let success = !timed_out && !self.early_exit && spec.is_success(exit.shell_code());
         self.gone(exit.clone());
         if std::mem::take(&mut self.restart_after_stop) {
             self.set(S::Starting, wall);
@@ -389,7 +469,11 @@ impl Instance {
     pub fn next_deadline(&self) -> Option<u64> {
         match self.state {
             SvcState::Backoff => self.next_attempt,
-            SvcState::Starting => self.start_deadline,
+            SvcState::Starting => match (self.settle_at, self.start_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+            SvcState::Running | SvcState::Unhealthy => self.watchdog_due,
             _ => None,
         }
     }
@@ -420,6 +504,81 @@ mod tests {
         assert_eq!(i.step(Event::Start, s, at, at), vec![Action::Spawn]);
         i.step(Event::Spawned { entry: 1, pid: 10 }, s, at, at);
         assert_eq!(i.state, SvcState::Running);
+    }
+
+    #[test]
+    fn startsecs_keeps_it_starting_and_an_early_exit_is_a_failed_start() {
+        let mut s = spec();
+        s.start_secs_ms = 1000;
+        s.restart = Restart::OnFailure;
+        let mut i = Instance::new(0);
+        i.step(Event::Start, &s, 0, 0);
+        i.step(Event::Spawned { entry: 1, pid: 10 }, &s, 0, 0);
+        assert_eq!(i.state, SvcState::Starting);
+        assert_eq!(i.next_deadline(), Some(1000));
+        i.step(Event::Tick, &s, 999, 999);
+        assert_eq!(i.state, SvcState::Starting);
+        i.step(Event::Tick, &s, 1000, 1000);
+        assert_eq!(i.state, SvcState::Running);
+        // Exit 0 after startsecs under on-failure: a clean stop.
+        i.step(Event::Exited(Exit::Code(0)), &s, 2000, 2000);
+        assert_eq!(i.state, SvcState::Stopped);
+        // Exit 0 before startsecs: a failed start, so restarted.
+        i.step(Event::Start, &s, 3000, 3000);
+        i.step(Event::Spawned { entry: 2, pid: 11 }, &s, 3000, 3000);
+        i.step(Event::Exited(Exit::Code(0)), &s, 3500, 3500);
+        assert!(i.early_exit);
+        assert_eq!(i.state, SvcState::Backoff);
+        // With readiness by notify, running needs both READY=1 and startsecs.
+        s.ready = Readiness::Notify;
+        let mut n = Instance::new(1);
+        n.step(Event::Start, &s, 0, 0);
+        n.step(Event::Spawned { entry: 3, pid: 12 }, &s, 0, 0);
+        n.step(Event::Ready, &s, 200, 200);
+        assert_eq!(
+            (n.state, n.next_deadline()),
+            (SvcState::Starting, Some(1000))
+        );
+        n.step(Event::Tick, &s, 1000, 1000);
+        assert_eq!(n.state, SvcState::Running);
+    }
+
+    #[test]
+    fn an_unfed_watchdog_kills_with_its_signal_and_restarts() {
+        let mut s = spec();
+        s.watchdog_ms = 500;
+        let mut i = Instance::new(0);
+        running(&mut i, &s, 0);
+        assert_eq!(i.next_deadline(), Some(500));
+        i.step(Event::Keepalive, &s, 400, 400);
+        assert_eq!(i.next_deadline(), Some(900));
+        assert!(i.step(Event::Tick, &s, 899, 899).is_empty());
+        let fx = i.step(Event::Tick, &s, 900, 900);
+        assert!(
+            matches!(
+                fx[..],
+                [Action::Kill {
+                    entry: 1,
+                    signal: 6,
+                    ..
+                }]
+            ),
+            "{fx:?}"
+        );
+        assert_eq!(i.state, SvcState::Stopping);
+        // The exit it causes is a failure: back off and start again.
+        i.step(Event::Exited(Exit::Signal(6, "ABRT".into())), &s, 950, 950);
+        assert_eq!(i.state, SvcState::Backoff);
+        assert_eq!(i.restarts, 1);
+        // WATCHDOG=trigger fires at once; without a watchdog it is ignored.
+        let mut t = Instance::new(1);
+        running(&mut t, &s, 0);
+        assert_eq!(t.step(Event::WatchdogTrigger, &s, 1, 1).len(), 1);
+        s.watchdog_ms = 0;
+        let mut o = Instance::new(2);
+        running(&mut o, &s, 0);
+        assert!(o.step(Event::WatchdogTrigger, &s, 1, 1).is_empty());
+        assert_eq!(o.next_deadline(), None);
     }
 
     #[test]

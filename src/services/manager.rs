@@ -411,6 +411,21 @@ impl Services {
         out
     }
 
+    /// `WATCHDOG=1` (or `WATCHDOG=trigger`) from an entry's service.
+    pub fn keepalive(&mut self, entry: u64, trigger: bool, mono: u64, wall: u64) -> Vec<Cmd> {
+        let Some((n, i)) = self.owner(entry) else {
+            return Vec::new();
+        };
+        let ev = if trigger {
+            Event::WatchdogTrigger
+        } else {
+            Event::Keepalive
+        };
+        let mut out = self.step(&n, i, ev, mono, wall);
+        out.extend(self.settle(mono, wall));
+        out
+    }
+
     /// A health check's verdict on an entry's process.
     pub fn health(&mut self, entry: u64, healthy: bool, mono: u64, wall: u64) -> Vec<Cmd> {
         let Some((n, i)) = self.owner(entry) else {

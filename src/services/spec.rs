@@ -128,6 +128,15 @@ pub struct ServiceSpec {
     pub ready: Readiness,
     pub health: Option<Health>,
     pub start_timeout_ms: u64,
+    /// supervisord's startsecs: how long a process must have run before
+    /// its start counts as a success (`starting` until then; an exit
+    /// sooner is a failed start, whatever its code). 0: at readiness.
+    pub start_secs_ms: u64,
+    /// systemd's WatchdogSec: once running, `WATCHDOG=1` must come on
+    /// NOTIFY_SOCKET at least this often, or the process gets
+    /// `watchdog_signal` and its exit is a failure. 0: off.
+    pub watchdog_ms: u64,
+    pub watchdog_signal: i32,
     pub essential: bool,
     pub autostart: bool,
 }
@@ -170,6 +179,9 @@ impl ServiceSpec {
             ready: Readiness::Exec,
             health: None,
             start_timeout_ms: 60_000,
+            start_secs_ms: 0,
+            watchdog_ms: 0,
+            watchdog_signal: 6,
             essential: false,
             autostart: true,
         }

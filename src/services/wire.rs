@@ -15,7 +15,7 @@
 //! [depends_on, names...]  [oneshot, 0|1]  [ready, exec|notify]
 //! [ready, fd, n]  [ready, command, interval_ms, argv...]
 //! [health, interval_ms, argv...]  [start_timeout, ms]  [essential, 0|1]
-//! [autostart, 0|1]
+//! [autostart, 0|1]  [startsecs, ms]  [watchdog, ms, signal]
 //! ```
 
 use super::spec::{
@@ -162,6 +162,14 @@ pub fn encode(s: &ServiceSpec, out: &mut Vec<Record>) {
         ));
     }
     out.push(rec("start_timeout", [b(s.start_timeout_ms.to_string())]));
+    out.push(rec("startsecs", [b(s.start_secs_ms.to_string())]));
+    out.push(rec(
+        "watchdog",
+        [
+            b(s.watchdog_ms.to_string()),
+            b(s.watchdog_signal.to_string()),
+        ],
+    ));
     out.push(rec("essential", [flag(s.essential)]));
     out.push(rec("autostart", [flag(s.autostart)]));
 }
@@ -339,6 +347,14 @@ pub fn decode(records: &[Record]) -> Result<Vec<ServiceSpec>, String> {
                 _ => return Err("bad health".into()),
             },
             b"start_timeout" => s.start_timeout_ms = num(one()?)?,
+            b"startsecs" => s.start_secs_ms = num(one()?)?,
+            b"watchdog" => match args {
+                [ms, sig] => {
+                    s.watchdog_ms = num(ms)?;
+                    s.watchdog_signal = num(sig)?;
+                }
+                _ => return Err("bad watchdog".into()),
+            },
             b"essential" => s.essential = bool_of(one()?)?,
             b"autostart" => s.autostart = bool_of(one()?)?,
             other => {
@@ -408,6 +424,9 @@ mod tests {
             interval_ms: 1000,
         });
         s.start_timeout_ms = 9;
+        s.start_secs_ms = 1500;
+        s.watchdog_ms = 2500;
+        s.watchdog_signal = 3;
         s.essential = true;
         s.autostart = false;
         let mut other = ServiceSpec::new("db", "a.lua", 9);

@@ -11,6 +11,9 @@
 //!                 zombies included; exit 1 after 60 s)
 //!   ready-fd N   (s6 readiness: write a newline on fd N, then close it)
 //!   notify TEXT  (systemd readiness: TEXT as a datagram to $NOTIFY_SOCKET)
+//!   notify-many N TEXT (N datagrams "TEXTi", i from 0, as fast as possible)
+//!   feed-watchdog SECS PATH (forever: WATCHDOG=1 every SECS, then a line
+//!                 appended to PATH)
 //!   lines N TEXT (N numbered lines "TEXT i", as fast as possible)
 //!   connect PATH N (N connections to the Unix socket PATH, each sending
 //!                 "Status", kept open and never read; prints how many
@@ -278,22 +281,28 @@ fn main() {
                     libc::close(fd);
                 }
             }
-            "notify" => {
-                use std::os::linux::net::SocketAddrExt;
-                let text = next(&mut i).replace("\\n", "\n");
-                let target = std::env::var("NOTIFY_SOCKET").expect("NOTIFY_SOCKET");
-                let sock = std::os::unix::net::UnixDatagram::unbound().unwrap();
-                match target.strip_prefix('@') {
-                    Some(name) => {
-                        let addr =
-                            std::os::unix::net::SocketAddr::from_abstract_name(name).unwrap();
-                        sock.send_to_addr(text.as_bytes(), &addr).unwrap();
-                    }
-                    None => {
-                        sock.send_to(text.as_bytes(), &target).unwrap();
-                    }
+            "feed-watchdog" => {
+                let every: f64 = next(&mut i).parse().unwrap();
+                let path = next(&mut i);
+                loop {
+                    notify("WATCHDOG=1");
+                    let mut f = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)
+                        .unwrap();
+                    writeln!(f, "fed").unwrap();
+                    std::thread::sleep(Duration::from_secs_f64(every));
                 }
             }
+            "notify-many" => {
+                let n: usize = next(&mut i).parse().unwrap();
+                let text = next(&mut i);
+                for k in 0..n {
+                    notify(&format!("{text}{k}"));
+                }
+            }
+            "notify" => notify(&next(&mut i).replace("\\n", "\n")),
             "lines" => {
                 let n: usize = next(&mut i).parse().unwrap();
                 let text = next(&mut i);
@@ -354,5 +363,21 @@ fn main() {
         }
         out.flush().unwrap();
         i += 1;
+    }
+}
+
+/// TEXT as one datagram to `$NOTIFY_SOCKET` (abstract when it starts with @).
+fn notify(text: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    let target = std::env::var("NOTIFY_SOCKET").expect("NOTIFY_SOCKET");
+    let sock = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    match target.strip_prefix('@') {
+        Some(name) => {
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name).unwrap();
+            sock.send_to_addr(text.as_bytes(), &addr).unwrap();
+        }
+        None => {
+            sock.send_to(text.as_bytes(), &target).unwrap();
+        }
     }
 }
