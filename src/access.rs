@@ -164,7 +164,8 @@ impl Policy {
         let controls = |svc: &str| {
             has(&|g| match g {
                 Grant::Control(None) => true,
-                Grant::Control(Some(s)) => s == svc,
+                // `web.1` is controlled by a grant of `web`.
+                Grant::Control(Some(s)) => s == crate::protocol::split_target(svc).0,
                 _ => false,
             })
         };
@@ -276,6 +277,10 @@ mod tests {
         };
         assert!(p.check(&ctl, &req("Restart,web")).is_ok());
         assert!(p.check(&ctl, &req("Restart,db")).is_err());
+        // An instance is controlled by its service's grant, and only by it.
+        assert!(p.check(&ctl, &req("Stop,web.1")).is_ok());
+        assert!(p.check(&ctl, &req("Stop,db.1")).is_err());
+        assert!(p.check(&ctl, &req("Stop,web.x")).is_err());
         assert!(p.check(&ctl, &req("Reload")).is_err());
         let runner = Peer {
             uid: 1002,

@@ -374,7 +374,9 @@ fn dynamic_dependencies_refuse_cycles() {
     let pid = pid_of(&d, "a", 0);
     assert_eq!(last(&d.ask("Restart,a")), "Ok");
     wait_for("a restarted", || {
-        state(&d, "a", 0) == "running" && pid_of(&d, "a", 0) != pid
+        // One snapshot: two queries could straddle the restart.
+        let row = &services(&d)[&("a".to_string(), 0)];
+        row[3] == "running" && row[4] != pid
     });
 }
 
@@ -953,9 +955,11 @@ fn env_files_as_systemd_reads_them() {
 #[test]
 fn signal_a_service_by_name() {
     let lua = format!(
-        r#"service "pool" {{ cmd = {}, replicas = 2 }}
+        // Ready (so "running") only once USR1 is blocked: a signal sent
+        // before would kill it instead.
+        r#"service "pool" {{ cmd = {}, replicas = 2, ready = "notify" }}
            service "off" {{ cmd = {}, autostart = false }}"#,
-        helper("block USR1 await USR1 exit 7"),
+        helper("block USR1 notify READY=1 await USR1 exit 7"),
         helper("hang")
     );
     let d = with_config("signalname", &lua, &[]);
@@ -1145,4 +1149,88 @@ fn a_notify_flood_is_read_in_passes_and_loses_nothing() {
         state(&d, "loud", 0) == "running"
     });
     assert_eq!(services(&d)[&("loud".to_string(), 0)][10], "n4999");
+}
+
+/// `web.1` names one instance in every service verb (supervisord's
+/// `group:name`, pm2's ids): Stop, Start, Restart, Signal and Status act on
+/// it alone; an instance that does not exist is an error that says how
+/// many there are; Scale takes the service; and a service may not be named
+/// as an instance would be.
+#[test]
+fn one_instance_is_addressed_as_name_dot_index() {
+    let lua = format!(
+        r#"service "web" {{ cmd = {hang}, replicas = 3, backoff = {{ initial = 0.01 }} }}"#,
+        hang = helper("hang"),
+    );
+    let d = with_config("instance-target", &lua, &[]);
+    let all_running = |d: &Daemon| (0..3).all(|i| state(d, "web", i) == "running");
+    wait_for("three running", || all_running(&d));
+    let pids: Vec<String> = (0..3).map(|i| pid_of(&d, "web", i)).collect();
+
+    assert_eq!(d.ask("Stop,web.1"), ["Ok"]);
+    wait_for("web.1 stopped", || state(&d, "web", 1) == "stopped");
+    assert_eq!(
+        (state(&d, "web", 0), state(&d, "web", 2)),
+        ("running".into(), "running".into())
+    );
+    let rows = d.ask("Status,web.1");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows[0].starts_with("Service,web,1,stopped,"), "{rows:?}");
+    assert_eq!(d.ask("Start,web.1"), ["Ok"]);
+    wait_for("web.1 running again", || state(&d, "web", 1) == "running");
+
+    // State and pid from one snapshot (two queries could straddle a death).
+    let running_anew = |d: &Daemon, i: u32| {
+        let row = &services(d)[&("web".to_string(), i)];
+        row[3] == "running" && row[4] != pids[i as usize]
+    };
+    assert_eq!(d.ask("Restart,web.2"), ["Ok"]);
+    wait_for("web.2 restarted", || running_anew(&d, 2));
+    assert_eq!(d.ask("Signal,web.0,KILL"), ["Ok"]);
+    wait_for("web.0 respawned", || running_anew(&d, 0));
+    assert_eq!(services(&d)[&("web".to_string(), 0)][6], "1");
+    assert_eq!(
+        services(&d)[&("web".to_string(), 2)][6],
+        "0",
+        "Restart is not a crash"
+    );
+
+    let r = d.ask("Stop,web.7");
+    assert!(
+        r[0].starts_with("Error,no-such-service,no service web.7: web has 3 instances"),
+        "{r:?}"
+    );
+    let r = d.ask("Status,web.7");
+    assert!(r[0].starts_with("Error,no-such-service,"), "{r:?}");
+    let r = d.ask("Scale,web.1,2");
+    assert!(
+        r[0].starts_with("Error,bad-request,Scale takes a service"),
+        "{r:?}"
+    );
+    // archonctl passes it through.
+    let o = d.ctl(&["stop", "web.2"]);
+    assert!(o.status.success(), "{o:?}");
+    wait_for("web.2 stopped", || state(&d, "web", 2) == "stopped");
+    assert_eq!(state(&d, "web", 0), "running");
+    drop(d);
+
+    // A service named like an instance is a config error.
+    let dir = temp_dir("instance-name");
+    let path = dir.join("bad.lua");
+    std::fs::write(
+        &path,
+        format!(r#"service "api.2" {{ cmd = {} }}"#, helper("hang")),
+    )
+    .unwrap();
+    let o = Command::new(ARCHON)
+        .arg("--check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("names an instance"),
+        "{o:?}"
+    );
 }

@@ -48,7 +48,7 @@ impl EventLoop {
         }
         match req {
             Request::Status(None) => Some(stream::Cursor::status_all()),
-            Request::StatusService(name) if self.services.has(name) => {
+            Request::StatusService(name) if self.services.has_target(name) => {
                 Some(stream::Cursor::Services {
                     only: Some(name.clone()),
                     from: None,
@@ -98,7 +98,10 @@ impl EventLoop {
             // Known services are streamed (`streamed`).
             Request::StatusService(name) => Some(Reply::error(
                 ErrorKind::NoSuchService,
-                format!("no service {name}"),
+                self.services
+                    .target(&name)
+                    .err()
+                    .unwrap_or_else(|| format!("no service {name}")),
             )),
             Request::Start(name) => Some(self.service_cmd(&name, |s, n, m, w| s.start(n, m, w))),
             Request::StopService(name) => {

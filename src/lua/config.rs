@@ -115,7 +115,7 @@ pub fn load_with_snapshot(
                 match &svc_name {
                     Some(n) if valid_name(n) => services.borrow_mut().push(spec),
                     Some(n) => errs.push(format!(
-                        "{file}:{line}: bad service name {n:?}: use letters, digits, '-', '_', '.' (not digits alone), at most 64"
+                        "{file}:{line}: bad service name {n:?}: use letters, digits, '-', '_', '.' (not digits alone, not ending in '.' and digits, which names an instance), at most 64"
                     )),
                     None => {}
                 }
@@ -160,8 +160,9 @@ pub fn load_with_snapshot(
     Ok((config, hooks))
 }
 
+/// Not `web.1`: that names instance 1 of `web` in every service verb.
 fn valid_name(n: &str) -> bool {
-    crate::protocol::is_service_name(n)
+    crate::protocol::is_declarable_service_name(n)
 }
 
 /// Lua's messages carry a traceback; the first line says it all. Memory and

@@ -192,6 +192,26 @@ pub fn is_service_name(n: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// A service verb's target: `web` (the service) or `web.1` (instance 1
+/// of it). A service's own name never ends in `.<digits>` (the config
+/// refuses it), so the split is syntax alone, the same for every config.
+pub fn split_target(t: &str) -> (&str, Option<u32>) {
+    if let Some((name, idx)) = t.rsplit_once('.') {
+        if !idx.is_empty() && idx.bytes().all(|b| b.is_ascii_digit()) && is_service_name(name) {
+            if let Ok(i) = idx.parse() {
+                return (name, Some(i));
+            }
+        }
+    }
+    (t, None)
+}
+
+/// A name a service may have: a valid name that does not read as an
+/// instance target (`web.1`).
+pub fn is_declarable_service_name(n: &str) -> bool {
+    is_service_name(n) && split_target(n).1.is_none()
+}
+
 fn service_name(s: &str) -> ParseResult<String> {
     if is_service_name(s) {
         Ok(s.to_string())

@@ -10,8 +10,9 @@ pub mod worker;
 pub use codec::{decode_record, encode_record, CodecError};
 pub use framing::{Framed, LineBuffer};
 pub use message::{
-    is_service_name, parse_request, Command, ErrorKind, EventRow, PowerAction, ProcessRow, Reply,
-    ReplyLine, Request, SignalSpec, PROTOCOL_VERSION, VERBS,
+    is_declarable_service_name, is_service_name, parse_request, split_target, Command, ErrorKind,
+    EventRow, PowerAction, ProcessRow, Reply, ReplyLine, Request, SignalSpec, PROTOCOL_VERSION,
+    VERBS,
 };
 
 /// Longest accepted request line, LF included.

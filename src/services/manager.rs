@@ -526,8 +526,33 @@ impl Services {
         self.instances.contains_key(name)
     }
 
+    /// A service or one of its instances (`web`, `web.1`).
+    pub fn has_target(&self, target: &str) -> bool {
+        self.target(target).is_ok()
+    }
+
     fn unknown(name: &str) -> String {
         format!("no service {name}")
+    }
+
+    /// `web` or `web.1` -> the service and the indexes meant; an unknown
+    /// service or instance is an error that names it.
+    pub fn target<'t>(&self, target: &'t str) -> Result<(&'t str, Vec<u32>), String> {
+        let (name, index) = crate::protocol::split_target(target);
+        if !self.known(name) {
+            return Err(Self::unknown(name));
+        }
+        let all = self.indexes(name);
+        match index {
+            None => Ok((name, all)),
+            Some(i) if all.contains(&i) => Ok((name, vec![i])),
+            Some(i) => Err(format!(
+                "no service {name}.{i}: {name} has {} instance{} (0 to {})",
+                all.len(),
+                if all.len() == 1 { "" } else { "s" },
+                all.len().saturating_sub(1)
+            )),
+        }
     }
 
     fn indexes(&self, name: &str) -> Vec<u32> {
@@ -537,19 +562,18 @@ impl Services {
             .unwrap_or_default()
     }
 
-    /// One event to every instance of a known service, then `settle`.
+    /// One event to every instance of a known service (or to the one a
+    /// `name.N` target names), then `settle`.
     fn step_all(
         &mut self,
-        name: &str,
+        target: &str,
         ev: Event,
         mono: u64,
         wall: u64,
     ) -> Result<Vec<Cmd>, String> {
-        if !self.known(name) {
-            return Err(Self::unknown(name));
-        }
+        let (name, indexes) = self.target(target)?;
         let mut out = Vec::new();
-        for i in self.indexes(name) {
+        for i in indexes {
             out.extend(self.step(name, i, ev.clone(), mono, wall));
         }
         out.extend(self.settle(mono, wall));
@@ -560,10 +584,8 @@ impl Services {
     /// stopped or failed (systemd's Requires: starting `a` that depends on
     /// a stopped `b` starts `b`; it used to leave `a` waiting forever). A
     /// oneshot that already ran to success is not run again.
-    pub fn start(&mut self, name: &str, mono: u64, wall: u64) -> Result<Vec<Cmd>, String> {
-        if !self.known(name) {
-            return Err(Self::unknown(name));
-        }
+    pub fn start(&mut self, target: &str, mono: u64, wall: u64) -> Result<Vec<Cmd>, String> {
+        let (name, _) = self.target(target)?;
         self.pool_recent.remove(name);
         let mut out = Vec::new();
         for dep in self.dependency_closure(name) {
@@ -575,7 +597,7 @@ impl Services {
                 out.extend(self.step_all(&dep, Event::Start, mono, wall)?);
             }
         }
-        out.extend(self.step_all(name, Event::Start, mono, wall)?);
+        out.extend(self.step_all(target, Event::Start, mono, wall)?);
         Ok(out)
     }
 
@@ -602,26 +624,34 @@ impl Services {
         out
     }
 
-    pub fn stop(&mut self, name: &str, mono: u64, wall: u64) -> Result<Vec<Cmd>, String> {
-        self.rolling.remove(name);
-        self.step_all(name, Event::Stop, mono, wall)
+    pub fn stop(&mut self, target: &str, mono: u64, wall: u64) -> Result<Vec<Cmd>, String> {
+        let (name, index) = crate::protocol::split_target(target);
+        if index.is_none() {
+            self.rolling.remove(name);
+        }
+        self.step_all(target, Event::Stop, mono, wall)
     }
 
     /// Restarts every instance; a pool one at a time, each next one once
     /// the previous is ready again.
-    pub fn restart(&mut self, name: &str, mono: u64, wall: u64) -> Result<Vec<Cmd>, String> {
-        if !self.known(name) {
-            return Err(Self::unknown(name));
-        }
-        let mut order = self.indexes(name);
+    pub fn restart(&mut self, target: &str, mono: u64, wall: u64) -> Result<Vec<Cmd>, String> {
+        let (name, mut order) = self.target(target)?;
+        let name = name.to_string();
         order.reverse(); // popped from the back: lowest index first
-        self.rolling.insert(name.to_string(), order);
+        self.rolling.insert(name, order);
         Ok(self.settle(mono, wall))
     }
 
     /// Resizes a pool: new instances start, surplus ones (highest index
     /// first) stop and go; the others are not touched.
     pub fn scale(&mut self, name: &str, n: u32, mono: u64, wall: u64) -> Result<Vec<Cmd>, String> {
+        if let (svc, Some(_)) = crate::protocol::split_target(name) {
+            if self.known(svc) {
+                return Err(format!(
+                    "Scale takes a service ({svc}) and not one instance ({name})"
+                ));
+            }
+        }
         if !self.known(name) {
             return Err(Self::unknown(name));
         }
@@ -834,10 +864,16 @@ impl Services {
     }
 
     /// (name, instance) snapshots, in name order, for `Status`.
+    /// Every instance, or those `only` names (`web` or `web.1`).
     pub fn instances(&self, only: Option<&str>) -> Result<Vec<(&str, &Instance)>, String> {
-        if let Some(n) = only {
+        if let Some(t) = only {
+            let (n, indexes) = self.target(t)?;
             return match self.instances.get_key_value(n) {
-                Some((k, v)) => Ok(v.iter().map(|i| (k.as_str(), i)).collect()),
+                Some((k, v)) => Ok(v
+                    .iter()
+                    .filter(|i| indexes.contains(&i.index))
+                    .map(|i| (k.as_str(), i))
+                    .collect()),
                 None => Err(Self::unknown(n)),
             };
         }
@@ -848,9 +884,9 @@ impl Services {
             .collect())
     }
 
-    /// Up to `max` instances from (name, position) on, of `only` or of
-    /// every service, in name order; returns where to go on from, or None
-    /// when done (a cursor for a streamed `Status`).
+    /// Up to `max` instances from (name, position) on, of `only` (`web`
+    /// or `web.1`) or of every service, in name order; returns where to go
+    /// on from, or None when done (a cursor for a streamed `Status`).
     #[allow(clippy::type_complexity)]
     pub fn instances_from(
         &self,
@@ -860,11 +896,15 @@ impl Services {
         mut f: impl FnMut(&str, &Instance),
     ) -> Result<Option<(String, usize)>, String> {
         use std::ops::Bound;
-        if let Some(n) = only {
-            if !self.instances.contains_key(n) {
-                return Err(Self::unknown(n));
+        let mut index = None;
+        let only = match only {
+            Some(t) => {
+                let (n, idx) = self.target(t)?;
+                index = crate::protocol::split_target(t).1.and(idx.first().copied());
+                Some(n)
             }
-        }
+            None => None,
+        };
         let (start, mut pos) = match from {
             Some((n, p)) => (Bound::Included(n), p),
             None => (only.map_or(Bound::Unbounded, Bound::Included), 0),
@@ -875,6 +915,9 @@ impl Services {
                 return Ok(None);
             }
             for (i, inst) in list.iter().enumerate().skip(pos) {
+                if index.is_some_and(|x| x != inst.index) {
+                    continue;
+                }
                 if left == 0 {
                     return Ok(Some((name.clone(), i)));
                 }
