@@ -8,7 +8,7 @@
 //! | grant | verbs |
 //! | --- | --- |
 //! | `read` | `Version`, `Status`, `Subscribe`, `DumpConfig` |
-//! | `control:NAME` (`control:*` for all) | `Start`, `Stop`, `Restart`, `Scale` of that service, and `read` |
+//! | `control:NAME` (`control:*` for all) | `Start`, `Stop`, `Restart`, `Scale`, `Signal`, `Logs` of that service, and `read` |
 //! | `run` | `Run`, `StartDaemon`, `MonitorPid`/`MonitorFD` of the peer's own processes, `Stop`/`Signal` of what the peer started or watches, and `read`; commands run as the peer (uid, gid, groups) |
 //! | `run-as-root` | `run`, with commands run as archon's own identity |
 //!
@@ -179,7 +179,9 @@ impl Policy {
             | Request::StopService(n)
             | Request::Restart(n)
             | Request::Scale { name: n, .. }
-            | Request::SignalService { name: n, .. } => controls(n),
+            | Request::SignalService { name: n, .. }
+            // What a service writes may be as private as what it does.
+            | Request::Logs { target: n, .. } => controls(n),
             Request::Run(_)
             | Request::StartDaemon(_)
             | Request::MonitorFd
@@ -271,6 +273,8 @@ mod tests {
         assert!(p.check(&member, &req("Status")).is_ok());
         assert!(p.check(&member, &req("Run,true")).is_err());
         assert!(p.check(&member, &req("Start,web")).is_err());
+        // Reading a service's output takes its control grant, not read.
+        assert!(p.check(&member, &req("Logs,web")).is_err());
         let ctl = Peer {
             uid: 1001,
             ..NOBODY
@@ -281,6 +285,8 @@ mod tests {
         assert!(p.check(&ctl, &req("Stop,web.1")).is_ok());
         assert!(p.check(&ctl, &req("Stop,db.1")).is_err());
         assert!(p.check(&ctl, &req("Stop,web.x")).is_err());
+        assert!(p.check(&ctl, &req("Logs,web.1,5,follow")).is_ok());
+        assert!(p.check(&ctl, &req("Logs,db")).is_err());
         assert!(p.check(&ctl, &req("Reload")).is_err());
         let runner = Peer {
             uid: 1002,

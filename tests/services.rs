@@ -1234,3 +1234,105 @@ fn one_instance_is_addressed_as_name_dot_index() {
         "{o:?}"
     );
 }
+
+/// `Logs` (`archonctl logs`): the newest lines of each instance, bounded
+/// per instance; one instance alone; `follow` delivers new lines live; an
+/// instance's lines go with it.
+#[test]
+fn logs_keep_the_newest_lines_and_follow_new_ones() {
+    let lua = format!(
+        r#"
+        service "chatty" {{ cmd = {chatty} }}
+        service "beat" {{ cmd = {beat}, replicas = 2 }}
+        "#,
+        chatty = helper("lines 300 out hang"),
+        beat = helper("echo hello hang"),
+    );
+    let d = with_config("logs", &lua, &[]);
+    let text = |row: &str| row.rsplit(',').next().unwrap_or("").to_string();
+    wait_for("chatty's last line kept", || {
+        d.ask("Logs,chatty,1")
+            .first()
+            .is_some_and(|r| text(r) == "out 299")
+    });
+    let rows = d.ask("Logs,chatty");
+    assert_eq!(rows.len(), 11, "ten lines by default: {rows:?}");
+    let rows = d.ask("Logs,chatty,1000");
+    assert_eq!(rows.len(), 201, "200 lines kept per instance");
+    assert_eq!(text(&rows[0]), "out 100");
+    assert!(rows[199].starts_with("Log,") && rows[199].contains(",chatty,0,stdout,out 299"));
+    assert_eq!(rows[200], "Ok");
+
+    wait_for("both beats said hello", || d.ask("Logs,beat").len() == 3);
+    assert_eq!(d.ask("Logs,beat.1").len(), 2);
+    assert!(d.ask("Logs,beat.9")[0].starts_with("Error,no-such-service,"));
+    assert!(d.ask("Logs,nosuch")[0].starts_with("Error,no-such-service,"));
+    let o = d.ctl(&["logs", "-n", "2", "chatty"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "chatty.0| out 298\nchatty.0| out 299\n"
+    );
+
+    // Follow beat.1: its restart's hello arrives live; beat.0's does not.
+    let mut c = d.conn();
+    assert_eq!(c.request("Logs,beat.1,0,follow"), ["Ok"]);
+    assert_eq!(d.ask("Restart,beat"), ["Ok"]);
+    let line = c.line().unwrap();
+    assert!(
+        line.starts_with("Log,") && line.ends_with(",beat,1,stdout,hello"),
+        "{line}"
+    );
+    // The follower can still ask.
+    assert_eq!(c.request("Version").len(), 1);
+
+    // Scaled down, beat.1 and its lines are gone.
+    assert_eq!(d.ask("Scale,beat,1"), ["Ok"]);
+    wait_for("beat.1 gone", || {
+        d.ask("Logs,beat.1")[0].starts_with("Error,")
+    });
+    assert_eq!(d.ask("Logs,beat").len(), 3, "beat.0 keeps its two hellos");
+}
+
+/// A follower that never reads is cut off at its backlog bound, not kept
+/// growing: after a flood it receives a bounded amount, then EOF.
+#[test]
+fn a_log_follower_that_does_not_read_is_disconnected() {
+    let dir = temp_dir("logflood");
+    let out = dir.join("out");
+    let lua = format!(
+        r#"service "loud" {{ cmd = {{ "sh", "-c", {script} }}, stdout = {{ file = {file}, max_size = "1G" }} }}"#,
+        script = q(&format!(
+            "read x < {0}/go; {HELPER} lines 100000 flood hang",
+            dir.display()
+        )),
+        file = q(out.to_str().unwrap()),
+    );
+    let fifo = dir.join("go");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let d = with_config("logflood", &lua, &[]);
+    let mut c = d.conn();
+    assert_eq!(c.request("Logs,loud,0,follow"), ["Ok"]);
+    std::fs::write(&fifo, "go\n").unwrap();
+    wait_for("the flood written", || {
+        std::fs::read_to_string(&out).is_ok_and(|s| s.contains("flood 99999"))
+    });
+    assert_eq!(d.ask("Version").len(), 1, "archon still answers");
+    use std::io::Read;
+    c.stream()
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut s = c.stream();
+    let r = s.read_to_end(&mut got);
+    assert!(r.is_ok(), "the follower was not disconnected: {r:?}");
+    assert!(
+        got.len() < 4 << 20,
+        "{} bytes reached a follower that never read",
+        got.len()
+    );
+    assert!(d.log().contains("log follower does not read"));
+}

@@ -39,6 +39,8 @@ commands (protocol verb in brackets):
   signal ID|NAME SIGNAL                        send a signal by name or number to a process,
                                                or to every running instance of a service [Signal]
   subscribe                                    print state changes as they happen [Subscribe]
+  logs [-f] [-n N] NAME[.N]                    the last N (10) lines a service wrote, kept by
+                                               archon; -f: then new ones as they come [Logs]
   version                                      show archon's version [Version]
   poweroff | reboot | halt                     orderly shutdown, then (as init) power off,
                                                reboot or halt; root only [Poweroff] [Reboot] [Halt]
@@ -353,6 +355,34 @@ fn build_request(cmd: &str, args: &[String]) -> Result<Request, String> {
             max(0)?;
             Request::Subscribe
         }
+        "logs" => {
+            let (mut follow, mut lines, mut target) = (false, None, None);
+            let mut it = args.iter();
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "-f" | "--follow" => follow = true,
+                    "-n" | "--lines" => {
+                        let n = it.next().ok_or("-n needs a number of lines")?;
+                        lines = Some(
+                            n.parse::<u32>()
+                                .map_err(|_| format!("not a number of lines: {n}"))?,
+                        );
+                    }
+                    n if target.is_none() && is_service_name(n) => target = Some(n.to_string()),
+                    other => {
+                        return Err(format!(
+                            "logs: unexpected {other:?} (logs [-f] [-n N] NAME[.N])"
+                        ))
+                    }
+                }
+            }
+            Request::Logs {
+                target: target
+                    .ok_or_else(|| "logs needs a service (NAME or NAME.N)".to_string())?,
+                lines: lines.unwrap_or(archon::protocol::LOGS_DEFAULT_LINES),
+                follow,
+            }
+        }
         "version" => {
             max(0)?;
             Request::Version
@@ -397,7 +427,11 @@ impl Ctl {
         // they take.
         let waits = matches!(
             req,
-            Request::Run(_) | Request::Stop { .. } | Request::Subscribe | Request::Reload
+            Request::Run(_)
+                | Request::Stop { .. }
+                | Request::Subscribe
+                | Request::Reload
+                | Request::Logs { follow: true, .. }
         );
         if !waits {
             let _ = stream.set_read_timeout(Some(self.timeout));
@@ -469,6 +503,12 @@ impl Ctl {
             let reply = ReplyLine::decode(&line)?;
             match reply {
                 ReplyLine::Process(row) => rows.push(row),
+                // Printed as they come: a follower's lines have no end.
+                ReplyLine::Row(f) if f[0] == "Log" && f.len() == 6 => {
+                    if !self.csv {
+                        event_line(&format!("{}.{}| {}", f[2], f[3], f[5]));
+                    }
+                }
                 ReplyLine::Row(f) if f[0] == "ServiceEvent" => {
                     if !self.csv {
                         event_line(&format!(
@@ -510,7 +550,7 @@ impl Ctl {
                             .and_then(|()| stdout.flush())
                             .map_err(|e| format!("cannot write the reply: {e}"))?;
                     }
-                    if cmd == "subscribe" {
+                    if cmd == "subscribe" || matches!(req, Request::Logs { follow: true, .. }) {
                         continue;
                     }
                     return Ok(0);
@@ -563,7 +603,8 @@ impl Ctl {
                 fields.first().map_or("", |s| s),
                 fields.get(1).filter(|s| !s.is_empty()).map_or("-", |s| s)
             ),
-            "subscribe" | "signal" | "config" | "restart" | "scale" | "depend" | "undepend" => {}
+            "subscribe" | "logs" | "signal" | "config" | "restart" | "scale" | "depend"
+            | "undepend" => {}
             "reload" => {
                 for f in fields {
                     if let Some((k, v)) = f.split_once('=') {

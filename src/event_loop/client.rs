@@ -53,6 +53,9 @@ pub struct Client {
     slots: VecDeque<(u64, Option<Body>)>,
     next_seq: u64,
     pub subscribed: bool,
+    /// Follows a service's output (`Logs,...,follow`): kept open as a
+    /// subscriber is.
+    pub following: bool,
     /// The peer will send nothing more (EOF or the line cap was hit).
     pub read_done: bool,
     /// Close once the output is flushed.
@@ -128,6 +131,7 @@ impl Client {
             slots: VecDeque::new(),
             next_seq: 0,
             subscribed: false,
+            following: false,
             read_done: false,
             closing: false,
             shut: false,
@@ -368,6 +372,7 @@ impl Client {
             && self.slots.is_empty()
             && self.out.is_empty()
             && !self.subscribed
+            && !self.following
     }
 
     /// For a connection being closed after `too-long`: once the reply is

@@ -128,6 +128,7 @@ impl EventLoop {
                 }
             }
             self.subscribers.remove(&cid);
+            self.followers.remove(&cid);
             self.again.remove(&cid);
             if let Some(k) = c.stall_key {
                 self.stalls.remove(&(k, cid));

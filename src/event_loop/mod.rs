@@ -10,6 +10,7 @@ mod clients;
 mod hook;
 mod lifecycle;
 mod listener;
+mod logs;
 mod output;
 mod requests;
 mod sources;
@@ -80,6 +81,10 @@ pub struct EventLoop {
     /// Clients that sent `Subscribe`: events go to these without a scan of
     /// every connection.
     subscribers: std::collections::BTreeSet<u64>,
+    /// Recent output of every service instance (`Logs`).
+    rings: logs::Rings,
+    /// Clients following a service's output: (service, instance).
+    followers: std::collections::BTreeMap<u64, (String, Option<u32>)>,
     ignored_signals: Vec<i32>,
     /// archon is PID 1 (of the system or of a container).
     pid1: bool,
@@ -99,6 +104,8 @@ pub struct EventLoop {
     sink_err: output::Sink,
     /// Output pipes left unread while their sink is full.
     paused: std::collections::BTreeSet<u64>,
+    /// Service pipes that had more than a pass's budget: read next pass.
+    pipes_again: std::collections::BTreeSet<u64>,
     /// Services' log files, by path.
     file_logs: HashMap<String, output::FileLog>,
     /// Readiness and health checks running: check entry -> (service entry,
@@ -279,6 +286,8 @@ impl EventLoop {
             again: Default::default(),
             stalls: Default::default(),
             subscribers: std::collections::BTreeSet::new(),
+            rings: Default::default(),
+            followers: Default::default(),
             ignored_signals,
             pid1,
             system_init,
@@ -291,6 +300,7 @@ impl EventLoop {
             sink_out: output::Sink::open(1),
             sink_err: output::Sink::open(2),
             paused: std::collections::BTreeSet::new(),
+            pipes_again: Default::default(),
             file_logs: HashMap::new(),
             notify: None,
             notify_name: None,
@@ -368,6 +378,7 @@ impl EventLoop {
                     || !self.hook_pending.is_empty()
                     || !self.again.is_empty()
                     || self.notify_again
+                    || !self.pipes_again.is_empty()
                     || self.lua.unread)
                     .then_some(0),
             ]
@@ -436,6 +447,9 @@ impl EventLoop {
             self.serve_again();
             if std::mem::take(&mut self.notify_again) {
                 self.notify_event();
+            }
+            for token in std::mem::take(&mut self.pipes_again) {
+                self.pipe_event(token);
             }
         }
     }

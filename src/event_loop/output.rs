@@ -19,6 +19,8 @@ pub(super) enum PipeKind {
         buf: Vec<u8>,
         err: bool,
         file: Option<String>,
+        /// The instance whose output it is, for its ring (`logs.rs`).
+        owner: (std::rc::Rc<str>, u32),
     },
     /// s6 readiness: a newline means ready.
     Ready { entry: u64 },
@@ -270,12 +272,20 @@ impl EventLoop {
     }
 
     /// A service pipe is readable (or was paused and may be read again).
+    /// At most `READS_PER_PASS` reads; the rest waits for the next pass,
+    /// after the other sources (a service writing without pause cannot
+    /// hold the loop).
     pub(super) fn pipe_event(&mut self, token: u64) {
+        const READS_PER_PASS: usize = 8;
         let mut buf = [0u8; 16 * 1024];
-        loop {
+        for reads in 0.. {
             let Some(p) = self.pipes.get_mut(&token) else {
                 return;
             };
+            if reads == READS_PER_PASS {
+                self.pipes_again.insert(token);
+                return;
+            }
             if let PipeKind::Log {
                 err, file: None, ..
             } = p.kind
@@ -320,30 +330,40 @@ impl EventLoop {
                     buf: line,
                     err,
                     file,
+                    owner,
                 } => {
                     line.extend_from_slice(data);
                     let mut out = Vec::new();
+                    // Where each line starts in `out`, past its prefix.
+                    let mut kept = Vec::new();
                     let mut start = 0;
                     while let Some(pos) = line[start..].iter().position(|&b| b == b'\n') {
                         out.extend_from_slice(prefix.as_bytes());
+                        kept.push(out.len()..out.len() + pos);
                         out.extend_from_slice(&line[start..start + pos + 1]);
                         start += pos + 1;
                     }
                     line.drain(..start);
                     if line.len() >= MAX_LOG_LINE {
                         out.extend_from_slice(prefix.as_bytes());
+                        kept.push(out.len()..out.len() + line.len());
                         out.append(line);
                         out.push(b'\n');
                     }
-                    let (err, file) = (*err, file.clone());
+                    let (err, file, owner) = (*err, file.clone(), owner.clone());
+                    for r in kept {
+                        self.keep_line(&owner.0, owner.1, err, &out[r]);
+                    }
                     self.deliver(err, file.as_deref(), &out);
                 }
             }
+            self.prune_rings();
         }
     }
 
     pub(super) fn close_pipe(&mut self, token: u64) {
         self.paused.remove(&token);
+        self.pipes_again.remove(&token);
         if let Some(mut p) = self.pipes.remove(&token) {
             let _ = self
                 .poll
@@ -355,13 +375,15 @@ impl EventLoop {
                 buf,
                 err,
                 file,
+                owner,
             } = &mut p.kind
             {
                 if !buf.is_empty() {
+                    let (err, file, owner) = (*err, file.clone(), owner.clone());
+                    self.keep_line(&owner.0, owner.1, err, buf);
                     let mut out = prefix.as_bytes().to_vec();
                     out.append(buf);
                     out.push(b'\n');
-                    let (err, file) = (*err, file.clone());
                     self.deliver(err, file.as_deref(), &out);
                 }
             }

@@ -140,6 +140,11 @@ impl EventLoop {
                 self.begin_shutdown(action.verb(), libc::SIGTERM);
                 None
             }
+            Request::Logs {
+                target,
+                lines,
+                follow,
+            } => Some(self.logs_request(to.client, &target, lines, follow)),
             Request::Subscribe => {
                 if let Some(c) = self.clients.get_mut(&to.client) {
                     c.subscribed = true;

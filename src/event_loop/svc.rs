@@ -53,6 +53,9 @@ impl EventLoop {
                         self.warn_start_timeout(&name, index);
                     }
                     self.warn_failed_start_or_watchdog(&name, index, old, state);
+                    if state == SvcState::Stopped {
+                        self.prune_rings();
+                    }
                     log::info!(
                         "service {name}.{index} {} pid={}",
                         state.as_str(),
@@ -222,6 +225,7 @@ impl EventLoop {
         } else {
             spec.name.clone()
         };
+        let owner: std::rc::Rc<str> = std::rc::Rc::from(spec.name.as_str());
         let mut pipes: Vec<(PipeKind, OwnedFd)> = Vec::new();
         let mut keep_w: Vec<OwnedFd> = Vec::new();
         let mut stdio = [self.dev_null.as_raw_fd(), 1, 2];
@@ -242,6 +246,7 @@ impl EventLoop {
                             buf: Vec::new(),
                             err,
                             file: Some(path.clone()),
+                            owner: (owner.clone(), index),
                         },
                         r,
                     ));
@@ -258,6 +263,7 @@ impl EventLoop {
                             buf: Vec::new(),
                             err,
                             file: None,
+                            owner: (owner.clone(), index),
                         },
                         r,
                     ));

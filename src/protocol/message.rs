@@ -136,6 +136,14 @@ pub enum Request {
         signal: SignalSpec,
     },
     Subscribe,
+    /// `Logs,<target>[,<lines>[,follow]]`: the newest lines of a service's
+    /// (or an instance's) output archon keeps, then, with `follow`, new
+    /// ones as they come.
+    Logs {
+        target: String,
+        lines: u32,
+        follow: bool,
+    },
     Version,
     /// `Poweroff`, `Reboot`, `Halt`: an orderly shutdown, then reboot(2)
     /// when archon is init. Root only.
@@ -160,7 +168,7 @@ impl PowerAction {
 }
 
 /// Every verb of v1, as spelled on the wire.
-pub const VERBS: [&str; 19] = [
+pub const VERBS: [&str; 20] = [
     "Run",
     "StartDaemon",
     "MonitorFD",
@@ -169,6 +177,7 @@ pub const VERBS: [&str; 19] = [
     "Stop",
     "Signal",
     "Subscribe",
+    "Logs",
     "Version",
     "Poweroff",
     "Reboot",
@@ -181,6 +190,11 @@ pub const VERBS: [&str; 19] = [
     "Depend",
     "Undepend",
 ];
+
+/// `Logs` without a count: as `tail`.
+pub const LOGS_DEFAULT_LINES: u32 = 10;
+/// The most lines one `Logs` may ask for (each instance keeps fewer).
+pub const LOGS_MAX_LINES: u32 = 10_000;
 
 /// A service name: letters, digits, '-', '_', '.', not all digits (a
 /// number is a process id), at most 64 bytes.
@@ -404,6 +418,27 @@ pub fn parse_request(line: &[u8]) -> ParseResult<Request> {
             Ok(Request::Signal { id, signal })
         }
         "Subscribe" => arity(verb, args, 0, 0).map(|_| Request::Subscribe),
+        "Logs" => {
+            arity(verb, args, 1, 3)?;
+            let target = service_name(&args[0])?;
+            let lines = match args.get(1) {
+                None => LOGS_DEFAULT_LINES,
+                Some(n) => match n.parse::<u32>() {
+                    Ok(n) if n <= LOGS_MAX_LINES => n,
+                    _ => return bad(format!("not a line count (0 to {LOGS_MAX_LINES}): {n}")),
+                },
+            };
+            let follow = match args.get(2).map(String::as_str) {
+                None => false,
+                Some("follow") => true,
+                Some(o) => return bad(format!("expected \"follow\": {o}")),
+            };
+            Ok(Request::Logs {
+                target,
+                lines,
+                follow,
+            })
+        }
         "Version" => arity(verb, args, 0, 0).map(|_| Request::Version),
         "Poweroff" => arity(verb, args, 0, 0).map(|_| Request::Power(PowerAction::Poweroff)),
         "Reboot" => arity(verb, args, 0, 0).map(|_| Request::Power(PowerAction::Reboot)),
@@ -431,6 +466,7 @@ impl Request {
             Request::Undepend { .. } => "Undepend",
             Request::Signal { .. } | Request::SignalService { .. } => "Signal",
             Request::Subscribe => "Subscribe",
+            Request::Logs { .. } => "Logs",
             Request::Version => "Version",
             Request::Power(a) => a.verb(),
         }
@@ -481,6 +517,16 @@ impl Request {
                 f.extend(["Signal".into(), name.clone(), signal.to_string()]);
             }
             Request::Subscribe => f.push("Subscribe".into()),
+            Request::Logs {
+                target,
+                lines,
+                follow,
+            } => {
+                f.extend(["Logs".into(), target.clone(), lines.to_string()]);
+                if *follow {
+                    f.push("follow".into());
+                }
+            }
             Request::Version => f.push("Version".into()),
             Request::Power(a) => f.push(a.verb().into()),
         }
@@ -619,7 +665,7 @@ pub enum ReplyLine {
     ExitStatus(i32, Option<String>),
     Process(ProcessRow),
     Event(EventRow),
-    /// `Service`, `ServiceEvent` and `Setting` rows, as fields.
+    /// `Service`, `ServiceEvent`, `Setting` and `Log` rows, as fields.
     Row(Vec<String>),
 }
 
@@ -654,7 +700,7 @@ impl ReplyLine {
                 state: f[5].clone(),
                 status: f[6].clone(),
             })),
-            Some("Service" | "ServiceEvent" | "Setting") => Ok(ReplyLine::Row(f)),
+            Some("Service" | "ServiceEvent" | "Setting" | "Log") => Ok(ReplyLine::Row(f)),
             _ => Err(format!(
                 "unrecognised reply: {}",
                 String::from_utf8_lossy(line)

@@ -11,8 +11,8 @@ pub use codec::{decode_record, encode_record, CodecError};
 pub use framing::{Framed, LineBuffer};
 pub use message::{
     is_declarable_service_name, is_service_name, parse_request, split_target, Command, ErrorKind,
-    EventRow, PowerAction, ProcessRow, Reply, ReplyLine, Request, SignalSpec, PROTOCOL_VERSION,
-    VERBS,
+    EventRow, PowerAction, ProcessRow, Reply, ReplyLine, Request, SignalSpec, LOGS_DEFAULT_LINES,
+    LOGS_MAX_LINES, PROTOCOL_VERSION, VERBS,
 };
 
 /// Longest accepted request line, LF included.

@@ -855,6 +855,11 @@ impl Services {
     }
 
     /// Live service processes (for the shutdown's end).
+    /// How many instances exist, in any state.
+    pub fn instance_count(&self) -> usize {
+        self.instances.values().map(Vec::len).sum()
+    }
+
     pub fn live(&self) -> usize {
         self.instances
             .values()
