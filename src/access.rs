@@ -173,6 +173,7 @@ impl Policy {
             Request::Version
             | Request::Status(_)
             | Request::StatusService(_)
+            | Request::Tree
             | Request::Subscribe
             | Request::DumpConfig => read,
             Request::Start(n)

@@ -448,6 +448,15 @@ service "web" {
             .count()
             == 3
     });
+    // The tree as PID 1: archon is pid 1, the services below it.
+    let o = c.exec(&["/bin/archonctl", "--csv", "status", "--tree"]);
+    let tree = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(tree.starts_with("Tree,0,1,0,archon,"), "{tree}");
+    assert!(
+        tree.lines()
+            .any(|l| l.starts_with("Tree,1,") && l.contains(",1,service:web.2,")),
+        "{tree}"
+    );
     wait_until("the services' output in the engine's log", || {
         let l = c.logs();
         l.contains("db up") && l.contains("web 2")

@@ -1389,3 +1389,84 @@ fn log_lines_to_a_file_carry_the_time() {
     let today = String::from_utf8_lossy(&today.stdout).trim().to_string();
     assert_eq!(&stamp[..10], today, "{stamp}");
 }
+
+/// `Tree` (`archonctl status --tree`): archon at the root, each process
+/// with its parent and owner, a daemon's child under it, an orphan archon
+/// inherited as `adopted`, a monitored process as a root of its own.
+#[test]
+fn tree_shows_parents_owners_descendants_and_adopted_orphans() {
+    let d = Daemon::start("tree");
+    let dir = d.dir.clone();
+    let kid = dir.join("kid");
+    let orphan = dir.join("orphan");
+    let daemon = ok_id(&d.ask(&format!(
+        "StartDaemon,sh,-c,{HELPER} pidfile {} hang & exec {HELPER} hang",
+        kid.display()
+    )));
+    // The Run's shell exits at once; its background child is re-parented
+    // to archon, the subreaper.
+    let r = d.ask(&format!(
+        "Run,sh,-c,{HELPER} pidfile {} hang & exit 0",
+        orphan.display()
+    ));
+    assert_eq!(last(&r), "ExitStatus,0");
+    wait_for("both pidfiles", || kid.exists() && orphan.exists());
+    let kid_pid = std::fs::read_to_string(&kid).unwrap();
+    let orphan_pid = std::fs::read_to_string(&orphan).unwrap();
+    let mut watched = spawn_helper(&["hang"]);
+    let mon = ok_id(&d.ask(&format!("MonitorPid,{}", watched.id())));
+    let me = d.pid().to_string();
+    let rows_of = |d: &Daemon| -> Vec<Vec<String>> {
+        let rows = d.ask("Tree");
+        assert_eq!(last(&rows), "Ok");
+        rows[..rows.len() - 1]
+            .iter()
+            .map(|r| r.split(',').map(String::from).collect())
+            .collect()
+    };
+    let find = |rows: &[Vec<String>], pid: &str| rows.iter().find(|r| r[2] == pid).cloned();
+    wait_for("the orphan re-parented to archon", || {
+        find(&rows_of(&d), &orphan_pid).is_some_and(|r| r[3] == me)
+    });
+    let rows = rows_of(&d);
+    assert_eq!(
+        rows[0][..5],
+        ["Tree", "0", &me, &rows[0][3], "archon"],
+        "{rows:?}"
+    );
+    let daemon_row = rows
+        .iter()
+        .find(|r| r[4] == format!("daemon:{daemon}"))
+        .unwrap();
+    assert_eq!(
+        (daemon_row[1].as_str(), daemon_row[3].as_str()),
+        ("1", me.as_str())
+    );
+    let k = find(&rows, &kid_pid).unwrap();
+    assert_eq!(k[1], "2", "the daemon's child is under it: {rows:?}");
+    assert_eq!(k[3], daemon_row[2]);
+    assert_eq!(k[4], format!("daemon:{daemon}"));
+    let o = find(&rows, &orphan_pid).unwrap();
+    assert_eq!((o[1].as_str(), o[4].as_str()), ("1", "adopted"), "{rows:?}");
+    let m = find(&rows, &watched.id().to_string()).unwrap();
+    assert_eq!(
+        (m[1].as_str(), m[4].clone()),
+        ("0", format!("monitor:{mon}"))
+    );
+    assert!(m[6..].join(" ").contains("hang"));
+    // archonctl draws it.
+    let out = d.ctl(&["status", "--tree"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("PID"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("adopted") && l.contains(&orphan_pid)),
+        "{text}"
+    );
+    assert!(
+        !text.contains("KIND"),
+        "no process table with the tree: {text}"
+    );
+    watched.kill();
+}

@@ -35,6 +35,8 @@ commands (protocol verb in brackets):
   monitor PID                                  watch a process through a pidfd passed to archon [MonitorFD]
   monitor-pid PID                              watch a process, archon opens the pidfd [MonitorPid]
   status [ID | NAME]                           the process and service tables [Status]
+  status --tree                                archon's process tree: each process's parent and
+                                               owner, services' descendants, adopted orphans [Tree]
   stop ID [GRACE_SECONDS]                      SIGTERM, then SIGKILL after the grace period [Stop]
   signal ID|NAME SIGNAL                        send a signal by name or number to a process,
                                                or to every running instance of a service [Signal]
@@ -308,6 +310,10 @@ fn build_request(cmd: &str, args: &[String]) -> Result<Request, String> {
                 Request::MonitorPid(pid)
             }
         }
+        "status" if args.first().is_some_and(|a| a == "--tree") => {
+            max(1)?;
+            Request::Tree
+        }
         "status" => {
             max(1)?;
             match args.first() {
@@ -542,7 +548,12 @@ impl Ctl {
                         // One write for the whole table (stdout is line
                         // buffered: println! would cost a syscall a row).
                         let mut out = String::new();
-                        self.print_ok(&mut out, cmd, &fields, &rows);
+                        let shown = if matches!(req, Request::Tree) {
+                            "tree"
+                        } else {
+                            cmd
+                        };
+                        self.print_ok(&mut out, shown, &fields, &rows);
                         print_rows(&mut out, &other, &rows);
                         let mut stdout = std::io::stdout().lock();
                         stdout
@@ -627,7 +638,44 @@ impl Ctl {
 /// `service key value`. UPTIME is the process's (from its `Process` row
 /// when the reply has one), not the time since the last state change; the
 /// name column is as wide as the longest name.
+/// `Tree` rows as an indented table: the command indented by depth.
+fn print_tree(out: &mut String, rows: &[Vec<String>]) {
+    let tree: Vec<&Vec<String>> = rows
+        .iter()
+        .filter(|r| r[0] == "Tree" && r.len() >= 6)
+        .collect();
+    if tree.is_empty() {
+        return;
+    }
+    let width = tree.iter().map(|r| r[4].len()).max().unwrap_or(0).max(5);
+    outln!(
+        out,
+        "{:<7} {:<7} S  {:<width$}  COMMAND",
+        "PID",
+        "PPID",
+        "OWNER"
+    );
+    for r in tree {
+        let depth: usize = r[1].parse().unwrap_or(0);
+        let indent = if depth == 0 {
+            String::new()
+        } else {
+            format!("{}\u{2514} ", "  ".repeat(depth - 1))
+        };
+        outln!(
+            out,
+            "{:<7} {:<7} {}  {:<width$}  {indent}{}",
+            r[2],
+            r[3],
+            r[5],
+            r[4],
+            r[6..].join(" ")
+        );
+    }
+}
+
 fn print_rows(out: &mut String, rows: &[Vec<String>], procs: &[archon::protocol::ProcessRow]) {
+    print_tree(out, rows);
     let services: Vec<&Vec<String>> = rows.iter().filter(|r| r[0] == "Service").collect();
     if !services.is_empty() {
         let now = std::time::SystemTime::now()

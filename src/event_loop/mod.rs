@@ -16,6 +16,7 @@ mod requests;
 mod sources;
 mod stream;
 mod svc;
+mod tree;
 mod worker;
 mod worker_start;
 

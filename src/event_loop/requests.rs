@@ -76,7 +76,7 @@ impl EventLoop {
         if self.shutting_down
             && !matches!(
                 req,
-                Request::Status(_) | Request::Version | Request::Subscribe
+                Request::Status(_) | Request::Tree | Request::Version | Request::Subscribe
             )
         {
             return Some(Reply::error(
@@ -140,6 +140,7 @@ impl EventLoop {
                 self.begin_shutdown(action.verb(), libc::SIGTERM);
                 None
             }
+            Request::Tree => Some(Reply::Encoded(self.tree_rows())),
             Request::Logs {
                 target,
                 lines,

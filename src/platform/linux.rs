@@ -718,6 +718,59 @@ pub fn proc_cmdline(pid: i32) -> Vec<String> {
     }
 }
 
+/// What `/proc` says of one process, for the process tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcNode {
+    pub pid: i32,
+    pub ppid: i32,
+    /// The kernel's state letter (R, S, D, Z, T, ...).
+    pub state: char,
+    /// The command line; the name in parentheses when it has none (a
+    /// zombie, a kernel thread).
+    pub argv: Vec<String>,
+}
+
+/// One process's node, or None when it is gone.
+pub fn proc_node(pid: i32) -> Option<ProcNode> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (head, rest) = stat.rsplit_once(") ")?;
+    let comm = head.split_once(" (").map_or("", |(_, c)| c);
+    let mut f = rest.split(' ');
+    let state = f.next()?.chars().next()?;
+    let ppid = f.next()?.parse().ok()?;
+    let mut argv = proc_cmdline(pid);
+    argv.truncate(64);
+    if argv.is_empty() {
+        argv.push(format!("({comm})"));
+    }
+    Some(ProcNode {
+        pid,
+        ppid,
+        state,
+        argv,
+    })
+}
+
+/// The children of a process: `/proc/PID/task/*/children` (every thread's),
+/// so a walk down from archon reads only its own descendants. None when the
+/// kernel lacks CONFIG_PROC_CHILDREN or the process is gone.
+pub fn proc_children(pid: i32) -> Option<Vec<i32>> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut out = Vec::new();
+    let mut seen_file = false;
+    for t in tasks.flatten() {
+        let Ok(text) = std::fs::read_to_string(t.path().join("children")) else {
+            continue;
+        };
+        seen_file = true;
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
+    }
+    seen_file.then_some(out)
+}
+
 /// Makes archon a child subreaper so orphans of its children come back to it.
 pub fn set_child_subreaper() -> io::Result<()> {
     // SAFETY: plain prctl.

@@ -104,6 +104,8 @@ pub enum Request {
     Status(Option<u64>),
     /// `Status,<name>`: one service's instances.
     StatusService(String),
+    /// `Tree`: archon's process tree from /proc.
+    Tree,
     /// `Stop,<name>`: stop every instance of a service.
     StopService(String),
     Start(String),
@@ -168,12 +170,13 @@ impl PowerAction {
 }
 
 /// Every verb of v1, as spelled on the wire.
-pub const VERBS: [&str; 20] = [
+pub const VERBS: [&str; 21] = [
     "Run",
     "StartDaemon",
     "MonitorFD",
     "MonitorPid",
     "Status",
+    "Tree",
     "Stop",
     "Signal",
     "Subscribe",
@@ -418,6 +421,7 @@ pub fn parse_request(line: &[u8]) -> ParseResult<Request> {
             Ok(Request::Signal { id, signal })
         }
         "Subscribe" => arity(verb, args, 0, 0).map(|_| Request::Subscribe),
+        "Tree" => arity(verb, args, 0, 0).map(|_| Request::Tree),
         "Logs" => {
             arity(verb, args, 1, 3)?;
             let target = service_name(&args[0])?;
@@ -466,6 +470,7 @@ impl Request {
             Request::Undepend { .. } => "Undepend",
             Request::Signal { .. } | Request::SignalService { .. } => "Signal",
             Request::Subscribe => "Subscribe",
+            Request::Tree => "Tree",
             Request::Logs { .. } => "Logs",
             Request::Version => "Version",
             Request::Power(a) => a.verb(),
@@ -517,6 +522,7 @@ impl Request {
                 f.extend(["Signal".into(), name.clone(), signal.to_string()]);
             }
             Request::Subscribe => f.push("Subscribe".into()),
+            Request::Tree => f.push("Tree".into()),
             Request::Logs {
                 target,
                 lines,
@@ -700,7 +706,7 @@ impl ReplyLine {
                 state: f[5].clone(),
                 status: f[6].clone(),
             })),
-            Some("Service" | "ServiceEvent" | "Setting" | "Log") => Ok(ReplyLine::Row(f)),
+            Some("Service" | "ServiceEvent" | "Setting" | "Log" | "Tree") => Ok(ReplyLine::Row(f)),
             _ => Err(format!(
                 "unrecognised reply: {}",
                 String::from_utf8_lossy(line)

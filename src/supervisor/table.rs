@@ -202,6 +202,11 @@ impl Supervisor {
         self.live_pids.get(&pid).copied()
     }
 
+    /// Every entry whose process has not been seen to exit, by pid.
+    pub fn live_entries(&self) -> impl Iterator<Item = &Entry> + '_ {
+        self.live_pids.values().filter_map(|id| self.get(*id))
+    }
+
     fn event(&self, e: &Entry, now: Clock, state: &str) -> Effect {
         Effect::Event(EventRow {
             time: fmt_time(now.wall),
