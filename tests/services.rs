@@ -1336,3 +1336,99 @@ fn a_log_follower_that_does_not_read_is_disconnected() {
     );
     assert!(d.log().contains("log follower does not read"));
 }
+
+/// systemd's `MAINPID=`: a service whose started process hands over to a
+/// daemon it forked (and exits) keeps running with the daemon as its main
+/// process: Status shows its pid, Stop stops it, and its death restarts the
+/// service. A MAINPID naming a process outside the service is refused.
+#[test]
+fn mainpid_hands_the_service_over_to_a_forked_daemon() {
+    let dir = temp_dir("mainpid");
+    let daemon = dir.join("daemon");
+    let lua = format!(
+        r#"
+        service "forking" {{ cmd = {{ "sh", "-c", {script} }}, ready = "notify",
+                             backoff = {{ initial = 0.01 }} }}
+        service "liar" {{ cmd = {liar}, ready = "notify", start_timeout = 30 }}
+        "#,
+        // The started process forks the daemon, names it, and exits 0.
+        script = q(&format!(
+            "{HELPER} pidfile {} hang & exec {HELPER} notify \"MAINPID=$!\\nREADY=1\" exit 0",
+            daemon.display()
+        )),
+        liar = helper("notify MAINPID=1 notify READY=1 hang"),
+    );
+    let d = with_config("mainpid", &lua, &[]);
+    wait_for("the daemon's pidfile", || daemon.exists());
+    let pid = std::fs::read_to_string(&daemon).unwrap();
+    wait_for(
+        "forking running with the daemon as its main process",
+        || {
+            let row = &services(&d)[&("forking".to_string(), 0)];
+            row[3] == "running" && row[4] == pid
+        },
+    );
+    assert!(d
+        .log()
+        .contains(&format!("service forking.0 main process is now pid={pid}")));
+    // The started process has exited; the service did not restart.
+    assert_eq!(services(&d)[&("forking".to_string(), 0)][6], "0");
+    assert!(pid_alive(pid.parse().unwrap()));
+    // Its death is the service's: restarted, a new daemon.
+    std::fs::remove_file(&daemon).unwrap();
+    unsafe { libc::kill(pid.parse().unwrap(), libc::SIGKILL) };
+    wait_for("a new daemon after the restart", || daemon.exists());
+    let pid2 = std::fs::read_to_string(&daemon).unwrap();
+    assert_ne!(pid2, pid);
+    wait_for("running again with the new daemon", || {
+        let row = &services(&d)[&("forking".to_string(), 0)];
+        row[3] == "running" && row[4] == pid2 && row[6] == "1"
+    });
+    // Stop goes to the daemon.
+    assert_eq!(d.ask("Stop,forking"), ["Ok"]);
+    wait_for("forking stopped", || state(&d, "forking", 0) == "stopped");
+    wait_for("the daemon gone", || pid_gone(pid2.parse().unwrap()));
+    // MAINPID=1 is refused; the liar keeps its own process.
+    wait_for("liar running", || state(&d, "liar", 0) == "running");
+    assert!(d
+        .log()
+        .contains("service liar.0 sent MAINPID=1: not a pid; ignored"));
+    drop(d);
+
+    // A main process that is not archon's child (its parent lives on and
+    // has not reaped it): its death is seen through its pidfd all the same,
+    // and the service restarts; what is left of its group goes.
+    let lua = format!(
+        r#"service "parent" {{ cmd = {{ "sh", "-c", {script} }}, ready = "notify",
+                             backoff = {{ initial = 0.01 }} }}"#,
+        script = q(&format!(
+            "{HELPER} pidfile {} hang & {HELPER} notify \"MAINPID=$!\\nREADY=1\" hang",
+            daemon.display()
+        )),
+    );
+    let _ = std::fs::remove_file(&daemon);
+    let d = with_config("mainpid-parent", &lua, &[]);
+    wait_for("the daemon's pidfile", || daemon.exists());
+    let pid = std::fs::read_to_string(&daemon).unwrap();
+    wait_for("parent running with the daemon as its main process", || {
+        let row = &services(&d)[&("parent".to_string(), 0)];
+        row[3] == "running" && row[4] == pid
+    });
+    let sh = services(&d)
+        .get(&("parent".to_string(), 0))
+        .map(|_| ())
+        .and(std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .and_then(|s| {
+            s.rsplit_once(") ")
+                .map(|(_, r)| r.split(' ').nth(1).unwrap().to_string())
+        })
+        .unwrap();
+    std::fs::remove_file(&daemon).unwrap();
+    unsafe { libc::kill(pid.parse().unwrap(), libc::SIGKILL) };
+    wait_for("restarted after the daemon died", || {
+        services(&d)[&("parent".to_string(), 0)][6] == "1"
+    });
+    wait_for("the old shell killed with its group", || {
+        pid_gone(sh.parse().unwrap())
+    });
+}

@@ -147,6 +147,8 @@ pub struct EventLoop {
     notify_name: Option<String>,
     /// The notify socket had more than a pass's budget: read on next pass.
     notify_again: bool,
+    /// Inside `notify_event` (which may end a process): not re-entered.
+    reading_notify: bool,
 }
 
 /// The access policy: `--allow` rules with their names resolved (at
@@ -306,6 +308,7 @@ impl EventLoop {
             notify: None,
             notify_name: None,
             notify_again: false,
+            reading_notify: false,
             programs: Default::default(),
             chld_pending: false,
             lua,
@@ -546,6 +549,18 @@ impl EventLoop {
                 let pid = self.sup.get(id).map_or(0, |e| e.pid);
                 if let Some((pid, raw)) = platform::reap_pid(pid) {
                     self.child_reaped(pid, raw);
+                } else if w.kind == Kind::Service
+                    && self.sup.find_live_pid(pid) == Some(id)
+                    && platform::pidfd_exited(&w.pidfd)
+                {
+                    // Gone, and not archon's child: a main process named
+                    // by MAINPID= whose parent reaps it. Its status is
+                    // known only where the kernel tells (6.15+).
+                    let exit = match platform::pidfd_exit_info(&w.pidfd) {
+                        platform::PidfdExit::Exited(raw) => to_exit(raw),
+                        _ => Exit::Unknown,
+                    };
+                    self.process_gone(id, pid, exit);
                 }
             }
             Kind::Monitor => {
@@ -623,48 +638,65 @@ impl EventLoop {
 
     /// Routes one reaped child's status to the entry that tracks it.
     fn child_reaped(&mut self, pid: i32, raw: RawExit) {
-        {
-            match self.sup.find_live_pid(pid) {
-                Some(id)
-                    if self
-                        .watched
-                        .get(&id)
-                        .is_some_and(|w| w.kind != Kind::Monitor) =>
-                {
-                    let exit = to_exit(raw);
-                    log::info!("child exited id={id} pid={pid} status={}", exit.describe());
-                    let now = self.now();
-                    // Hooks see the entry before the table forgets it.
-                    let kind_of = self.sup.get(id).map(|e| e.kind);
-                    if let Some(k) = kind_of {
-                        self.fire_exit(id, k, &exit);
-                    }
-                    // A service's main process is gone: what is left of its
-                    // process group goes too (systemd's control group; a
-                    // respawn must not find the old children holding its
-                    // port). Right after the reap, in the same iteration,
-                    // the group id is still that group's.
-                    let service_group =
-                        kind_of == Some(Kind::Service) && self.sup.get(id).is_some_and(|e| e.group);
-                    if service_group && platform::kill_group(pid, libc::SIGKILL).is_ok() {
-                        log::info!(
-                            "killed what was left of the process group of id={id} pgid={pid}"
-                        );
-                    }
-                    let fx = self.sup.exited(id, exit.clone(), now);
-                    self.apply(fx);
-                    self.hook_run_done(id, &exit);
-                    if let Some((svc_entry, kind)) = self.checks.remove(&id) {
-                        self.check_ended(svc_entry, kind, exit == Exit::Code(0));
-                    }
-                    if let Some(cmds) = self.services.exited(id, exit, now.mono, now.wall) {
-                        self.apply_svc(cmds);
-                        let more = self.services.advance_shutdown(now.mono, now.wall);
-                        self.apply_svc(more);
-                    }
-                }
-                _ => log::debug!("reaped orphan pid={pid}"),
+        match self.sup.find_live_pid(pid) {
+            Some(id)
+                if self
+                    .watched
+                    .get(&id)
+                    .is_some_and(|w| w.kind != Kind::Monitor) =>
+            {
+                self.process_gone(id, pid, to_exit(raw));
             }
+            _ => log::debug!("reaped orphan pid={pid}"),
+        }
+    }
+
+    /// A tracked process (not a monitored one) is gone, with this status:
+    /// hooks, the group's leftovers, the table, waiting checks, services.
+    fn process_gone(&mut self, id: u64, pid: i32, exit: Exit) {
+        // What a service's main process said before it exited counts
+        // first: a `MAINPID=` sent just before exiting (a forking server
+        // handing over) must be read before the exit ends the service.
+        // Its entry is still in the table, so the sender is still known.
+        if self.notify.is_some()
+            && !self.notify_again
+            && !self.reading_notify
+            && self.services.owner(id).is_some()
+        {
+            self.notify_event();
+        }
+        log::info!("child exited id={id} pid={pid} status={}", exit.describe());
+        let now = self.now();
+        // Hooks see the entry before the table forgets it.
+        let kind_of = self.sup.get(id).map(|e| e.kind);
+        if let Some(k) = kind_of {
+            self.fire_exit(id, k, &exit);
+        }
+        // A service's main process is gone: what is left of its
+        // process group goes too (systemd's control group; a
+        // respawn must not find the old children holding its
+        // port). Right after the reap, in the same iteration,
+        // the group id is still that group's.
+        let service_group = self
+            .sup
+            .get(id)
+            .filter(|e| e.kind == Kind::Service && e.group)
+            .map(|e| e.pgid);
+        if let Some(pgid) = service_group {
+            if platform::kill_group(pgid, libc::SIGKILL).is_ok() {
+                log::info!("killed what was left of the process group of id={id} pgid={pgid}");
+            }
+        }
+        let fx = self.sup.exited(id, exit.clone(), now);
+        self.apply(fx);
+        self.hook_run_done(id, &exit);
+        if let Some((svc_entry, kind)) = self.checks.remove(&id) {
+            self.check_ended(svc_entry, kind, exit == Exit::Code(0));
+        }
+        if let Some(cmds) = self.services.exited(id, exit, now.mono, now.wall) {
+            self.apply_svc(cmds);
+            let more = self.services.advance_shutdown(now.mono, now.wall);
+            self.apply_svc(more);
         }
     }
 
@@ -696,20 +728,21 @@ impl EventLoop {
                 signo,
                 group,
                 cont,
+                pgid,
             } => {
                 if let Some(w) = self.watched.get(&id) {
                     if let Err(e) = platform::pidfd_send_signal(&w.pidfd, signo) {
                         log::debug!("signal failed id={id} error={e}");
                     }
                     if group {
-                        let _ = platform::kill_group(pid, signo);
+                        let _ = platform::kill_group(pgid, signo);
                     }
                     // After a stop signal, SIGCONT: a stopped process (or
                     // group) acts on it instead of sitting out the grace.
                     if cont && signo != libc::SIGCONT {
                         let _ = platform::pidfd_send_signal(&w.pidfd, libc::SIGCONT);
                         if group {
-                            let _ = platform::kill_group(pid, libc::SIGCONT);
+                            let _ = platform::kill_group(pgid, libc::SIGCONT);
                         }
                     }
                     log::debug!(

@@ -411,6 +411,25 @@ impl Services {
         out
     }
 
+    /// `MAINPID=`: the instance's main process is now entry `new` (pid
+    /// `pid`); the old entry is no longer the service's, and its exit
+    /// changes nothing. No state changes.
+    pub fn rebind(&mut self, old: u64, new: u64, pid: i32) -> bool {
+        let Some((n, i)) = self.by_entry.remove(&old) else {
+            return false;
+        };
+        if let Some(inst) = self
+            .instances
+            .get_mut(&n)
+            .and_then(|v| v.iter_mut().find(|x| x.index == i))
+        {
+            inst.entry = Some(new);
+            inst.pid = Some(pid);
+        }
+        self.by_entry.insert(new, (n, i));
+        true
+    }
+
     /// `WATCHDOG=1` (or `WATCHDOG=trigger`) from an entry's service.
     pub fn keepalive(&mut self, entry: u64, trigger: bool, mono: u64, wall: u64) -> Vec<Cmd> {
         let Some((n, i)) = self.owner(entry) else {

@@ -115,6 +115,9 @@ pub struct Entry {
     /// Signals also go to its process group (`Run` commands; the main
     /// command with `--forward-to-group`).
     pub group: bool,
+    /// That process group: its own pid, but for a service's main process
+    /// named by `MAINPID=`, which stays in the service's group.
+    pub pgid: i32,
     /// The uid of the peer that started or watches it, when that peer is
     /// not an admin: such a peer may stop and signal only its own.
     pub peer_uid: Option<u32>,
@@ -133,6 +136,8 @@ pub enum Effect {
         /// SIGCONT follows (a stop signal: a stopped process must not sit
         /// out its grace period without seeing it).
         cont: bool,
+        /// The group `group` signals (`Entry::pgid`).
+        pgid: i32,
     },
     Reply {
         to: ReplyTo,
@@ -190,6 +195,13 @@ impl Supervisor {
         }
     }
 
+    /// The process group those signals go to (`Entry::pgid`).
+    pub fn set_pgid(&mut self, id: u64, pgid: i32) {
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.pgid = pgid;
+        }
+    }
+
     /// Records the non-admin peer an entry belongs to (`Entry::peer_uid`).
     pub fn set_peer_uid(&mut self, id: u64, uid: u32) {
         if let Some(e) = self.entries.get_mut(&id) {
@@ -242,6 +254,7 @@ impl Supervisor {
             stop_waiters: Vec::new(),
             kill_at: None,
             group: kind == Kind::Run,
+            pgid: pid,
             peer_uid: None,
         };
         let fx = vec![self.event(&entry, now, "started")];
@@ -290,6 +303,7 @@ impl Supervisor {
                 signo,
                 group: e.group,
                 cont: false,
+                pgid: e.pgid,
             }],
             _ => Vec::new(),
         }
@@ -431,6 +445,7 @@ impl Supervisor {
                     // to it, as from tini; everything else archon stops
                     // gets SIGCONT after it.
                     cont: signo != SIGKILL && e.kind != Kind::Main,
+                    pgid: e.pgid,
                 };
                 let snapshot = e.clone();
                 Ok(vec![signal, self.event(&snapshot, now, "stopping")])
@@ -551,6 +566,7 @@ impl Supervisor {
                     signo: SIGKILL,
                     group: e.group,
                     cont: false,
+                    pgid: e.pgid,
                 });
             }
         }
@@ -694,6 +710,7 @@ mod tests {
             pid: 100,
             signo: SIGTERM,
             group: true,
+            pgid: 100,
             cont: true,
         }));
         assert!(!fx
@@ -744,6 +761,7 @@ mod tests {
             pid: 11,
             signo: SIGKILL,
             group: false,
+            pgid: 11,
             cont: false,
         }));
         assert_eq!(s.next_deadline(), None);
@@ -774,6 +792,7 @@ mod tests {
             pid: 12,
             signo: 2,
             group: true,
+            pgid: 12,
             cont: false,
         }));
         // Ignored: SIGKILL after the grace period.
