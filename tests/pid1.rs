@@ -916,3 +916,49 @@ fn a_stopped_child_is_not_an_exited_one() {
         assert_eq!(code(a.finish().0), 143, "{mode:?}");
     }
 }
+
+/// PID 1 of a namespace without a /proc of its own (`unshare --pid --fork`,
+/// no `--mount-proc`: /proc lists the parent namespace): the final sweep
+/// must not wait for processes it cannot see die. It asks the kernel
+/// (kill(-1)) instead: an orphan left behind is stopped and archon exits
+/// at once, not after its (here 600 s) grace.
+#[test]
+fn pid1_without_its_own_proc_does_not_wait_for_the_parent_namespace() {
+    if !modes().contains(&Mode::Ns) {
+        return;
+    }
+    let dir = temp_dir("foreignproc");
+    let pidfile = dir.join("orphan");
+    // Under the helper's reaper: should archon hang, killing unshare (the
+    // reaper's command) makes the reaper SIGKILL archon and what is left.
+    let unshare_pid = dir.join("unshare.pid");
+    let mut child = Command::new(HELPER)
+        .arg("reaper")
+        .arg(&unshare_pid)
+        .args(["--", "unshare", "--pid", "--fork", "--"])
+        .arg(ARCHON)
+        .args(["--no-socket", "--grace", "600", "--", "sh", "-c"])
+        .arg(format!(
+            "{HELPER} pidfile {} hang & while [ ! -e {} ]; do sleep 0.01; done; exit 3",
+            pidfile.display(),
+            pidfile.display()
+        ))
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > DEADLINE {
+            if let Ok(p) = std::fs::read_to_string(&unshare_pid) {
+                unsafe { libc::kill(p.trim().parse().unwrap(), libc::SIGKILL) };
+            }
+            let _ = child.wait();
+            panic!("archon as PID 1 waited for the parent namespace's processes");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert_eq!(code(status), 3);
+    assert!(pidfile.exists(), "the orphan never ran");
+}

@@ -84,8 +84,9 @@ impl EventLoop {
         let now = self.now().mono;
         let left = match platform::other_live_pids() {
             Some(pids) => pids,
-            // No /proc: children are all archon can know of.
-            None if platform::has_children() => vec![-1],
+            // No /proc of its own: kill(-1, 0) says whether any process of
+            // the namespace is left (and children are archon's to reap).
+            None if platform::has_children() || platform::kill_all(0).is_ok() => vec![-1],
             None => Vec::new(),
         };
         if left.is_empty() {

@@ -1086,9 +1086,17 @@ pub fn kill_all(sig: i32) -> io::Result<()> {
 
 /// The processes in archon's view of /proc that still run, other than
 /// archon itself and kernel threads (zombies are dead already). `None` when
-/// /proc cannot be read.
+/// /proc cannot be read, or is not of archon's PID namespace (`unshare
+/// --pid` without `--mount-proc`: it lists the parent namespace's
+/// processes, which archon can neither see die nor signal).
 pub fn other_live_pids() -> Option<Vec<i32>> {
     let me = getpid();
+    let own = std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str().and_then(|s| s.parse::<i32>().ok()));
+    if own != Some(me) {
+        return None;
+    }
     let dir = std::fs::read_dir("/proc").ok()?;
     let mut out = Vec::new();
     for ent in dir.flatten() {

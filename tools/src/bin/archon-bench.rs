@@ -2,7 +2,8 @@
 //! the same machine and prints each figure as a ratio, as a table and as
 //! JSON. Run with `cargo build --release && target/release/archon-bench` (see
 //! BENCHMARKS.md): it starts the archon next to it.
-//! Options: `--quick` (fewer iterations, 2 s idle), `--json FILE`.
+//! Options: `--quick` (fewer iterations, 2 s idle), `--json FILE`,
+//! `--entrypoint-only` (archon as a container's init against tini).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -11,6 +12,9 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+#[path = "../entrypoint_bench.rs"]
+mod entrypoint_bench;
 
 struct Row {
     name: &'static str,
@@ -1013,6 +1017,12 @@ fn main() {
     }
     let quick = std::env::args().any(|a| a == "--quick");
     let json_path = std::env::args().skip_while(|a| a != "--json").nth(1);
+    if std::env::args().any(|a| a == "--entrypoint-only") {
+        let mut rows = Vec::new();
+        entrypoint_bench::entrypoint_bench(&mut rows, &bin_dir(), if quick { 100 } else { 400 });
+        print_table(&rows);
+        return;
+    }
     if std::env::args().any(|a| a == "--services-only") {
         let mut rows = Vec::new();
         services_bench(&mut rows, 1000, 200, 2, 5);
@@ -1341,6 +1351,9 @@ fn main() {
 
     // 9. Hostile clients (issue 11).
     hostile_clients_bench(&mut rows, if quick { 100 } else { 300 });
+
+    // 10. archon as a container's init, against tini (issue 12).
+    entrypoint_bench::entrypoint_bench(&mut rows, &bin_dir(), if quick { 100 } else { 400 });
 
     print_table(&rows);
     println!("archon RSS after 1000 daemons: {rss_after} KiB; idle measured over {idle_secs} s");

@@ -1,0 +1,177 @@
+//! Entrypoint rows: `archon -- /bin/true` against `tini -s -- /bin/true`
+//! (and dumb-init, when installed), as a plain child and as PID 1 of a new
+//! PID namespace, and archon's memory as a container's init against tini's.
+//! Each archon binary found is measured: the release build next to the
+//! bench (glibc, dynamic) and the static musl one of `make static`.
+
+use super::{median, Row};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+fn installed(prog: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(prog))
+        .find(|p| p.exists())
+}
+
+/// The archon binaries to measure: (label, path).
+fn archons(bin_dir: &Path) -> Vec<(&'static str, PathBuf)> {
+    let mut out = vec![("glibc", bin_dir.join("archon"))];
+    let target = bin_dir.parent().unwrap_or(bin_dir);
+    for dir in [
+        target.join("static/x86_64-unknown-linux-musl/release"),
+        target.join("x86_64-unknown-linux-musl/release"),
+    ] {
+        if dir.join("archon").exists() {
+            out.push(("static", dir.join("archon")));
+            break;
+        }
+    }
+    out
+}
+
+fn run_once(argv: &[&Path], prefix: &[&str]) -> f64 {
+    let mut c = if prefix.is_empty() {
+        Command::new(argv[0])
+    } else {
+        let mut c = Command::new(prefix[0]);
+        c.args(&prefix[1..]).arg(argv[0]);
+        c
+    };
+    c.args(&argv[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let t = Instant::now();
+    let s = c.status().unwrap();
+    let us = t.elapsed().as_secs_f64() * 1e6;
+    assert!(s.success(), "{c:?} failed: {s}");
+    us
+}
+
+/// Medians of each command run `n` times, interleaved so drift hits all.
+fn interleaved(cmds: &[(Vec<&Path>, &[&str])], n: usize) -> Vec<f64> {
+    let mut times = vec![Vec::with_capacity(n); cmds.len()];
+    for _ in 0..n {
+        for (i, (argv, prefix)) in cmds.iter().enumerate() {
+            times[i].push(run_once(argv, prefix));
+        }
+    }
+    times.iter_mut().map(|v| median(v)).collect()
+}
+
+pub fn entrypoint_bench(rows: &mut Vec<Row>, bin_dir: &Path, n: usize) {
+    let Some(tini) = installed("tini") else {
+        println!("entrypoint rows SKIPPED: tini is not installed (apt-get install tini)");
+        return;
+    };
+    let truth = Path::new("/bin/true");
+    let dash = Path::new("--");
+    let dumb = installed("dumb-init");
+    let ns: &[&str] = &["unshare", "--pid", "--fork", "--"];
+    for (label, archon) in archons(bin_dir) {
+        let mut cmds: Vec<(Vec<&Path>, &[&str])> = vec![
+            (vec![archon.as_path(), dash, truth], &[]),
+            (vec![tini.as_path(), Path::new("-s"), dash, truth], &[]),
+            (vec![truth], &[]),
+        ];
+        if let Some(d) = &dumb {
+            cmds.push((vec![d.as_path(), truth], &[]));
+        }
+        let m = interleaved(&cmds, n);
+        let (name, info): (&'static str, &'static str) = match label {
+            "static" => ("entrypoint start, static archon vs tini -s", "<= 1.05"),
+            _ => ("entrypoint start, glibc archon vs tini -s", "info"),
+        };
+        let ratio = m[0] / m[1];
+        rows.push(Row {
+            name,
+            archon: m[0],
+            baseline: m[1],
+            unit: "us",
+            ratio,
+            target: info,
+            pass: info == "info" || ratio <= 1.05,
+        });
+        println!(
+            "  ({label}) /bin/true alone {:.0} us; archon adds {:.0} us, tini {:.0} us{}",
+            m[2],
+            m[0] - m[2],
+            m[1] - m[2],
+            m.get(3)
+                .map(|d| format!(", dumb-init {:.0} us", d - m[2]))
+                .unwrap_or_default()
+        );
+        // As PID 1 of a new PID namespace (the unshare costs both the same).
+        let cmds: Vec<(Vec<&Path>, &[&str])> = vec![
+            (vec![archon.as_path(), dash, truth], ns),
+            (vec![tini.as_path(), dash, truth], ns),
+        ];
+        let m = interleaved(&cmds, n / 2);
+        rows.push(Row {
+            name: if label == "static" {
+                "  PID 1 of a PID namespace, static vs tini"
+            } else {
+                "  PID 1 of a PID namespace, glibc vs tini"
+            },
+            archon: m[0],
+            baseline: m[1],
+            unit: "us",
+            ratio: m[0] / m[1],
+            target: "info",
+            pass: true,
+        });
+        // Memory as a container's init, its child asleep.
+        let (a_pss, a_priv) = init_memory(&archon, &["--"]);
+        let (t_pss, t_priv) = init_memory(&tini, &["--"]);
+        rows.push(Row {
+            name: if label == "static" {
+                "PSS as PID 1, static archon (tini as baseline)"
+            } else {
+                "PSS as PID 1, glibc archon (tini as baseline)"
+            },
+            archon: a_pss,
+            baseline: t_pss,
+            unit: "KiB",
+            ratio: a_pss / 1024.0,
+            target: "<= 1.00 (1 MiB)",
+            pass: a_pss <= 1024.0,
+        });
+        rows.push(Row {
+            name: "  private memory as PID 1 (tini as baseline)",
+            archon: a_priv,
+            baseline: t_priv,
+            unit: "KiB",
+            ratio: a_priv / 512.0,
+            target: "<= 1.00 (512 KiB)",
+            pass: a_priv <= 512.0,
+        });
+    }
+}
+
+/// (PSS, private) in KiB of PID 1 of a new PID namespace running `init`,
+/// read by its child from /proc/1/smaps_rollup.
+fn init_memory(init: &Path, args: &[&str]) -> (f64, f64) {
+    let out = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "--"])
+        .arg(init)
+        .args(args)
+        .args(["sh", "-c", "cat /proc/1/smaps_rollup"])
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |k: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (
+        field("Pss:"),
+        field("Private_Clean:") + field("Private_Dirty:"),
+    )
+}
