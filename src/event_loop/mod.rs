@@ -11,6 +11,7 @@ mod hook;
 mod lifecycle;
 mod listener;
 mod logs;
+mod notify;
 mod output;
 mod requests;
 mod sources;
