@@ -3,7 +3,10 @@
 //!
 //! Bounded where a line is kept: each instance keeps its newest
 //! `RING_LINES` lines and at most `RING_BYTES` of text (whichever is
-//! reached first drops the oldest); a ring goes when its instance does. A
+//! reached first drops the oldest), and all rings together at most
+//! `ALL_RINGS_BYTES` (past it the largest ring gives up its oldest line:
+//! 10 000 chatty instances keep 16 MiB, not 320); a ring goes when its
+//! instance does. A
 //! `Logs` reply takes at most `REPLY_BYTES`, the newest lines first; a
 //! follower gets lines as subscribers get events, and is disconnected when
 //! it leaves 256 KiB of them unread.
@@ -13,6 +16,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 const RING_LINES: usize = 200;
 const RING_BYTES: usize = 32 * 1024;
+const ALL_RINGS_BYTES: usize = 16 * 1024 * 1024;
 const REPLY_BYTES: usize = 192 * 1024;
 
 struct Line {
@@ -34,12 +38,17 @@ struct Ring {
 pub(super) struct Rings {
     rings: BTreeMap<(String, u32), Ring>,
     seq: u64,
+    /// Bytes in every ring together, and the rings by size: past
+    /// `ALL_RINGS_BYTES`, the largest ring gives up its oldest line.
+    total: usize,
+    by_size: std::collections::BTreeSet<(usize, (String, u32))>,
 }
 
 impl Rings {
     fn push(&mut self, name: &str, index: u32, wall: u64, err: bool, text: &str) {
         let key = (name.to_string(), index);
-        let ring = self.rings.entry(key).or_default();
+        let ring = self.rings.entry(key.clone()).or_default();
+        self.by_size.remove(&(ring.bytes, key.clone()));
         // A line alone over the byte bound keeps its newest part.
         let mut start = text.len().saturating_sub(RING_BYTES);
         while !text.is_char_boundary(start) {
@@ -48,11 +57,15 @@ impl Rings {
         let text = &text[start..];
         while ring.lines.len() >= RING_LINES || ring.bytes + text.len() > RING_BYTES {
             match ring.lines.pop_front() {
-                Some(old) => ring.bytes -= old.text.len(),
+                Some(old) => {
+                    ring.bytes -= old.text.len();
+                    self.total -= old.text.len();
+                }
                 None => break,
             }
         }
         ring.bytes += text.len();
+        self.total += text.len();
         self.seq += 1;
         ring.lines.push_back(Line {
             seq: self.seq,
@@ -60,6 +73,20 @@ impl Rings {
             err,
             text: text.into(),
         });
+        self.by_size.insert((ring.bytes, key));
+        while self.total > ALL_RINGS_BYTES {
+            let Some((_, big)) = self.by_size.pop_last() else {
+                break;
+            };
+            let Some(r) = self.rings.get_mut(&big) else {
+                continue;
+            };
+            if let Some(old) = r.lines.pop_front() {
+                r.bytes -= old.text.len();
+                self.total -= old.text.len();
+            }
+            self.by_size.insert((r.bytes, big));
+        }
     }
 
     fn len(&self) -> usize {
@@ -68,7 +95,15 @@ impl Rings {
 
     /// Drops the rings of instances `exists` says are gone.
     pub(super) fn prune(&mut self, exists: impl Fn(&str, u32) -> bool) {
-        self.rings.retain(|(n, i), _| exists(n, *i));
+        let (total, by_size) = (&mut self.total, &mut self.by_size);
+        self.rings.retain(|k, r| {
+            let keep = exists(&k.0, k.1);
+            if !keep {
+                *total -= r.bytes;
+                by_size.remove(&(r.bytes, k.clone()));
+            }
+            keep
+        });
     }
 
     /// The newest `max` lines of `name` (of instance `index` only, when
@@ -203,6 +238,27 @@ mod tests {
         r.push("web", 0, 2000, false, &"y".repeat(100_000));
         let ring = &r.rings[&("web".to_string(), 0)];
         assert_eq!((ring.lines.len(), ring.bytes), (1, RING_BYTES));
+    }
+
+    #[test]
+    fn many_rings_share_a_global_bound() {
+        let mut r = Rings::default();
+        let line = "z".repeat(1000);
+        for i in 0..10_000 {
+            for _ in 0..40 {
+                r.push("pool", i, 0, false, &line);
+            }
+        }
+        let sum: usize = r.rings.values().map(|x| x.bytes).sum();
+        assert_eq!(sum, r.total);
+        assert!(r.total <= ALL_RINGS_BYTES, "{}", r.total);
+        // The largest gave way: no ring is far above the others.
+        let max = r.rings.values().map(|x| x.bytes).max().unwrap();
+        let min = r.rings.values().map(|x| x.bytes).min().unwrap();
+        assert!(max - min <= 2 * line.len(), "{max} {min}");
+        r.prune(|_, i| i < 10);
+        assert_eq!(r.total, r.rings.values().map(|x| x.bytes).sum::<usize>());
+        assert_eq!(r.by_size.len(), 10);
     }
 
     #[test]
