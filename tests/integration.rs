@@ -1468,5 +1468,14 @@ fn tree_shows_parents_owners_descendants_and_adopted_orphans() {
         !text.contains("KIND"),
         "no process table with the tree: {text}"
     );
+    // Pipelined, each gets a whole tree (they share walks within a pass).
+    let mut c = d.conn();
+    c.send("Tree\n".repeat(50).as_bytes());
+    for _ in 0..50 {
+        let rows = c.reply();
+        assert_eq!(last(&rows), "Ok");
+        assert!(rows[0].starts_with(&format!("Tree,0,{me},")), "{rows:?}");
+        assert!(rows.iter().any(|r| r.contains(",adopted,")));
+    }
     watched.kill();
 }

@@ -150,6 +150,10 @@ pub struct EventLoop {
     notify_again: bool,
     /// Inside `notify_event` (which may end a process): not re-entered.
     reading_notify: bool,
+    /// Passes of the loop so far, and the `Tree` rows of the pass that
+    /// made them: however many ask in one pass, /proc is walked once.
+    pass: u64,
+    tree_cache: Option<(u64, std::rc::Rc<str>)>,
 }
 
 /// The access policy: `--allow` rules with their names resolved (at
@@ -310,6 +314,8 @@ impl EventLoop {
             notify_name: None,
             notify_again: false,
             reading_notify: false,
+            pass: 0,
+            tree_cache: None,
             programs: Default::default(),
             chld_pending: false,
             lua,
@@ -360,6 +366,7 @@ impl EventLoop {
         let mut events = Events::with_capacity(1024);
         let mut poll_failures = 0u32;
         loop {
+            self.pass += 1;
             if !self.shutting_down && self.sup.main_exit().is_some() {
                 self.begin_shutdown("main command exited", libc::SIGTERM);
             }

@@ -6,14 +6,17 @@
 //!
 //! Walked down from archon through `/proc/PID/task/*/children`, so the
 //! cost is archon's own descendants, at most `TREE_MAX` of them (a full
-//! `/proc` scan, just as bounded, where the kernel lacks that file).
+//! `/proc` scan, just as bounded, where the kernel lacks that file), once
+//! per pass of the loop however many ask: about 30 us a process, so the
+//! worst pass is ~120 ms. (Not streamed with a per-pass budget like
+//! `Status`: the walk would have to be resumable across passes.)
 //! Monitored processes are not archon's descendants: each is a root of its
 //! own after archon's tree.
 
 use super::*;
 use std::collections::HashMap;
 
-const TREE_MAX: usize = 10_000;
+const TREE_MAX: usize = 4096;
 /// A reply is queued whole: past this, rows are left out (and logged).
 const TREE_BYTES: usize = 192 * 1024;
 
@@ -46,8 +49,21 @@ impl EventLoop {
         labels
     }
 
-    /// The `Tree` rows, depth first.
-    pub(super) fn tree_rows(&self) -> String {
+    /// The `Tree` rows, depth first; walked at most once per pass of the
+    /// loop (pipelined or concurrent `Tree`s in one pass share the walk),
+    /// so `Tree` costs the loop one bounded walk per pass at most.
+    pub(super) fn tree_rows(&mut self) -> String {
+        if let Some((pass, rows)) = &self.tree_cache {
+            if *pass == self.pass {
+                return rows.to_string();
+            }
+        }
+        let rows = self.walk_tree();
+        self.tree_cache = Some((self.pass, std::rc::Rc::from(rows.as_str())));
+        rows
+    }
+
+    fn walk_tree(&self) -> String {
         let me = platform::getpid();
         let labels = self.tree_labels();
         let mut out = String::new();
