@@ -666,6 +666,11 @@ fn a_child_ignoring_sigterm_is_killed_after_the_grace_period() {
         a.signal(libc::SIGTERM);
         let (st, _, err) = a.finish();
         assert_eq!(code(st), 128 + 9, "{mode:?}: {err}");
+        // And says why, at warn (the entrypoint's default level).
+        assert!(
+            err.contains("main id=1 pid=") && err.contains("did not exit within its grace period"),
+            "{mode:?}: {err}"
+        );
     }
 }
 

@@ -443,6 +443,7 @@ impl EventLoop {
             }
             let now = self.now();
             let fx = self.sup.tick(now);
+            self.warn_grace_kills(&fx);
             self.apply(fx);
             let cmds = self.services.tick(now.mono, now.wall);
             self.apply_svc(cmds);
@@ -656,6 +657,19 @@ impl EventLoop {
                 self.process_gone(id, pid, to_exit(raw));
             }
             _ => log::debug!("reaped orphan pid={pid}"),
+        }
+    }
+
+    /// Why a process is SIGKILLed, at warn (seen in `docker logs` even in
+    /// quiet entrypoint mode): its grace period ran out.
+    fn warn_grace_kills(&self, fx: &[Effect]) {
+        for f in fx {
+            if let Effect::Signal { id, pid, .. } = f {
+                let what = self.sup.get(*id).map_or("process", |e| e.kind.as_str());
+                log::warn!(
+                    "{what} id={id} pid={pid} did not exit within its grace period after its stop signal; sending SIGKILL"
+                );
+            }
         }
     }
 
