@@ -12,7 +12,8 @@
 //! it leaves 256 KiB of them unread.
 
 use super::*;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::rc::Rc;
 
 const RING_LINES: usize = 200;
 const RING_BYTES: usize = 32 * 1024;
@@ -33,22 +34,30 @@ struct Ring {
     bytes: usize,
 }
 
-/// Every instance's ring, by (service, instance).
+/// Every instance's ring, by service, then instance. Keyed by the `Rc<str>`
+/// the service's pipes hold, so keeping a line allocates only the line.
 #[derive(Default)]
 pub(super) struct Rings {
-    rings: BTreeMap<(String, u32), Ring>,
+    rings: BTreeMap<Rc<str>, BTreeMap<u32, Ring>>,
     seq: u64,
     /// Bytes in every ring together, and the rings by size: past
     /// `ALL_RINGS_BYTES`, the largest ring gives up its oldest line.
     total: usize,
-    by_size: std::collections::BTreeSet<(usize, (String, u32))>,
+    by_size: BTreeSet<(usize, Rc<str>, u32)>,
 }
 
 impl Rings {
-    fn push(&mut self, name: &str, index: u32, wall: u64, err: bool, text: &str) {
-        let key = (name.to_string(), index);
-        let ring = self.rings.entry(key.clone()).or_default();
-        self.by_size.remove(&(ring.bytes, key.clone()));
+    fn push(&mut self, name: &Rc<str>, index: u32, wall: u64, err: bool, text: &str) {
+        let ring = match self.rings.get_mut(&**name) {
+            Some(m) => m.entry(index).or_default(),
+            None => self
+                .rings
+                .entry(name.clone())
+                .or_default()
+                .entry(index)
+                .or_default(),
+        };
+        self.by_size.remove(&(ring.bytes, name.clone(), index));
         // A line alone over the byte bound keeps its newest part.
         let mut start = text.len().saturating_sub(RING_BYTES);
         while !text.is_char_boundary(start) {
@@ -73,36 +82,40 @@ impl Rings {
             err,
             text: text.into(),
         });
-        self.by_size.insert((ring.bytes, key));
+        self.by_size.insert((ring.bytes, name.clone(), index));
         while self.total > ALL_RINGS_BYTES {
-            let Some((_, big)) = self.by_size.pop_last() else {
+            let Some((_, big, i)) = self.by_size.pop_last() else {
                 break;
             };
-            let Some(r) = self.rings.get_mut(&big) else {
+            let Some(r) = self.rings.get_mut(&*big).and_then(|m| m.get_mut(&i)) else {
                 continue;
             };
             if let Some(old) = r.lines.pop_front() {
                 r.bytes -= old.text.len();
                 self.total -= old.text.len();
             }
-            self.by_size.insert((r.bytes, big));
+            self.by_size.insert((r.bytes, big, i));
         }
     }
 
+    /// How many rings there are.
     fn len(&self) -> usize {
-        self.rings.len()
+        self.rings.values().map(BTreeMap::len).sum()
     }
 
     /// Drops the rings of instances `exists` says are gone.
     pub(super) fn prune(&mut self, exists: impl Fn(&str, u32) -> bool) {
         let (total, by_size) = (&mut self.total, &mut self.by_size);
-        self.rings.retain(|k, r| {
-            let keep = exists(&k.0, k.1);
-            if !keep {
-                *total -= r.bytes;
-                by_size.remove(&(r.bytes, k.clone()));
-            }
-            keep
+        self.rings.retain(|name, m| {
+            m.retain(|i, r| {
+                let keep = exists(name, *i);
+                if !keep {
+                    *total -= r.bytes;
+                    by_size.remove(&(r.bytes, name.clone(), *i));
+                }
+                keep
+            });
+            !m.is_empty()
         });
     }
 
@@ -115,9 +128,11 @@ impl Rings {
         // merge by arrival.
         let mut cursors: Vec<(u32, &Ring, usize)> = self
             .rings
-            .range((name.to_string(), 0)..=(name.to_string(), u32::MAX))
-            .filter(|((_, i), _)| index.is_none_or(|x| x == *i))
-            .map(|((_, i), r)| (*i, r, r.lines.len()))
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter(|(i, _)| index.is_none_or(|x| x == **i))
+            .map(|(i, r)| (*i, r, r.lines.len()))
             .collect();
         while picked.len() < max {
             let next = cursors
@@ -154,7 +169,7 @@ fn log_row(wall: u64, name: &str, index: u32, err: bool, text: &str) -> String {
 impl EventLoop {
     /// One line (without its newline) a service instance wrote: kept, and
     /// sent to whoever follows it.
-    pub(super) fn keep_line(&mut self, name: &str, index: u32, err: bool, text: &[u8]) {
+    pub(super) fn keep_line(&mut self, name: &Rc<str>, index: u32, err: bool, text: &[u8]) {
         let text = String::from_utf8_lossy(text);
         let wall = self.now().wall;
         self.rings.push(name, index, wall, err, &text);
@@ -165,7 +180,7 @@ impl EventLoop {
         let who: Vec<u64> = self
             .followers
             .iter()
-            .filter(|(_, (n, i))| n == name && i.is_none_or(|x| x == index))
+            .filter(|(_, (n, i))| **n == **name && i.is_none_or(|x| x == index))
             .map(|(c, _)| *c)
             .collect();
         for cid in who {
@@ -220,54 +235,71 @@ impl EventLoop {
 mod tests {
     use super::*;
 
+    fn rc(s: &str) -> Rc<str> {
+        Rc::from(s)
+    }
+
+    impl Rings {
+        fn ring(&self, name: &str, i: u32) -> &Ring {
+            &self.rings[name][&i]
+        }
+
+        fn all(&self) -> impl Iterator<Item = &Ring> {
+            self.rings.values().flat_map(BTreeMap::values)
+        }
+    }
+
     #[test]
     fn a_ring_keeps_the_newest_within_both_bounds() {
         let mut r = Rings::default();
+        let web = rc("web");
         for k in 0..500 {
-            r.push("web", 0, k, false, &format!("line {k}"));
+            r.push(&web, 0, k, false, &format!("line {k}"));
         }
-        let ring = &r.rings[&("web".to_string(), 0)];
+        let ring = r.ring("web", 0);
         assert_eq!(ring.lines.len(), RING_LINES);
         assert_eq!(&*ring.lines[0].text, "line 300");
         let big = "x".repeat(10_000);
         for k in 0..10 {
-            r.push("web", 0, 1000 + k, true, &big);
+            r.push(&web, 0, 1000 + k, true, &big);
         }
-        let ring = &r.rings[&("web".to_string(), 0)];
+        let ring = r.ring("web", 0);
         assert!(ring.bytes <= RING_BYTES && ring.lines.len() == 3);
-        r.push("web", 0, 2000, false, &"y".repeat(100_000));
-        let ring = &r.rings[&("web".to_string(), 0)];
+        r.push(&web, 0, 2000, false, &"y".repeat(100_000));
+        let ring = r.ring("web", 0);
         assert_eq!((ring.lines.len(), ring.bytes), (1, RING_BYTES));
     }
 
     #[test]
     fn many_rings_share_a_global_bound() {
         let mut r = Rings::default();
+        let pool = rc("pool");
         let line = "z".repeat(1000);
         for i in 0..10_000 {
             for _ in 0..40 {
-                r.push("pool", i, 0, false, &line);
+                r.push(&pool, i, 0, false, &line);
             }
         }
-        let sum: usize = r.rings.values().map(|x| x.bytes).sum();
+        let sum: usize = r.all().map(|x| x.bytes).sum();
         assert_eq!(sum, r.total);
         assert!(r.total <= ALL_RINGS_BYTES, "{}", r.total);
         // The largest gave way: no ring is far above the others.
-        let max = r.rings.values().map(|x| x.bytes).max().unwrap();
-        let min = r.rings.values().map(|x| x.bytes).min().unwrap();
+        let max = r.all().map(|x| x.bytes).max().unwrap();
+        let min = r.all().map(|x| x.bytes).min().unwrap();
         assert!(max - min <= 2 * line.len(), "{max} {min}");
         r.prune(|_, i| i < 10);
-        assert_eq!(r.total, r.rings.values().map(|x| x.bytes).sum::<usize>());
+        assert_eq!(r.total, r.all().map(|x| x.bytes).sum::<usize>());
         assert_eq!(r.by_size.len(), 10);
     }
 
     #[test]
     fn tail_merges_instances_by_time_and_filters_one() {
         let mut r = Rings::default();
-        r.push("web", 0, 10, false, "a");
-        r.push("web", 1, 20, false, "b");
-        r.push("web", 0, 30, true, "c");
-        r.push("webby", 0, 25, false, "not web");
+        let web = rc("web");
+        r.push(&web, 0, 10, false, "a");
+        r.push(&web, 1, 20, false, "b");
+        r.push(&web, 0, 30, true, "c");
+        r.push(&rc("webby"), 0, 25, false, "not web");
         let rows = r.tail("web", None, 10);
         let texts: Vec<&str> = rows
             .iter()
