@@ -49,6 +49,9 @@ done
 "$bin/archonctl" status web
 say "what the services wrote (archon's stdout, one prefix per instance)"
 cat "$dir/services.out"
+say "archonctl logs -n 3 web.2 (kept by archon per instance); archonctl status --tree"
+"$bin/archonctl" logs -n 3 web.2
+"$bin/archonctl" status --tree
 say "archonctl run -- sh -c 'echo output reaches this terminal; exit 7'"
 "$bin/archonctl" run -- sh -c 'echo output reaches this terminal; exit 7' || echo "(exit status $?)"
 say "archonctl start sleep 1000"
