@@ -234,6 +234,22 @@ impl EventLoop {
         self.apply(fx);
         let cmds = self.services.shutdown(now.mono, now.wall);
         self.apply_svc(cmds);
+        // A service's former main process (it named another with
+        // MAINPID= and lives on) is no instance's: stopped here, or the
+        // shutdown would wait for it.
+        let former: Vec<u64> = self
+            .sup
+            .live_entries()
+            .filter(|e| e.kind == Kind::Service && self.services.owner(e.id).is_none())
+            .map(|e| e.id)
+            .collect();
+        for id in former {
+            let fx = self
+                .sup
+                .stop(id, self.opts.grace_ms, None, now)
+                .unwrap_or_default();
+            self.apply(fx);
+        }
     }
 
     pub(super) fn read_signals(&mut self) {

@@ -168,8 +168,11 @@ impl EventLoop {
                 platform::process_group(pid).unwrap_or(pid)
             },
         );
-        // The old main's exit no longer ends the service nor kills its group.
-        self.sup.set_group(entry, false);
+        // The old main's exit no longer ends the service, nor kills the
+        // group it shares with the new one.
+        if in_group {
+            self.sup.set_group(entry, false);
+        }
         self.watch(id, Kind::Service, fd);
         if self.services.rebind(entry, id, pid) {
             log::info!("service {name}.{index} main process is now pid={pid} (MAINPID=)");
