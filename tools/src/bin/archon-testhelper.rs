@@ -84,6 +84,9 @@ fn reaper(pidfile: &str, cmd: &[String]) -> ! {
         std::thread::sleep(Duration::from_millis(20));
     };
     // Everything below: archon's leftovers, re-parented to this subreaper.
+    // Never a blocking wait: a killed child's own children come here alive,
+    // and waiting for them before they are killed would hang the sweep
+    // (until the test kills this reaper and they go to init).
     let me = std::process::id() as i32;
     loop {
         let left = children_of(me);
@@ -93,7 +96,8 @@ fn reaper(pidfile: &str, cmd: &[String]) -> ! {
         for (p, _) in &left {
             unsafe { libc::kill(*p, libc::SIGKILL) };
         }
-        unsafe { while libc::waitpid(-1, std::ptr::null_mut(), 0) > 0 {} };
+        unsafe { while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {} };
+        std::thread::sleep(Duration::from_millis(5));
     }
     match status.signal() {
         Some(sig) => unsafe {
