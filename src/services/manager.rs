@@ -403,10 +403,15 @@ impl Services {
 
     /// The readiness signal of an entry's process arrived.
     pub fn ready(&mut self, entry: u64, mono: u64, wall: u64) -> Vec<Cmd> {
+        self.step_entry(entry, Event::Ready, mono, wall)
+    }
+
+    /// One event to the instance an entry belongs to, then `settle`.
+    fn step_entry(&mut self, entry: u64, ev: Event, mono: u64, wall: u64) -> Vec<Cmd> {
         let Some((n, i)) = self.owner(entry) else {
             return Vec::new();
         };
-        let mut out = self.step(&n, i, Event::Ready, mono, wall);
+        let mut out = self.step(&n, i, ev, mono, wall);
         out.extend(self.settle(mono, wall));
         out
     }
@@ -432,32 +437,22 @@ impl Services {
 
     /// `WATCHDOG=1` (or `WATCHDOG=trigger`) from an entry's service.
     pub fn keepalive(&mut self, entry: u64, trigger: bool, mono: u64, wall: u64) -> Vec<Cmd> {
-        let Some((n, i)) = self.owner(entry) else {
-            return Vec::new();
-        };
         let ev = if trigger {
             Event::WatchdogTrigger
         } else {
             Event::Keepalive
         };
-        let mut out = self.step(&n, i, ev, mono, wall);
-        out.extend(self.settle(mono, wall));
-        out
+        self.step_entry(entry, ev, mono, wall)
     }
 
     /// A health check's verdict on an entry's process.
     pub fn health(&mut self, entry: u64, healthy: bool, mono: u64, wall: u64) -> Vec<Cmd> {
-        let Some((n, i)) = self.owner(entry) else {
-            return Vec::new();
-        };
         let ev = if healthy {
             Event::Healthy
         } else {
             Event::Unhealthy
         };
-        let mut out = self.step(&n, i, ev, mono, wall);
-        out.extend(self.settle(mono, wall));
-        out
+        self.step_entry(entry, ev, mono, wall)
     }
 
     /// The state of the instance an entry belongs to.
