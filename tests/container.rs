@@ -168,6 +168,18 @@ impl Container {
         Container { name }
     }
 
+    /// archon (with `opts`) running `sh -c "TRAP; echo ready; loop"` as its
+    /// main command, once the shell has set its trap.
+    fn looping(rootfs: &Path, opts: &[&str], trap: &str) -> Container {
+        let script = format!("{trap}; echo ready; while :; do sleep 0.1; done");
+        let mut cmd = vec!["/bin/archon"];
+        cmd.extend_from_slice(opts);
+        cmd.extend_from_slice(&["--", "/bin/sh", "-c", &script]);
+        let c = Container::start(rootfs, &cmd);
+        wait_until("the main command to start", || c.logs().contains("ready"));
+        c
+    }
+
     fn exec(&self, cmd: &[&str]) -> Output {
         run(podman().args(["exec", &self.name]).args(cmd))
     }
@@ -272,19 +284,7 @@ fn podman_stop_terms_then_kills() {
         return;
     }
     let r = rootfs("stop");
-    let polite = Container::start(
-        &r,
-        &[
-            "/bin/archon",
-            "--",
-            "/bin/sh",
-            "-c",
-            "trap 'echo got TERM; exit 0' TERM; echo ready; while :; do sleep 0.1; done",
-        ],
-    );
-    wait_until("the main command to start", || {
-        polite.logs().contains("ready")
-    });
+    let polite = Container::looping(&r, &[], "trap 'echo got TERM; exit 0' TERM");
     let o = run(podman().args(["stop", "-t", "60", &polite.name]));
     assert!(o.status.success());
     assert_eq!(polite.wait(), 0);
@@ -293,44 +293,14 @@ fn podman_stop_terms_then_kills() {
     // A main command that ignores SIGTERM: archon kills it after its own
     // grace, long before podman's 60 s. `-e 137` maps that death to 0, so
     // exit 0 proves archon did it (podman's SIGKILL of archon is 137).
-    let stubborn = Container::start(
-        &r,
-        &[
-            "/bin/archon",
-            "-e",
-            "137",
-            "--grace",
-            "1",
-            "--",
-            "/bin/sh",
-            "-c",
-            "trap '' TERM; echo ready; while :; do sleep 0.1; done",
-        ],
-    );
-    wait_until("the main command to start", || {
-        stubborn.logs().contains("ready")
-    });
+    let stubborn = Container::looping(&r, &["-e", "137", "--grace", "1"], "trap '' TERM");
     let o = run(podman().args(["stop", "-t", "60", &stubborn.name]));
     assert!(o.status.success());
     assert_eq!(stubborn.wait(), 0, "not archon's SIGKILL after --grace");
 
     // A main command that ignores SIGTERM under a long grace: the engine's
     // SIGKILL of PID 1 after -t ends the container (137), and nothing stays.
-    let long = Container::start(
-        &r,
-        &[
-            "/bin/archon",
-            "--grace",
-            "600",
-            "--",
-            "/bin/sh",
-            "-c",
-            "trap '' TERM; echo ready; while :; do sleep 0.1; done",
-        ],
-    );
-    wait_until("the main command to start", || {
-        long.logs().contains("ready")
-    });
+    let long = Container::looping(&r, &["--grace", "600"], "trap '' TERM");
     let o = run(podman().args(["stop", "-t", "1", &long.name]));
     assert!(o.status.success());
     assert_eq!(long.wait(), 137);
@@ -342,17 +312,7 @@ fn podman_kill_hup_is_forwarded() {
         return;
     }
     let r = rootfs("hup");
-    let c = Container::start(
-        &r,
-        &[
-            "/bin/archon",
-            "--",
-            "/bin/sh",
-            "-c",
-            "trap 'echo got HUP' HUP; echo ready; while :; do sleep 0.1; done",
-        ],
-    );
-    wait_until("the main command to start", || c.logs().contains("ready"));
+    let c = Container::looping(&r, &[], "trap 'echo got HUP' HUP");
     let o = run(podman().args(["kill", "-s", "HUP", &c.name]));
     assert!(o.status.success());
     wait_until("the HUP to reach the main command", || {
