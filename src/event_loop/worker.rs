@@ -64,6 +64,10 @@ pub(super) struct Worker {
     pub(super) pidfd: OwnedFd,
     pub(super) pid: i32,
     reader: FrameReader,
+    /// What a read takes in: on the heap, and touched only as far as a
+    /// read fills it (a 64 KiB array on the stack would be probed, so
+    /// resident, in every archon, worker or not).
+    rbuf: Vec<u8>,
     out: Vec<u8>,
     calls: VecDeque<Call>,
     /// When the head call started to count (mono ms).
@@ -115,6 +119,7 @@ impl Worker {
             pidfd: spawned.pidfd,
             pid: spawned.pid,
             reader: FrameReader::default(),
+            rbuf: vec![0u8; 64 * 1024],
             out: Vec::new(),
             calls: VecDeque::new(),
             head_since: now_ms,
@@ -212,17 +217,16 @@ impl EventLoop {
     /// per pass).
     pub(super) fn worker_ready(&mut self) {
         self.worker_flush();
-        let mut buf = [0u8; 64 * 1024];
         loop {
             let Some(w) = self.lua.worker.as_mut() else {
                 return;
             };
-            match w.sock.read(&mut buf) {
+            match w.sock.read(&mut w.rbuf) {
                 Ok(0) => {
                     self.worker_died("it closed its socket");
                     return;
                 }
-                Ok(n) => w.reader.push(&buf[..n]),
+                Ok(n) => w.reader.push(&w.rbuf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
