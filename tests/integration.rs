@@ -945,28 +945,7 @@ fn archonctl_fails_when_its_output_cannot_be_written() {
 /// Sends `lines` on a fresh connection as `uid` (through socat, a real
 /// client), returns every line it got back.
 fn ask_as(d: &Daemon, uid: u32, lines: &str) -> Vec<String> {
-    use std::io::Write;
-    let mut child = std::process::Command::new("socat")
-        .uid(uid)
-        .gid(uid)
-        .args(["-t", "30", "-"])
-        .arg(format!("UNIX-CONNECT:{}", d.sock.display()))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(lines.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(String::from)
-        .collect()
+    ask_with_groups(d, uid, &[], lines)
 }
 
 fn needs_root(what: &str) -> bool {
@@ -1040,6 +1019,70 @@ fn other_users_get_only_what_the_rules_grant() {
     let r = ask_as(&d, 65533, &format!("Stop,{mine}\n"));
     assert!(r[0].starts_with("Ok,"), "{r:?}");
     assert_eq!(row(&d, root_daemon)[4], "running");
+}
+
+/// `ask_as` with supplementary groups: set in the child before its uid
+/// changes (std's `uid()` would drop them).
+fn ask_with_groups(d: &Daemon, uid: u32, groups: &[u32], lines: &str) -> Vec<String> {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    let groups = groups.to_vec();
+    let mut cmd = std::process::Command::new("socat");
+    cmd.args(["-t", "30", "-"])
+        .arg(format!("UNIX-CONNECT:{}", d.sock.display()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setgid(uid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn a_supplementary_group_grants_its_rule_and_commands_keep_the_groups() {
+    if !needs_root("the group-rule test") {
+        return;
+    }
+    let d = Daemon::start_with(
+        "access2",
+        &["--socket-mode", "666", "--allow", "group:4242=run"],
+        |_| {},
+    );
+    std::fs::set_permissions(&d.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Without the group: refused at connect.
+    let r = ask_with_groups(&d, 65529, &[], "Version\n");
+    assert!(r[0].starts_with("Error,permission,"), "{r:?}");
+    // With it (not its primary gid): granted, and a command runs with the
+    // peer's groups, 4242 among them.
+    let r = ask_with_groups(
+        &d,
+        65529,
+        &[4242, 4243],
+        "Version\nRun,/bin/sh,-c,id -G | tr ' ' '\\n' | grep -qx 4242\n",
+    );
+    assert!(r[0].starts_with("Ok,archon"), "{r:?}");
+    assert_eq!(r[1], "ExitStatus,0", "{r:?}");
 }
 
 #[test]

@@ -64,6 +64,10 @@ pub struct Client {
     discarded: usize,
     /// Registered for WRITABLE too (only while output is waiting).
     pub want_write: bool,
+    /// In the poll: a new client is registered after its first reply has
+    /// gone out (`flush_client`), which takes a system call off the time
+    /// a one-shot query waits.
+    pub registered: bool,
     /// This service pass may trust a short read as "the socket is drained".
     short_read_ok: bool,
     /// A short read without fds happened in this pass.
@@ -137,6 +141,7 @@ impl Client {
             shut: false,
             discarded: 0,
             want_write: false,
+            registered: false,
             short_read_ok: false,
             drained: false,
             taken: 0,

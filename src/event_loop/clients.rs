@@ -56,7 +56,7 @@ impl EventLoop {
     }
 
     fn add_client(&mut self, mut stream: mio::net::UnixStream) {
-        let peer = platform::peer_credentials(&stream).unwrap_or(crate::access::Peer {
+        let mut peer = platform::peer_credentials(&stream).unwrap_or(crate::access::Peer {
             uid: u32::MAX,
             gid: u32::MAX,
             groups: Vec::new(),
@@ -64,6 +64,10 @@ impl EventLoop {
         // Admins always find room: other uids share all but the last
         // `ADMIN_RESERVE` connections, at most `PER_UID` each.
         let admin = self.policy.is_admin(&peer);
+        if !admin {
+            // For group grants and commands run as the peer.
+            peer.groups = platform::peer_groups(&stream);
+        }
         let full = if admin {
             self.clients.len() >= MAX_CLIENTS
         } else {
@@ -81,15 +85,6 @@ impl EventLoop {
         }
         let cid = self.next_client;
         self.next_client += 1;
-        let token = Source::Client(cid).token();
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut stream, token, Interest::READABLE)
-        {
-            log::warn!("cannot register client error={e}");
-            return;
-        }
         let refused = !self.policy.may_connect(&peer);
         log::debug!("client connected client={cid} uid={}", peer.uid);
         if !admin {
@@ -116,11 +111,14 @@ impl EventLoop {
             return;
         }
         self.clients.insert(cid, c);
-        self.service_client(cid, false);
+        // Registered (edge-triggered) after this first read and reply
+        // (`flush_client`), so a short read means drained: what comes
+        // later is seen by the registration.
+        self.service_client(cid, true);
     }
 
     pub(super) fn drop_client(&mut self, cid: u64, why: &str) {
-        if let Some(mut c) = self.clients.remove(&cid) {
+        if let Some(c) = self.clients.remove(&cid) {
             if let Some(n) = self.conns_by_uid.get_mut(&c.peer.uid) {
                 *n -= 1;
                 if *n == 0 {
@@ -134,7 +132,11 @@ impl EventLoop {
                 self.stalls.remove(&(k, cid));
             }
             log::debug!("client gone client={cid} reason={why}");
-            let _ = self.poll.registry().deregister(&mut c.stream);
+            // Not deregistered: closing the socket (dropping `c`) removes it
+            // from epoll and kqueue alike, since no other descriptor refers
+            // to it (archon's fds are close-on-exec and a client's socket
+            // is never passed on), and saves a system call per connection.
+            drop(c);
             let now = self.now();
             let fx = self.sup.client_gone(cid, self.opts.grace_ms, now);
             self.apply(fx);
@@ -249,21 +251,33 @@ impl EventLoop {
         }
         // WRITABLE interest only while output waits: no wake-up per reply.
         let want = c.output_waiting();
-        if want != c.want_write {
+        if want != c.want_write || !c.registered {
             let interest = if want {
                 Interest::READABLE | Interest::WRITABLE
             } else {
                 Interest::READABLE
             };
             let token = Source::Client(cid).token();
-            if let Err(e) = self
-                .poll
-                .registry()
-                .reregister(&mut c.stream, token, interest)
-            {
-                log::warn!("cannot reregister client={cid} error={e}");
+            let registry = self.poll.registry();
+            // Edge-triggered, and registering looks at the socket as it is
+            // now: whatever came after the reads so far raises an event.
+            let res = if c.registered {
+                registry.reregister(&mut c.stream, token, interest)
+            } else {
+                registry.register(&mut c.stream, token, interest)
+            };
+            match res {
+                Ok(()) => {
+                    c.registered = true;
+                    c.want_write = want;
+                }
+                Err(e) if !c.registered => {
+                    log::warn!("cannot register client={cid} error={e}");
+                    self.drop_client(cid, "not registered");
+                    return;
+                }
+                Err(e) => log::warn!("cannot reregister client={cid} error={e}"),
             }
-            c.want_write = want;
         }
         let since = if c.closing {
             Some(*c.closing_since.get_or_insert(now.mono))

@@ -26,31 +26,45 @@ pub struct ExecError {
     pub reason: String,
 }
 
-fn is_executable(path: &Path) -> Result<(), ExecError> {
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| ExecError {
-        code: 127,
-        reason: "program name contains NUL".into(),
-    })?;
-    let meta = std::fs::metadata(path).map_err(|e| ExecError {
-        code: if e.kind() == io::ErrorKind::NotFound {
-            127
-        } else {
-            126
-        },
-        reason: format!("{}: {e}", path.display()),
-    })?;
+/// Why a path cannot be executed; made into words only when it is the
+/// answer (a PATH search tries several candidates and most are missing).
+enum Unusable {
+    NulInName,
+    /// `stat` failed: missing (127), or another error (126).
+    Stat(io::Error),
+    Dir,
+    /// `access(X_OK)` failed.
+    Denied(io::Error),
+}
+
+impl Unusable {
+    fn into_error(self, path: &Path) -> ExecError {
+        let (code, reason) = match self {
+            Unusable::NulInName => (127, "program name contains NUL".into()),
+            Unusable::Stat(e) => (
+                if e.kind() == io::ErrorKind::NotFound {
+                    127
+                } else {
+                    126
+                },
+                format!("{}: {e}", path.display()),
+            ),
+            Unusable::Dir => (126, format!("{}: is a directory", path.display())),
+            Unusable::Denied(e) => (126, format!("{}: {e}", path.display())),
+        };
+        ExecError { code, reason }
+    }
+}
+
+fn check_executable(path: &Path) -> Result<(), Unusable> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| Unusable::NulInName)?;
+    let meta = std::fs::metadata(path).map_err(Unusable::Stat)?;
     if meta.is_dir() {
-        return Err(ExecError {
-            code: 126,
-            reason: format!("{}: is a directory", path.display()),
-        });
+        return Err(Unusable::Dir);
     }
     // SAFETY: c is a valid NUL-terminated path.
     if unsafe { libc::access(c.as_ptr(), libc::X_OK) } != 0 {
-        return Err(ExecError {
-            code: 126,
-            reason: format!("{}: {}", path.display(), io::Error::last_os_error()),
-        });
+        return Err(Unusable::Denied(io::Error::last_os_error()));
     }
     Ok(())
 }
@@ -70,7 +84,7 @@ pub fn resolve_program(
     };
     if argv0.as_bytes().contains(&b'/') {
         let p = Path::new(argv0);
-        is_executable(p)?;
+        check_executable(p).map_err(|u| u.into_error(p))?;
         return to_c(p);
     }
     let search = path_var
@@ -80,10 +94,14 @@ pub fn resolve_program(
     for dir in search.split(|&b| b == b':') {
         let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
         let cand = Path::new(std::ffi::OsStr::from_bytes(dir)).join(argv0);
-        match is_executable(&cand) {
+        match check_executable(&cand) {
             Ok(()) => return to_c(&cand),
-            Err(e) if e.code == 126 && cand.exists() => {
-                denied.get_or_insert(e);
+            // Present but not runnable: the answer unless a later
+            // directory has one that runs (as execvp does).
+            Err(u @ (Unusable::Dir | Unusable::Denied(_))) => {
+                if denied.is_none() {
+                    denied = Some(u.into_error(&cand));
+                }
             }
             Err(_) => {}
         }
@@ -1194,9 +1212,10 @@ pub fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// The peer of a connected Unix socket as of its connect(): uid, gid
-/// (SO_PEERCRED) and supplementary groups (SO_PEERGROUPS, empty where the
-/// kernel does not give them). None when the kernel gives no credentials.
+/// The peer of a connected Unix socket as of its connect(): uid and gid
+/// (SO_PEERCRED), groups left empty (an admin needs none, so `peer_groups`
+/// is asked only for the others: one system call less per connection).
+/// None when the kernel gives no credentials.
 pub fn peer_credentials(fd: &impl AsRawFd) -> Option<crate::access::Peer> {
     let mut cred: libc::ucred = libc::ucred {
         pid: 0,
@@ -1217,8 +1236,17 @@ pub fn peer_credentials(fd: &impl AsRawFd) -> Option<crate::access::Peer> {
     if r != 0 {
         return None;
     }
+    Some(crate::access::Peer {
+        uid: cred.uid,
+        gid: cred.gid,
+        groups: Vec::new(),
+    })
+}
+
+/// The peer's supplementary groups (SO_PEERGROUPS); empty where unknown.
+pub fn peer_groups(fd: &impl AsRawFd) -> Vec<u32> {
     let mut groups: Vec<libc::gid_t> = vec![0; 64];
-    let groups = loop {
+    loop {
         let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
         // SAFETY: the buffer holds `len` bytes.
         let r = unsafe {
@@ -1233,19 +1261,14 @@ pub fn peer_credentials(fd: &impl AsRawFd) -> Option<crate::access::Peer> {
         let n = len as usize / std::mem::size_of::<libc::gid_t>();
         if r == 0 {
             groups.truncate(n);
-            break groups;
+            return groups;
         }
         let erange = io::Error::last_os_error().raw_os_error() == Some(libc::ERANGE);
         if !erange || n <= groups.len() || n > 65536 {
-            break Vec::new();
+            return Vec::new();
         }
         groups.resize(n, 0);
-    };
-    Some(crate::access::Peer {
-        uid: cred.uid,
-        gid: cred.gid,
-        groups,
-    })
+    }
 }
 
 /// The process group of a process (a zombie still has one), if it exists.
