@@ -4,7 +4,7 @@
 //! Each archon binary found is measured: the release build next to the
 //! bench (glibc, dynamic) and the static musl one of `make static`.
 
-use super::{median, Row};
+use super::{cprogs, median, Row};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -18,17 +18,20 @@ fn installed(prog: &str) -> Option<PathBuf> {
 }
 
 /// The archon binaries to measure: (label, path).
-fn archons(bin_dir: &Path) -> Vec<(&'static str, PathBuf)> {
+pub fn archons(bin_dir: &Path) -> Vec<(&'static str, PathBuf)> {
     let mut out = vec![("glibc", bin_dir.join("archon"))];
     let target = bin_dir.parent().unwrap_or(bin_dir);
-    for dir in [
-        target.join("static/x86_64-unknown-linux-musl/release"),
-        target.join("x86_64-unknown-linux-musl/release"),
-    ] {
-        if dir.join("archon").exists() {
-            out.push(("static", dir.join("archon")));
-            break;
-        }
+    // `make static` builds into the second; the tests into the first. The
+    // newer one is measured.
+    let newest = [
+        target.join("static/x86_64-unknown-linux-musl/release/archon"),
+        target.join("x86_64-unknown-linux-musl/release/archon"),
+    ]
+    .into_iter()
+    .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+    .max();
+    if let Some((_, p)) = newest {
+        out.push(("static", p));
     }
     out
 }
@@ -70,6 +73,8 @@ pub fn entrypoint_bench(rows: &mut Vec<Row>, bin_dir: &Path, n: usize) {
     let truth = Path::new("/bin/true");
     let dash = Path::new("--");
     let dumb = installed("dumb-init");
+    // The floor: a 20-line C init (tools/c/init.c), always there.
+    let cinit = cprogs::build(&cprogs::dir(), "init");
     let ns: &[&str] = &["unshare", "--pid", "--fork", "--"];
     for (label, archon) in archons(bin_dir) {
         let mut cmds: Vec<(Vec<&Path>, &[&str])> = vec![
@@ -77,6 +82,9 @@ pub fn entrypoint_bench(rows: &mut Vec<Row>, bin_dir: &Path, n: usize) {
             (vec![tini.as_path(), Path::new("-s"), dash, truth], &[]),
             (vec![truth], &[]),
         ];
+        if let Some(c) = &cinit {
+            cmds.push((vec![c.as_path(), truth], &[]));
+        }
         if let Some(d) = &dumb {
             cmds.push((vec![d.as_path(), truth], &[]));
         }
@@ -95,20 +103,38 @@ pub fn entrypoint_bench(rows: &mut Vec<Row>, bin_dir: &Path, n: usize) {
             target: info,
             pass: info == "info" || ratio <= 1.05,
         });
+        let mut extra = 3;
+        for (present, row) in [
+            (cinit.is_some(), "  (info) the same vs a 20-line C init"),
+            (dumb.is_some(), "  (info) the same vs dumb-init"),
+        ] {
+            if present {
+                rows.push(Row {
+                    name: row,
+                    archon: m[0],
+                    baseline: m[extra],
+                    unit: "us",
+                    ratio: m[0] / m[extra],
+                    target: "info",
+                    pass: true,
+                });
+                extra += 1;
+            }
+        }
         println!(
-            "  ({label}) /bin/true alone {:.0} us; archon adds {:.0} us, tini {:.0} us{}",
+            "  ({label}) /bin/true alone {:.0} us; archon adds {:.0} us, tini {:.0} us",
             m[2],
             m[0] - m[2],
             m[1] - m[2],
-            m.get(3)
-                .map(|d| format!(", dumb-init {:.0} us", d - m[2]))
-                .unwrap_or_default()
         );
         // As PID 1 of a new PID namespace (the unshare costs both the same).
-        let cmds: Vec<(Vec<&Path>, &[&str])> = vec![
+        let mut cmds: Vec<(Vec<&Path>, &[&str])> = vec![
             (vec![archon.as_path(), dash, truth], ns),
             (vec![tini.as_path(), dash, truth], ns),
         ];
+        if let Some(c) = &cinit {
+            cmds.push((vec![c.as_path(), truth], ns));
+        }
         let m = interleaved(&cmds, n / 2);
         rows.push(Row {
             name: if label == "static" {
@@ -123,6 +149,17 @@ pub fn entrypoint_bench(rows: &mut Vec<Row>, bin_dir: &Path, n: usize) {
             target: "info",
             pass: true,
         });
+        if let Some(c) = m.get(2) {
+            rows.push(Row {
+                name: "  PID 1 of a PID namespace, vs the C init",
+                archon: m[0],
+                baseline: *c,
+                unit: "us",
+                ratio: m[0] / c,
+                target: "info",
+                pass: true,
+            });
+        }
         // Memory as a container's init, its child asleep.
         let (a_pss, a_priv) = init_memory(&archon, &["--"]);
         let (t_pss, t_priv) = init_memory(&tini, &["--"]);
@@ -152,8 +189,35 @@ pub fn entrypoint_bench(rows: &mut Vec<Row>, bin_dir: &Path, n: usize) {
 }
 
 /// (PSS, private) in KiB of PID 1 of a new PID namespace running `init`,
-/// read by its child from /proc/1/smaps_rollup.
+/// read by its child from /proc/1/smaps_rollup: the median of 5 starts,
+/// each with `init` first dropped from the page cache. How much of a
+/// binary a fault maps depends on the page cache's folios, which differ
+/// between a file just written (a fresh build) and one read from disk;
+/// the second is what a container start sees, and it is stable.
 fn init_memory(init: &Path, args: &[&str]) -> (f64, f64) {
+    let mut pss = Vec::new();
+    let mut private = Vec::new();
+    for _ in 0..5 {
+        drop_from_page_cache(init);
+        let (p, q) = init_memory_once(init, args);
+        pss.push(p);
+        private.push(q);
+    }
+    (median(&mut pss), median(&mut private))
+}
+
+pub fn drop_from_page_cache(path: &Path) {
+    if let Ok(f) = std::fs::File::open(path) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid fd; advice only.
+        unsafe {
+            libc::fdatasync(f.as_raw_fd());
+            libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+        }
+    }
+}
+
+fn init_memory_once(init: &Path, args: &[&str]) -> (f64, f64) {
     let out = Command::new("unshare")
         .args(["--pid", "--fork", "--mount-proc", "--"])
         .arg(init)

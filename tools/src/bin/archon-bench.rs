@@ -3,7 +3,9 @@
 //! JSON. Run with `cargo build --release && target/release/archon-bench` (see
 //! BENCHMARKS.md): it starts the archon next to it.
 //! Options: `--quick` (fewer iterations, 2 s idle), `--json FILE`,
-//! `--entrypoint-only` (archon as a container's init against tini).
+//! `--entrypoint-only` (archon as a container's init against tini),
+//! `--fixed-only` (issue 16's other fixed costs: memory with one service,
+//! cold start, a query on a fresh connection).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -13,8 +15,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../cprogs.rs"]
+mod cprogs;
 #[path = "../entrypoint_bench.rs"]
 mod entrypoint_bench;
+#[path = "../fixed_bench.rs"]
+mod fixed_bench;
+#[path = "../fresh_bench.rs"]
+mod fresh_bench;
 
 struct Row {
     name: &'static str,
@@ -59,6 +67,12 @@ impl Archon {
             .arg("warn")
             .arg("--grace")
             .arg("1")
+            // Extra options for experiments (`--nice 0`, say).
+            .args(
+                std::env::var("ARCHON_BENCH_ARGS")
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            )
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
@@ -252,20 +266,21 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 
 /// Services from a config: 1 000 started until all exec'd, the respawn of a
 /// killed service (median and p99), the stop of 1 000, memory, idle.
+/// A config of `n` services, each a `sleep`.
+fn sleeps_config(n: usize) -> String {
+    format!(
+        r#"for i = 1, {n} do
+             service("s" .. i) {{ cmd = {{ "sleep", "100000" }}, stdout = "null", stderr = "null" }}
+           end"#
+    )
+}
+
 fn services_bench(rows: &mut Vec<Row>, n: usize, respawns: usize, idle_secs: u64, rounds: usize) {
     let dir = std::env::temp_dir().join(format!("archon-bench-svc-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("bench.lua");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"for i = 1, {n} do
-                 service("s" .. i) {{ cmd = {{ "sleep", "100000" }}, stdout = "null", stderr = "null" }}
-               end"#
-        ),
-    )
-    .unwrap();
+    std::fs::write(&cfg, sleeps_config(n)).unwrap();
     let sock = dir.join("s");
     // Start and stop are one sample each per archon, so they are taken over
     // `rounds` rounds, archon and the direct baseline in turn, and the
@@ -482,6 +497,28 @@ impl ExecEvents {
         std::thread::sleep(Duration::from_millis(2));
     }
 
+    /// The (pid, kernel time in ns) of every exec event in a datagram.
+    fn execs_in(b: &[u8]) -> Vec<(u32, u64)> {
+        let u32_at = |o: usize| u32::from_ne_bytes(b[o..o + 4].try_into().unwrap());
+        let mut out = Vec::new();
+        let mut off = 0;
+        while off + 16 <= b.len() {
+            let len = u32_at(off) as usize;
+            // nlmsghdr 16, cn_msg 20, then proc_event { what, cpu,
+            // timestamp_ns, exec { pid, tgid } }.
+            let ev = off + 36;
+            if len >= 36 + 24 && ev + 24 <= b.len() && u32_at(ev) == Self::PROC_EVENT_EXEC {
+                let ts = u64::from_ne_bytes(b[ev + 8..ev + 16].try_into().unwrap());
+                out.push((u32_at(ev + 16), ts));
+            }
+            if len == 0 {
+                break;
+            }
+            off += (len + 3) & !3;
+        }
+        out
+    }
+
     /// The next exec by a child of `parent` into `sleep`: (pid, kernel time
     /// in ns). None after 5 s without one.
     fn next(&self, parent: u32) -> Option<(u32, u64)> {
@@ -502,34 +539,19 @@ impl ExecEvents {
                 }
                 return None;
             }
-            let b = &buf[..n as usize];
-            let u32_at = |o: usize| u32::from_ne_bytes(b[o..o + 4].try_into().unwrap());
-            let mut off = 0;
-            while off + 16 <= b.len() {
-                let len = u32_at(off) as usize;
-                // nlmsghdr 16, cn_msg 20, then proc_event { what, cpu,
-                // timestamp_ns, exec { pid, tgid } }.
-                let ev = off + 36;
-                if len >= 36 + 24 && ev + 24 <= b.len() && u32_at(ev) == Self::PROC_EVENT_EXEC {
-                    let ts = u64::from_ne_bytes(b[ev + 8..ev + 16].try_into().unwrap());
-                    let pid = u32_at(ev + 16);
-                    let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                        .ok()
-                        .and_then(|st| {
-                            let rest = st.rsplit_once(") ")?.1.to_string();
-                            rest.split(' ').nth(1)?.parse::<u32>().ok()
-                        });
-                    if ppid == Some(parent) && exec_committed(pid) {
-                        return Some((pid, ts));
-                    }
+            for (pid, ts) in Self::execs_in(&buf[..n as usize]) {
+                if ppid(pid) == Some(parent) && exec_committed(pid) {
+                    return Some((pid, ts));
                 }
-                if len == 0 {
-                    break;
-                }
-                off += (len + 3) & !3;
             }
         }
     }
+}
+
+/// The parent of `pid`, from /proc/PID/stat.
+fn ppid(pid: u32) -> Option<u32> {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    st.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()
 }
 
 /// Whether `pid` runs `sleep` as its new image: /proc/PID/exe changes at
@@ -946,6 +968,13 @@ fn event_to_action(n: usize, pinned: bool) -> Vec<f64> {
 }
 
 /// The rows as a table, with the header.
+/// Issue 16's rows but the entrypoint's (`entrypoint_bench`).
+fn fixed_rows(rows: &mut Vec<Row>, quick: bool) {
+    fixed_bench::tree_pss_bench(rows, &bin_dir());
+    fixed_bench::cold_start_bench(rows, &bin_dir(), 1000, if quick { 2 } else { 5 });
+    fresh_bench::fresh_bench(rows, if quick { 500 } else { 2000 });
+}
+
 fn print_table(rows: &[Row]) {
     println!(
         "{:<44} {:>12} {:>12} {:>7} {:>8} {:>16} result",
@@ -1021,6 +1050,15 @@ fn main() {
         let mut rows = Vec::new();
         entrypoint_bench::entrypoint_bench(&mut rows, &bin_dir(), if quick { 100 } else { 400 });
         print_table(&rows);
+        let _ = std::fs::remove_dir_all(cprogs::dir());
+        return;
+    }
+    if std::env::args().any(|a| a == "--fixed-only") {
+        // Issue 16's rows: archon's fixed costs against their floors.
+        let mut rows = Vec::new();
+        fixed_rows(&mut rows, quick);
+        print_table(&rows);
+        let _ = std::fs::remove_dir_all(cprogs::dir());
         return;
     }
     if std::env::args().any(|a| a == "--services-only") {
@@ -1354,6 +1392,10 @@ fn main() {
 
     // 10. archon as a container's init, against tini (issue 12).
     entrypoint_bench::entrypoint_bench(&mut rows, &bin_dir(), if quick { 100 } else { 400 });
+
+    // 11. Fixed costs against their floors (issue 16).
+    fixed_rows(&mut rows, quick);
+    let _ = std::fs::remove_dir_all(cprogs::dir());
 
     print_table(&rows);
     println!("archon RSS after 1000 daemons: {rss_after} KiB; idle measured over {idle_secs} s");
