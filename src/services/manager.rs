@@ -60,6 +60,10 @@ pub struct Services {
     /// Waiting instances a `Spawn` was already returned for (so each is
     /// asked for once, not once per event until it is spawned).
     announced: BTreeSet<(String, u32)>,
+    /// `waiting` less `announced`: what `spawn_ready` looks at, so that
+    /// each spawn of a cold start does not walk every instance still
+    /// waiting (1 000 services made that quadratic: half of archon's CPU).
+    unannounced: BTreeSet<(String, u32)>,
     deadlines: BTreeSet<(u64, String, u32)>,
     shutting_down: bool,
     /// Every instance has been asked to stop (see `advance_shutdown`).
@@ -191,10 +195,13 @@ impl Services {
         let deadline = inst.next_deadline();
         let key = (name.to_string(), index);
         if inst.wants_spawn() {
-            self.waiting.insert(key.clone());
+            if self.waiting.insert(key.clone()) && !self.announced.contains(&key) {
+                self.unannounced.insert(key.clone());
+            }
         } else {
             self.waiting.remove(&key);
             self.announced.remove(&key);
+            self.unannounced.remove(&key);
         }
         if deadline_before != deadline {
             if let Some(d) = deadline_before {
@@ -255,11 +262,8 @@ impl Services {
         }
         let mut out = Vec::new();
         let mut ready: BTreeMap<&str, bool> = BTreeMap::new();
-        for key @ (name, index) in &self.waiting {
-            if self.announced.contains(key)
-                || self.pending.contains_key(name)
-                || self.retiring.contains(&(name.clone(), *index))
-            {
+        for key @ (name, index) in &self.unannounced {
+            if self.pending.contains_key(name) || self.retiring.contains(key) {
                 continue;
             }
             if *ready
@@ -274,7 +278,9 @@ impl Services {
         }
         for c in &out {
             if let Cmd::Spawn { name, index } = c {
-                self.announced.insert((name.clone(), *index));
+                let key = (name.clone(), *index);
+                self.unannounced.remove(&key);
+                self.announced.insert(key);
             }
         }
         out
@@ -300,6 +306,7 @@ impl Services {
             self.retiring.remove(&(n.clone(), i));
             self.waiting.remove(&(n.clone(), i));
             self.announced.remove(&(n.clone(), i));
+            self.unannounced.remove(&(n.clone(), i));
             self.deadlines.retain(|(_, dn, di)| !(dn == &n && *di == i));
             if let Some(v) = self.instances.get_mut(&n) {
                 v.retain(|x| x.index != i);
