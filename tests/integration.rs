@@ -1200,6 +1200,61 @@ fn only_the_lua_worker_uses_mlua() {
     );
 }
 
+/// A connection registers with the poll only after its first reply, and
+/// is not deregistered before it is closed: one-shot clients of every
+/// kind, however they leave, leave no descriptor and no stale client, and
+/// a long-lived client is served throughout.
+#[test]
+fn one_shot_connections_of_every_kind_leave_nothing_behind() {
+    use std::io::{Read, Write};
+    let d = Daemon::start("oneshots");
+    let mut c = d.conn();
+    for _ in 0..20 {
+        ok_id(&c.request("StartDaemon,sleep,1000"));
+    }
+    let before = d.fd_count();
+    for round in 0..60 {
+        // Nothing sent; half a line; a request and gone before the reply;
+        // a reply read; a large reply left unread; a subscription.
+        let lines: [&[u8]; 6] = [
+            b"",
+            b"Vers",
+            b"Version\n",
+            b"Version\n",
+            b"Status\n",
+            b"Subscribe\n",
+        ];
+        for (i, line) in lines.iter().enumerate() {
+            let mut s = UnixStream::connect(&d.sock).unwrap();
+            s.write_all(line).unwrap();
+            if i == 3 {
+                let mut buf = [0u8; 64];
+                assert!(s.read(&mut buf).unwrap() > 0);
+            }
+        }
+        if round % 10 == 0 {
+            assert!(c.request("Version")[0].starts_with("Ok,"));
+        }
+    }
+    wait_for("every one-shot connection closed", || {
+        d.fd_count() <= before
+    });
+    assert_eq!(c.request("Status").len(), 21, "20 daemons and Ok");
+    // A pipelined burst on a fresh connection, then a half-close: all
+    // answered, in order.
+    let mut s = UnixStream::connect(&d.sock).unwrap();
+    s.write_all(b"Version\nVersion\nStatus,1\n").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("Ok,archon") && lines[1].starts_with("Ok,archon"),
+        "{out}"
+    );
+    assert!(lines[2].starts_with("Process,1,"), "{out}");
+}
+
 /// Fds sent ahead of their line are bounded: a request that comes with
 /// more than archon keeps is refused, and every one of them is closed.
 #[test]
