@@ -26,6 +26,16 @@ fn query(sock: &Path, line: &[u8]) -> f64 {
     t.elapsed().as_secs_f64() * 1e6
 }
 
+/// Every line of archon's reply to `line`, up to its final one.
+fn whole_reply(sock: &Path, line: &str) -> String {
+    let mut s = UnixStream::connect(sock).unwrap();
+    s.write_all(line.as_bytes()).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
 pub fn fresh_bench(rows: &mut Vec<Row>, n: usize) {
     let Some(echo_bin) = cprogs::build(&cprogs::dir(), "echo") else {
         return;
@@ -35,9 +45,10 @@ pub fn fresh_bench(rows: &mut Vec<Row>, n: usize) {
     let ok = c.ask("StartDaemon,sleep,100000,\n");
     let id = ok.trim().strip_prefix("Ok,").expect("StartDaemon: Ok,<id>");
     let status_line = format!("Status,{id}\n");
-    let version = c.ask("Version\n");
-    let status = c.ask(&status_line);
     drop(c);
+    // The C server answers with archon's whole reply, every line of it.
+    let version = whole_reply(&a.sock, "Version\n");
+    let status = whole_reply(&a.sock, &status_line);
     for (label, line, reply, target) in [
         ("Version", "Version\n", version, true),
         ("Status,<id>", status_line.as_str(), status, true),
