@@ -22,7 +22,8 @@ use crate::protocol::Request;
 pub struct Peer {
     pub uid: u32,
     pub gid: u32,
-    /// Supplementary groups (SO_PEERGROUPS); may be empty where unknown.
+    /// Supplementary groups (SO_PEERGROUPS); empty where unknown, and for
+    /// an admin (not asked for: nothing an admin does looks at them).
     pub groups: Vec<u32>,
 }
 
