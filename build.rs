@@ -33,6 +33,8 @@
 //!    replacing it; GNU ld and lld both read it. Entries are globs, Rust's
 //!    legacy hashes replaced by `*`, so most changes leave the list valid;
 //!    a stale entry matches nothing and costs only memory.
+//!
+//! 4. DT_RELR for the musl (static) builds, below.
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +43,14 @@ fn main() {
     let var = |k: &str| std::env::var(k).unwrap_or_default();
     if var("CARGO_CFG_TARGET_OS") == "linux" {
         hot_text(&PathBuf::from(var("OUT_DIR")));
+    }
+    if var("CARGO_CFG_TARGET_OS") == "linux" && var("CARGO_CFG_TARGET_ENV") == "musl" {
+        // 4. Packed relative relocations (DT_RELR) for the static builds:
+        //    the self-relocation at start reads 0.4 KB instead of 40 KB of
+        //    `.rela.dyn` (-32 KiB of PSS as PID 1). musl's own start code
+        //    applies them, so the binary needs nothing of the host; a
+        //    glibc build would need glibc >= 2.36 wherever it runs.
+        println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }
     let gnu_linux = var("CARGO_CFG_TARGET_OS") == "linux" && var("CARGO_CFG_TARGET_ENV") == "gnu";
     let crt_static = var("CARGO_CFG_TARGET_FEATURE")
