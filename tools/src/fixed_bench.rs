@@ -144,18 +144,29 @@ impl ExecEvents {
     }
 }
 
-/// ms from launch to the last of `n` execs, or None.
-fn cold_once(ev: &ExecEvents, mut cmd: Command, n: usize) -> Option<(f64, Child)> {
+/// ms from launch to the last of `n` execs, or None; `stop` ends what was
+/// launched either way.
+fn cold_once(ev: &ExecEvents, mut cmd: Command, n: usize, stop: fn(Child)) -> Option<f64> {
     let t0 = mono_ns();
     let child = cmd.spawn().ok()?;
     let times = ev.exec_times(child.id(), n);
+    stop(child);
     if times.len() < n {
         println!("cold start: {} of {n} execs seen", times.len());
-        stop(child);
         return None;
     }
     let last = times.iter().max().copied()?;
-    Some((last.saturating_sub(t0) as f64 / 1e6, child))
+    Some(last.saturating_sub(t0) as f64 / 1e6)
+}
+
+/// The spawn loop leaves its children to the bench: they go first, or
+/// they would outlive it, orphaned.
+fn stop_loop(child: Child) {
+    for k in children(child.id()) {
+        // SAFETY: plain kill of the loop's children.
+        unsafe { libc::kill(k as i32, libc::SIGKILL) };
+    }
+    stop(child);
 }
 
 pub fn cold_start_bench(rows: &mut Vec<Row>, bin_dir: &Path, n: usize, rounds: usize) {
@@ -172,21 +183,15 @@ pub fn cold_start_bench(rows: &mut Vec<Row>, bin_dir: &Path, n: usize, rounds: u
     let archon = bin_dir.join("archon");
     let (mut va, mut vb) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        if let Some((ms, child)) = cold_once(&ev, archon_cmd(&archon, &dir.join("s"), &cfg), n) {
-            va.push(ms);
-            stop(child);
-        }
+        va.extend(cold_once(
+            &ev,
+            archon_cmd(&archon, &dir.join("s"), &cfg),
+            n,
+            stop,
+        ));
         let mut c = Command::new(&spawnloop);
         c.arg(n.to_string()).args(["sleep", "100000"]);
-        if let Some((ms, child)) = cold_once(&ev, c, n) {
-            vb.push(ms);
-            let kids = children(child.id());
-            for k in kids {
-                // SAFETY: plain kill of the loop's children.
-                unsafe { libc::kill(k as i32, libc::SIGKILL) };
-            }
-            stop(child);
-        }
+        vb.extend(cold_once(&ev, c, n, stop_loop));
     }
     if va.is_empty() || vb.is_empty() {
         println!("cold start row SKIPPED: a round did not complete");
