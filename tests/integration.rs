@@ -1,5 +1,7 @@
 //! Integration tests: the real `archon` binary on a temp socket.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Linux: pidfds, sched_setattr, /proc (FREEBSD.md is the plan for FreeBSD).
+#![cfg(target_os = "linux")]
 
 mod util;
 
@@ -204,7 +206,7 @@ fn monitor_fd_with_real_pidfd_reports_status() {
     wait_for("child's argv", || {
         !archon::platform::proc_cmdline(child.id() as i32).is_empty()
     });
-    let pidfd = archon::platform::pidfd_open(child.id() as i32).unwrap();
+    let pidfd = archon::platform::ProcHandle::open(child.id() as i32).unwrap();
     let mut c = d.conn();
     c.send_with_fds(b"MonitorFD\n", &[pidfd.as_raw_fd()]);
     let id = ok_id(&c.reply());
@@ -256,7 +258,7 @@ fn monitor_pid_of_a_zombie_keeps_one_entry() {
     }
     assert_eq!(d.fd_count(), fds);
     for _ in 0..100 {
-        let pidfd = archon::platform::pidfd_open(pid as i32).unwrap();
+        let pidfd = archon::platform::ProcHandle::open(pid as i32).unwrap();
         fd_conn.send_with_fds(b"MonitorFD\n", &[pidfd.as_raw_fd()]);
         assert_eq!(ok_id(&fd_conn.reply()), id);
     }
@@ -808,7 +810,7 @@ fn split_requests_eof_with_data_and_fds_after_data() {
     }
     // A plain request, then at once a request carrying a pidfd.
     let mut child = spawn_helper(&["hang"]);
-    let pidfd = archon::platform::pidfd_open(child.id() as i32).unwrap();
+    let pidfd = archon::platform::ProcHandle::open(child.id() as i32).unwrap();
     let mut c = d.conn();
     c.send(b"Version\n");
     c.send_with_fds(b"MonitorFD\n", &[pidfd.as_raw_fd()]);

@@ -5,6 +5,8 @@
 //! A namespace that cannot be created fails these tests, unless
 //! ARCHON_TEST_SKIP_PIDNS=1 says to skip the namespace half (loudly).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Linux: PID namespaces, SIGPWR, /proc (FREEBSD.md is the plan for FreeBSD).
+#![cfg(target_os = "linux")]
 
 mod util;
 

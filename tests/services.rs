@@ -569,9 +569,29 @@ fn command_readiness_and_health_checks() {
 /// once the reader catches up every line arrives, in order.
 #[test]
 fn a_slow_stdout_throttles_the_service_not_archon() {
-    use std::io::{BufRead, BufReader};
+    slow_stdout_throttles("slowsink", None);
+}
+
+/// The same with archon's stdout a socket (journald's stream, a
+/// socketpair): its description cannot be made non-blocking privately, so
+/// each write is a MSG_DONTWAIT send, and a reader that stops never stalls
+/// the loop.
+#[test]
+fn a_slow_socket_stdout_throttles_the_service_not_archon() {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    slow_stdout_throttles("slowsock", Some((ours, theirs)));
+}
+
+fn slow_stdout_throttles(
+    name: &str,
+    socket: Option<(
+        std::os::unix::net::UnixStream,
+        std::os::unix::net::UnixStream,
+    )>,
+) {
+    use std::io::{BufRead, BufReader, Read};
     const FILL: &str = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
-    let dir = temp_dir("slowsink");
+    let dir = temp_dir(name);
     let cfg = dir.join("a.lua");
     std::fs::write(
         &cfg,
@@ -582,14 +602,28 @@ fn a_slow_stdout_throttles_the_service_not_archon() {
     )
     .unwrap();
     let sock = dir.join("s.sock");
-    /// Kills archon (and so its service) even when an assertion fails.
+    /// Kills archon (and so its service) even when an assertion fails,
+    /// and even when archon is stuck (a regression that blocks it on its
+    /// stdout would not act on SIGTERM: SIGKILL after a deadline).
     struct Reap(std::process::Child);
     impl Drop for Reap {
         fn drop(&mut self) {
             unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while matches!(self.0.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let _ = self.0.kill();
             let _ = self.0.wait();
         }
     }
+    let (stdout, reader): (Stdio, Option<Box<dyn Read>>) = match socket {
+        Some((ours, theirs)) => (
+            Stdio::from(std::os::fd::OwnedFd::from(theirs)),
+            Some(Box::new(ours)),
+        ),
+        None => (Stdio::piped(), None),
+    };
     let mut child = Reap(
         Command::new(ARCHON)
             .arg("--socket")
@@ -597,7 +631,7 @@ fn a_slow_stdout_throttles_the_service_not_archon() {
             .args(["--grace", "1", "--config"])
             .arg(&cfg)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
@@ -630,7 +664,11 @@ fn a_slow_stdout_throttles_the_service_not_archon() {
         .unwrap();
     assert!(rss_kib < 16 * 1024, "archon holds {rss_kib} KiB");
     // Now read everything: 300 000 lines, whole and in order.
-    let out = BufReader::new(child.0.stdout.take().unwrap());
+    let reader: Box<dyn Read> = match reader {
+        Some(r) => r,
+        None => Box::new(child.0.stdout.take().unwrap()),
+    };
+    let out = BufReader::new(reader);
     let mut n = 0;
     for line in out.lines() {
         let line = line.unwrap();

@@ -12,9 +12,8 @@
 #![no_main]
 
 use archon::protocol::{is_service_name, Command, PowerAction, ReplyLine, Request, SignalSpec};
-use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-use std::io::{BufRead, BufReader, IoSlice, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
@@ -108,8 +107,7 @@ fn real_main(args: Result<Vec<String>, String>) -> i32 {
         Ok(a) => a,
         Err(msg) => return usage(&msg),
     };
-    // SAFETY: getuid cannot fail.
-    let uid = unsafe { libc::getuid() };
+    let uid = archon::platform::uid();
     let mut ctl = Ctl {
         socket: archon::cli::default_socket(uid),
         csv: false,
@@ -196,8 +194,7 @@ fn say(text: &str) -> bool {
 fn event_line(text: &str) {
     if !say(text) {
         eprintln!("archonctl: cannot write to standard output");
-        // SAFETY: plain exit; nothing is buffered that must be kept.
-        unsafe { libc::_exit(1) };
+        archon::platform::exit_now(1);
     }
 }
 
@@ -409,8 +406,15 @@ fn build_request(cmd: &str, args: &[String]) -> Result<Request, String> {
     })
 }
 
-fn pidfd_open(pid: i32) -> Result<std::os::fd::OwnedFd, String> {
-    archon::platform::pidfd_open(pid).map_err(|e| format!("pidfd_open {pid}: {e}"))
+/// A handle of the process (a pidfd), to pass to archon.
+fn open_handle(pid: i32) -> Result<archon::platform::ProcHandle, String> {
+    archon::platform::ProcHandle::open(pid).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::Unsupported {
+            format!("cannot open a handle for pid {pid}: {e}")
+        } else {
+            format!("pidfd_open {pid}: {e}")
+        }
+    })
 }
 
 impl Ctl {
@@ -443,38 +447,24 @@ impl Ctl {
             let _ = stream.set_read_timeout(Some(self.timeout));
         }
         let wire = req.encode();
-        let mut keep = None;
-        let fds: Vec<RawFd> = match req {
-            Request::Run(_) => vec![0, 1, 2],
-            Request::MonitorFd => {
-                let pid = monitor_pid.ok_or("monitor needs a pid")?;
-                let fd = pidfd_open(pid)?;
-                let raw = fd.as_raw_fd();
-                keep = Some(fd);
-                vec![raw]
-            }
+        let handle = match req {
+            Request::MonitorFd => Some(open_handle(monitor_pid.ok_or("monitor needs a pid")?)?),
+            _ => None,
+        };
+        let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+        let fds: Vec<BorrowedFd> = match (req, &handle) {
+            (Request::Run(_), _) => vec![stdin.as_fd(), stdout.as_fd(), stderr.as_fd()],
+            (_, Some(h)) => vec![h.as_fd()],
             _ => Vec::new(),
         };
-        let iov = [IoSlice::new(wire.as_bytes())];
-        let cmsg = [ControlMessage::ScmRights(&fds)];
-        let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
-        let mut sent = sendmsg::<()>(
-            stream.as_raw_fd(),
-            &iov,
-            cmsgs,
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        )
-        .map_err(|e| format!("send: {e}"))?;
-        while sent < wire.len() {
-            sent += nix::sys::socket::send(
-                stream.as_raw_fd(),
-                &wire.as_bytes()[sent..],
-                MsgFlags::MSG_NOSIGNAL,
-            )
+        let bytes = wire.as_bytes();
+        let mut sent = archon::platform::send_with_fds(stream.as_fd(), bytes, &fds)
             .map_err(|e| format!("send: {e}"))?;
+        while sent < bytes.len() {
+            sent += archon::platform::send_with_fds(stream.as_fd(), &bytes[sent..], &[])
+                .map_err(|e| format!("send: {e}"))?;
         }
-        drop(keep);
+        drop(handle);
         let mut reader = BufReader::new(&stream);
         let mut rows = Vec::new();
         let mut other: Vec<Vec<String>> = Vec::new();

@@ -11,10 +11,9 @@
 
 use crate::protocol::{Framed, LineBuffer, MAX_LINE};
 use mio::net::UnixStream;
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use std::collections::VecDeque;
-use std::io::{self, IoSliceMut, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::{self, Write};
+use std::os::fd::{AsFd, OwnedFd};
 
 /// Queued output at which archon stops reading a client's requests.
 pub const OUT_HIGH: usize = 256 << 10;
@@ -171,7 +170,7 @@ impl Client {
     /// MAX_FDS fds. The loop keeps one, shared by all clients (a fresh one
     /// per read was a 1 KiB calloc per request).
     pub fn cmsg_buffer() -> Vec<u8> {
-        nix::cmsg_space!([std::os::fd::RawFd; MAX_FDS])
+        crate::platform::cmsg_buffer(MAX_FDS)
     }
 
     /// Room for one more request: few enough in flight, output under its
@@ -191,7 +190,7 @@ impl Client {
 
     /// Reads what the socket has (bounded by the line cap) and returns the
     /// next complete line. Call repeatedly until `Nothing`.
-    #[allow(clippy::ptr_arg)] // nix's recvmsg takes the Vec (it uses its capacity)
+    #[allow(clippy::ptr_arg)] // recvmsg takes the Vec (it uses its length)
     pub fn next_request(&mut self, cmsg: &mut Vec<u8>) -> io::Result<ReadOutcome> {
         loop {
             match self.input.next_line() {
@@ -219,25 +218,11 @@ impl Client {
             let room = self.input.room().clamp(1, READ_CHUNK);
             let mut chunk = [0u8; READ_CHUNK];
             let buf = &mut chunk[..room];
-            let mut iov = [IoSliceMut::new(buf)];
-            let res = recvmsg::<()>(
-                self.stream.as_raw_fd(),
-                &mut iov,
-                Some(cmsg),
-                MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
-            );
+            let mut got = Vec::new();
+            let res = crate::platform::recv_with_fds(self.stream.as_fd(), buf, cmsg, &mut got);
             let n = match res {
                 Ok(msg) => {
-                    let mut got = Vec::new();
-                    for c in msg.cmsgs().into_iter().flatten() {
-                        if let ControlMessageOwned::ScmRights(fds) = c {
-                            for fd in fds {
-                                // SAFETY: the kernel just installed this fd for us.
-                                got.push(unsafe { OwnedFd::from_raw_fd(fd) });
-                            }
-                        }
-                    }
-                    let mut truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
+                    let mut truncated = msg.truncated;
                     let got_fds = !got.is_empty();
                     // Fds waiting for their line are bounded too: past the
                     // bound they are closed at once and their request is
@@ -261,9 +246,8 @@ impl Client {
                         && !truncated;
                     msg.bytes
                 }
-                Err(nix::errno::Errno::EAGAIN) => return Ok(ReadOutcome::Nothing),
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(io::Error::from(e)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ReadOutcome::Nothing),
+                Err(e) => return Err(e),
             };
             if n == 0 {
                 self.read_done = true;

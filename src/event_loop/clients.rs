@@ -23,7 +23,7 @@ impl EventLoop {
                 Ok((stream, _)) => self.add_client(stream),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
+                Err(e) if platform::is_fd_exhaustion(&e) => {
                     // Free the reserve fd, take the connection and refuse it,
                     // so the pending queue drains instead of waking us forever.
                     // (Linux reports EMFILE before looking at the queue, so

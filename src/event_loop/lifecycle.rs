@@ -55,9 +55,9 @@ impl EventLoop {
                 let now = self.now();
                 let (id, fx) = self
                     .sup
-                    .started_main(sp.pid, shown, self.opts.forward_group, now);
-                log::debug!("main command started id={id} pid={}", sp.pid);
-                self.watch(id, Kind::Main, sp.pidfd);
+                    .started_main(sp.pid(), shown, self.opts.forward_group, now);
+                log::debug!("main command started id={id} pid={}", sp.pid());
+                self.watch(id, Kind::Main, sp);
                 self.apply(fx);
             }
             Err(fail) => {
@@ -68,7 +68,7 @@ impl EventLoop {
                 // Not through the log: this must be seen even with logging off.
                 eprintln!("archon: {why}");
                 self.exit_code = Some(code);
-                self.begin_shutdown("main command could not start", libc::SIGTERM);
+                self.begin_shutdown("main command could not start", sig::TERM);
             }
         }
     }
@@ -91,11 +91,8 @@ impl EventLoop {
         };
         if left.is_empty() {
             if let Some(sw) = self.sweep.take() {
-                for (_, fd) in sw.watched {
-                    let _ = self
-                        .poll
-                        .registry()
-                        .deregister(&mut SourceFd(&fd.as_raw_fd()));
+                for (_, h) in sw.watched {
+                    self.exits.remove(self.poll.registry(), &h);
                 }
             }
             return true;
@@ -106,7 +103,7 @@ impl EventLoop {
                 "sending SIGTERM to every remaining process count={}",
                 left.len()
             );
-            if let Err(e) = platform::kill_all(libc::SIGTERM) {
+            if let Err(e) = platform::kill_all(sig::TERM) {
                 log::warn!("kill(-1, SIGTERM) failed error={e}");
             }
             Sweep {
@@ -119,15 +116,12 @@ impl EventLoop {
             if sweep.watched.contains_key(&pid) {
                 continue;
             }
-            if let Ok(fd) = platform::pidfd_open(pid) {
+            // Where no handle can be opened (FreeBSD), SIGCHLD of the
+            // adopted orphans wakes the loop instead.
+            if let Ok(h) = ProcHandle::open(pid) {
                 let token = Source::Sweep(pid).token();
-                if self
-                    .poll
-                    .registry()
-                    .register(&mut SourceFd(&fd.as_raw_fd()), token, Interest::READABLE)
-                    .is_ok()
-                {
-                    sweep.watched.insert(pid, fd);
+                if self.exits.add(self.poll.registry(), &h, token).is_ok() {
+                    sweep.watched.insert(pid, h);
                 }
             }
         }
@@ -139,7 +133,7 @@ impl EventLoop {
                 "sending SIGKILL to every remaining process count={}",
                 left.len()
             );
-            if let Err(e) = platform::kill_all(libc::SIGKILL) {
+            if let Err(e) = platform::kill_all(sig::KILL) {
                 log::warn!("kill(-1, SIGKILL) failed error={e}");
             }
             sweep.killed = true;
@@ -253,36 +247,36 @@ impl EventLoop {
     }
 
     pub(super) fn read_signals(&mut self) {
-        while let Some(sig) = platform::read_signal(&self.signals) {
-            let name = platform::signal_name(sig);
+        while let Some(signo) = self.signals.next_signal() {
+            let name = platform::signal_name(signo);
             log::debug!("signal received signal={name}");
-            match sig {
-                // After this iteration's events: the pidfds of archon's own
-                // children have reaped those by pid by then.
-                libc::SIGCHLD => self.chld_pending = true,
+            match signo {
+                // After this iteration's events: the handles of archon's
+                // own children have reaped those by pid by then.
+                sig::CHLD => self.chld_pending = true,
                 // The system's init: Ctrl-Alt-Del (the kernel sends SIGINT
                 // once told to) reboots.
-                libc::SIGINT if self.system_init => {
+                sig::INT if self.system_init => {
                     self.power.get_or_insert(PowerAction::Reboot);
-                    self.begin_shutdown("SIGINT (Ctrl-Alt-Del)", libc::SIGTERM);
+                    self.begin_shutdown("SIGINT (Ctrl-Alt-Del)", sig::TERM);
                 }
                 // Power failure, or `lxc-stop`: power off.
-                libc::SIGPWR if self.pid1 => {
+                s if Some(s) == sig::PWR && self.pid1 => {
                     self.power.get_or_insert(PowerAction::Poweroff);
-                    self.begin_shutdown("SIGPWR", libc::SIGTERM);
+                    self.begin_shutdown("SIGPWR", sig::TERM);
                 }
                 // The first starts the shutdown, the main command getting
                 // this very signal; later ones are forwarded like any
                 // other (as tini and dumb-init do: a child that traps
                 // SIGINT must still see `docker stop`'s SIGTERM). Only the
                 // grace timer escalates to SIGKILL.
-                libc::SIGTERM | libc::SIGINT if self.shutting_down => {
+                sig::TERM | sig::INT if self.shutting_down => {
                     log::info!("SIG{name} while shutting down: forwarded, grace timer unchanged");
-                    let fx = self.sup.forward(sig);
+                    let fx = self.sup.forward(signo);
                     self.apply(fx);
                 }
-                libc::SIGTERM | libc::SIGINT => self.begin_shutdown(&format!("SIG{name}"), sig),
-                libc::SIGHUP
+                sig::TERM | sig::INT => self.begin_shutdown(&format!("SIG{name}"), signo),
+                sig::HUP
                     if self.opts.config.is_some()
                         && self.opts.command.is_empty()
                         && !self.shutting_down =>
@@ -291,8 +285,8 @@ impl EventLoop {
                     // Errors are logged; the outcome comes with the worker's reply.
                     let _ = self.reload(None);
                 }
-                _ if platform::is_forwarded(sig) => {
-                    let fx = self.sup.forward(sig);
+                _ if platform::is_forwarded(signo) => {
+                    let fx = self.sup.forward(signo);
                     if fx.is_empty() {
                         log::info!("ignoring signal={name}");
                     }

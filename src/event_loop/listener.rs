@@ -1,8 +1,8 @@
 //! The listening socket: stale-socket detection, mode, backlog.
 
+use crate::platform;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream as StdStream;
 use std::path::Path;
 
@@ -61,28 +61,6 @@ pub fn bind(path: &Path, mode: u32) -> Result<mio::net::UnixListener, String> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("cannot inspect {}: {e}", path.display())),
     }
-    use nix::sys::socket::{
-        bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
-    };
-    let fd: OwnedFd = socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        None,
-    )
-    .map_err(|e| format!("socket: {e}"))?;
-    let addr =
-        UnixAddr::new(path).map_err(|e| format!("bad socket path {}: {e}", path.display()))?;
-    // The socket must never be reachable with a wider mode than asked, even
-    // for the instant between bind and chmod.
-    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o777));
-    let bound = bind(fd.as_raw_fd(), &addr);
-    nix::sys::stat::umask(old);
-    bound.map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
-    listen(&fd, Backlog::new(4096).unwrap_or(Backlog::MAXCONN))
-        .map_err(|e| format!("listen: {e}"))?;
-    // SAFETY: fd is a listening Unix socket we own.
-    Ok(unsafe { mio::net::UnixListener::from_raw_fd(fd.into_raw_fd()) })
+    let l = platform::bind_listener(path, mode)?;
+    Ok(mio::net::UnixListener::from_std(l))
 }

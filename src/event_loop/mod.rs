@@ -1,5 +1,6 @@
 //! The event loop: one thread, one mio `Poll`. It owns every file descriptor
-//! (listener, clients, signalfd, one pidfd per watched process), turns what
+//! (listener, clients, the signal source, one process handle per watched
+//! process), turns what
 //! the kernel reports into inputs for the pure `Supervisor`, and executes the
 //! effects it returns. Timers are the poll timeout; nothing is polled.
 //! Every fd is non-blocking; reads drain until WouldBlock; no call here waits
@@ -24,7 +25,7 @@ mod worker_start;
 pub use worker_start::check as check_config;
 
 use crate::cli::Options;
-use crate::platform::{self, RawExit};
+use crate::platform::{self, sig, ProcHandle, RawExit};
 use crate::protocol::{
     parse_request, Command, ErrorKind, PowerAction, Reply, Request, SignalSpec, PROTOCOL_VERSION,
 };
@@ -43,7 +44,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const MAX_CLIENTS: usize = 8192;
 
 struct Watched {
-    pidfd: OwnedFd,
+    proc: ProcHandle,
     kind: Kind,
 }
 
@@ -52,16 +53,18 @@ struct Watched {
 struct Sweep {
     killed: bool,
     deadline: u64,
-    /// Pidfds of the processes found, so their exit wakes the loop even when
-    /// they are not archon's children.
-    watched: HashMap<i32, OwnedFd>,
+    /// Handles of the processes found, so their exit wakes the loop even
+    /// when they are not archon's children.
+    watched: HashMap<i32, ProcHandle>,
 }
 
 pub struct EventLoop {
     poll: Poll,
     opts: Options,
     listener: Option<mio::net::UnixListener>,
-    signals: OwnedFd,
+    signals: platform::SignalSource,
+    /// Where process handles' exits come from (`ExitWatch`).
+    exits: platform::ExitWatch,
     clients: HashMap<u64, client::Client>,
     next_client: u64,
     watched: HashMap<u64, Watched>,
@@ -72,7 +75,7 @@ pub struct EventLoop {
     dev_null: File,
     /// archon's environment, as children get it.
     env: Env,
-    nofile: libc::rlimit,
+    nofile: platform::Rlimit,
     shutting_down: bool,
     /// Clients with requests left unread (their per-pass budget was spent,
     /// or a reply slot or output room freed up): served again next pass,
@@ -148,6 +151,8 @@ pub struct EventLoop {
     notify_name: Option<String>,
     /// The notify socket had more than a pass's budget: read on next pass.
     notify_again: bool,
+    /// The exit watch had more than a pass's budget: read on next pass.
+    exits_again: bool,
     /// Inside `notify_event` (which may end a process): not re-entered.
     reading_notify: bool,
     /// Passes of the loop so far, and the `Tree` rows of the pass that
@@ -188,9 +193,10 @@ fn reserve() -> Option<File> {
 
 impl EventLoop {
     /// Start-up: everything here may fail, and failure is fatal.
-    pub fn new(opts: Options, nofile: libc::rlimit) -> Result<Self, String> {
-        let signals = platform::signalfd(&platform::handled_signals())
-            .map_err(|e| format!("signalfd: {e}"))?;
+    pub fn new(opts: Options, nofile: platform::Rlimit) -> Result<Self, String> {
+        let mut signals = platform::SignalSource::new(&platform::handled_signals())
+            .map_err(|e| format!("signal source: {e}"))?;
+        let mut exits = platform::ExitWatch::new().map_err(|e| format!("exit watch: {e}"))?;
         let poll = Poll::new().map_err(|e| format!("epoll: {e}"))?;
         // Read and write: it is the stdin of commands and the stdout or
         // stderr of services with `stdout = "null"` (a read-only one made
@@ -214,7 +220,8 @@ impl EventLoop {
                     ignored: &ignored_signals,
                     stdin: dev_null.as_raw_fd(),
                 };
-                let (config, lua) = worker::boot(&poll, path, opts.config_timeout_ms, &spawner)?;
+                let (config, lua) =
+                    worker::boot(&poll, &mut exits, path, opts.config_timeout_ms, &spawner)?;
                 (crate::services::Services::new(config), lua)
             }
             None => (crate::services::Services::default(), worker::Lua::default()),
@@ -269,18 +276,18 @@ impl EventLoop {
             }
             Err(e) => log::debug!("scheduling priority not changed: {e}"),
         }
-        poll.registry()
-            .register(
-                &mut SourceFd(&signals.as_raw_fd()),
-                Source::Signals.token(),
-                Interest::READABLE,
-            )
-            .map_err(|e| format!("register signalfd: {e}"))?;
+        signals
+            .register(poll.registry(), Source::Signals.token())
+            .map_err(|e| format!("register the signal source: {e}"))?;
+        exits
+            .register(poll.registry(), Source::Exits.token())
+            .map_err(|e| format!("register the exit watch: {e}"))?;
         Ok(EventLoop {
             poll,
             opts,
             listener,
             signals,
+            exits,
             clients: HashMap::new(),
             next_client: 0,
             watched: HashMap::new(),
@@ -313,6 +320,7 @@ impl EventLoop {
             notify: None,
             notify_name: None,
             notify_again: false,
+            exits_again: false,
             reading_notify: false,
             pass: 0,
             tree_cache: None,
@@ -368,7 +376,7 @@ impl EventLoop {
         loop {
             self.pass += 1;
             if !self.shutting_down && self.sup.main_exit().is_some() {
-                self.begin_shutdown("main command exited", libc::SIGTERM);
+                self.begin_shutdown("main command exited", sig::TERM);
             }
             if self.shutting_down
                 && self.sup.started_alive() == 0
@@ -390,6 +398,7 @@ impl EventLoop {
                     || !self.hook_pending.is_empty()
                     || !self.again.is_empty()
                     || self.notify_again
+                    || self.exits_again
                     || !self.pipes_again.is_empty()
                     || self.lua.unread)
                     .then_some(0),
@@ -435,7 +444,8 @@ impl EventLoop {
                         ev.is_write_closed() || ev.is_error(),
                         ev.is_read_closed(),
                     ),
-                    Source::Process(id) => self.process_event(id),
+                    Source::Process(id) => self.process_event(id, None),
+                    Source::Exits => self.exits_event(),
                 }
             }
             if std::mem::take(&mut self.chld_pending) {
@@ -461,6 +471,9 @@ impl EventLoop {
             if std::mem::take(&mut self.notify_again) {
                 self.notify_event();
             }
+            if self.exits_again {
+                self.exits_event();
+            }
             for token in std::mem::take(&mut self.pipes_again) {
                 self.pipe_event(token);
             }
@@ -477,7 +490,7 @@ impl EventLoop {
         fds: &[OwnedFd],
         as_peer: Option<&crate::access::Peer>,
         report_exec_failure: bool,
-    ) -> Result<platform::Spawned, SpawnFail> {
+    ) -> Result<ProcHandle, SpawnFail> {
         // A peer's command does not get archon's environment (it may hold
         // secrets of root's): only a standard PATH and what the request sets.
         let peer_path = as_peer.map(|_| ("PATH", "/usr/local/bin:/usr/bin:/bin"));
@@ -524,32 +537,53 @@ impl EventLoop {
     fn track(
         &mut self,
         kind: Kind,
-        spawned: platform::Spawned,
+        spawned: ProcHandle,
         argv: Vec<String>,
         owner: Option<ReplyTo>,
         now: Clock,
     ) -> u64 {
-        let (id, fx) = self.sup.started(kind, spawned.pid, argv, owner, now);
-        log::debug!("started id={id} kind={} pid={}", kind.as_str(), spawned.pid);
-        self.watch(id, kind, spawned.pidfd);
+        let (id, fx) = self.sup.started(kind, spawned.pid(), argv, owner, now);
+        log::debug!(
+            "started id={id} kind={} pid={}",
+            kind.as_str(),
+            spawned.pid()
+        );
+        self.watch(id, kind, spawned);
         self.apply(fx);
         id
     }
 
-    /// Puts a tracked process's pidfd in the poll set.
-    fn watch(&mut self, id: u64, kind: Kind, pidfd: OwnedFd) {
-        if let Err(e) = self.poll.registry().register(
-            &mut SourceFd(&pidfd.as_raw_fd()),
-            Source::Process(id).token(),
-            Interest::READABLE,
-        ) {
+    /// Makes a tracked process's exit wake the loop.
+    fn watch(&mut self, id: u64, kind: Kind, proc: ProcHandle) {
+        if let Err(e) = self
+            .exits
+            .add(self.poll.registry(), &proc, Source::Process(id).token())
+        {
             // Still tracked: SIGCHLD and the reaper will find its exit.
-            log::error!("cannot watch pidfd id={id} error={e}");
+            log::error!("cannot watch the process id={id} error={e}");
         }
-        self.watched.insert(id, Watched { pidfd, kind });
+        self.watched.insert(id, Watched { proc, kind });
     }
 
-    fn process_event(&mut self, id: u64) {
+    /// The exit watch's own queue is readable (FreeBSD): each event is a
+    /// handle's, by its token, with the status the kernel gave. Bounded
+    /// per pass; the rest is read on the next.
+    fn exits_event(&mut self) {
+        const PER_PASS: usize = 256;
+        let mut fired = Vec::new();
+        self.exits_again = self.exits.drain(&mut fired, PER_PASS);
+        for (token, status) in fired {
+            match Source::of(token) {
+                Some(Source::Process(id)) => self.process_event(id, status),
+                Some(Source::WorkerExit) => self.worker_exited(),
+                _ => {}
+            }
+        }
+    }
+
+    /// A tracked process's handle says it exited (`status`: where the
+    /// kernel gave it with the event).
+    fn process_event(&mut self, id: u64, status: Option<RawExit>) {
         let Some(w) = self.watched.get(&id) else {
             return;
         };
@@ -560,14 +594,17 @@ impl EventLoop {
                     self.child_reaped(pid, raw);
                 } else if w.kind == Kind::Service
                     && self.sup.find_live_pid(pid) == Some(id)
-                    && platform::pidfd_exited(&w.pidfd)
+                    && (status.is_some() || w.proc.has_exited())
                 {
                     // Gone, and not archon's child: a main process named
                     // by MAINPID= whose parent reaps it. Its status is
-                    // known only where the kernel tells (6.15+).
-                    let exit = match platform::pidfd_exit_info(&w.pidfd) {
-                        platform::PidfdExit::Exited(raw) => to_exit(raw),
-                        _ => Exit::Unknown,
+                    // known only where the kernel tells (Linux 6.15+).
+                    let exit = match status.map(platform::HandleExit::Exited) {
+                        Some(platform::HandleExit::Exited(raw)) => to_exit(raw),
+                        _ => match w.proc.exit_info() {
+                            platform::HandleExit::Exited(raw) => to_exit(raw),
+                            _ => Exit::Unknown,
+                        },
                     };
                     self.process_gone(id, pid, exit);
                 }
@@ -575,10 +612,13 @@ impl EventLoop {
             Kind::Monitor => {
                 // Readable means the process has exited; check rather than
                 // trust the edge (monitor() calls this without one).
-                if !platform::pidfd_exited(&w.pidfd) {
+                if status.is_none() && !w.proc.has_exited() {
                     return;
                 }
-                let info = platform::pidfd_exit_info(&w.pidfd);
+                let info = match status {
+                    Some(raw) => platform::HandleExit::Exited(raw),
+                    None => w.proc.exit_info(),
+                };
                 let now = self.now();
                 let already = self
                     .sup
@@ -586,13 +626,13 @@ impl EventLoop {
                     .is_some_and(|e| e.state == crate::supervisor::State::Exited);
                 if !already {
                     let exit = match &info {
-                        platform::PidfdExit::Exited(raw) => to_exit(*raw),
+                        platform::HandleExit::Exited(raw) => to_exit(*raw),
                         _ => Exit::Unknown,
                     };
                     self.fire_exit(id, Kind::Monitor, &exit);
                 }
                 match info {
-                    platform::PidfdExit::Exited(raw) => {
+                    platform::HandleExit::Exited(raw) => {
                         let exit = to_exit(raw);
                         let fx = if already {
                             self.sup.exit_learned(id, exit, now)
@@ -604,7 +644,7 @@ impl EventLoop {
                     }
                     // Its parent has not reaped it yet: record the exit now and
                     // keep the pidfd, whose next edge (the reap) brings the status.
-                    platform::PidfdExit::NotYet if !already => {
+                    platform::HandleExit::NotYet if !already => {
                         if let Some(e) = self.sup.get(id) {
                             self.zombies.insert(e.pid, id);
                         }
@@ -615,19 +655,19 @@ impl EventLoop {
                             .collect();
                         self.apply(fx);
                     }
-                    platform::PidfdExit::Unsupported if !already => {
+                    platform::HandleExit::Unsupported if !already => {
                         let fx = self.sup.exited(id, Exit::Unknown, now);
                         self.apply(fx);
                     }
-                    platform::PidfdExit::NotYet | platform::PidfdExit::Unsupported => {}
+                    platform::HandleExit::NotYet | platform::HandleExit::Unsupported => {}
                 }
             }
         }
     }
 
-    /// Stops watching a process. Closing its pidfd (archon holds the only
-    /// reference) also takes it out of the epoll set, without an
-    /// `epoll_ctl` per exit; an event of it still in this iteration's batch
+    /// Stops watching a process. Closing its handle (archon holds the only
+    /// reference) also takes it out of the poll set, without a system
+    /// call per exit; an event of it still in this iteration's batch
     /// finds no entry and is ignored.
     fn forget(&mut self, id: u64) {
         if let Some(w) = self.watched.remove(&id) {
@@ -705,7 +745,7 @@ impl EventLoop {
             .filter(|e| e.kind == Kind::Service && e.group)
             .map(|e| e.pgid);
         if let Some(pgid) = service_group {
-            if platform::kill_group(pgid, libc::SIGKILL).is_ok() {
+            if platform::kill_group(pgid, sig::KILL).is_ok() {
                 log::info!("killed what was left of the process group of id={id} pgid={pgid}");
             }
         }
@@ -753,7 +793,7 @@ impl EventLoop {
                 pgid,
             } => {
                 if let Some(w) = self.watched.get(&id) {
-                    if let Err(e) = platform::pidfd_send_signal(&w.pidfd, signo) {
+                    if let Err(e) = w.proc.signal(signo) {
                         log::debug!("signal failed id={id} error={e}");
                     }
                     if group {
@@ -761,10 +801,10 @@ impl EventLoop {
                     }
                     // After a stop signal, SIGCONT: a stopped process (or
                     // group) acts on it instead of sitting out the grace.
-                    if cont && signo != libc::SIGCONT {
-                        let _ = platform::pidfd_send_signal(&w.pidfd, libc::SIGCONT);
+                    if cont && signo != sig::CONT {
+                        let _ = w.proc.signal(sig::CONT);
                         if group {
-                            let _ = platform::kill_group(pgid, libc::SIGCONT);
+                            let _ = platform::kill_group(pgid, sig::CONT);
                         }
                     }
                     log::debug!(
@@ -856,10 +896,7 @@ fn exec_parts(
     let key = (argv[0].clone(), path.unwrap_or("").to_string());
     let cached = cache
         .and_then(|c| c.borrow().get(&key).cloned())
-        .filter(|p| {
-            // SAFETY: a valid NUL-terminated path.
-            unsafe { libc::access(p.as_ptr(), libc::X_OK) == 0 }
-        });
+        .filter(|p| platform::is_executable(p));
     let program = match cached {
         Some(p) => p,
         None => {

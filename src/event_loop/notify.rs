@@ -146,8 +146,8 @@ impl EventLoop {
             refuse("not a process of the service (its group or descendants)");
             return None;
         }
-        let fd = match platform::pidfd_open(pid) {
-            Ok(fd) => fd,
+        let fd = match ProcHandle::open(pid) {
+            Ok(h) => h,
             Err(e) => {
                 refuse(&format!("cannot watch it: {e}"));
                 return None;
@@ -179,7 +179,7 @@ impl EventLoop {
         }
         // Gone already (exited between its message and now): the pidfd
         // is readable at once and the exit goes through as usual.
-        self.process_event(id);
+        self.process_event(id, None);
         Some(id)
     }
 }

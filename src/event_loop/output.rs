@@ -3,6 +3,7 @@
 //! files rotated by size. s6 readiness pipes are read here too.
 
 use super::*;
+use std::os::fd::AsFd;
 
 /// Output waiting for a slow sink before archon stops reading services'
 /// pipes (they are then throttled by their own pipe, not by our memory).
@@ -189,6 +190,10 @@ impl FileLog {
 pub(super) struct Sink {
     _fd: Option<OwnedFd>,
     raw: RawFd,
+    /// A socket (journald's stream): written with MSG_DONTWAIT, as its
+    /// description cannot be made non-blocking without reaching its other
+    /// holders.
+    socket: bool,
     queue: Vec<u8>,
     watching: bool,
 }
@@ -197,31 +202,18 @@ impl Sink {
     /// A private, non-blocking open file description of fd 1 or 2 when the
     /// kernel gives one (/proc reopen works for pipes, ttys and files), so
     /// O_NONBLOCK does not leak to other holders of the same description.
-    /// Otherwise (sockets) the fd itself, written as is.
+    /// Sockets: the fd itself, each send with MSG_DONTWAIT.
     /// Regular files are written as they are: they do not block, and a
     /// second description would write at its own offset over the first's.
     pub(super) fn open(fd: RawFd) -> Sink {
-        use std::os::unix::fs::OpenOptionsExt;
-        // SAFETY: fstat into a local.
-        let pipe_or_tty = unsafe {
-            let mut st: libc::stat = std::mem::zeroed();
-            libc::fstat(fd, &mut st) == 0
-                && matches!(st.st_mode & libc::S_IFMT, libc::S_IFIFO | libc::S_IFCHR)
-        };
-        let reopened = pipe_or_tty
-            .then(|| {
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_NONBLOCK)
-                    .open(format!("/proc/self/fd/{fd}"))
-                    .ok()
-            })
-            .flatten()
-            .map(OwnedFd::from);
+        let reopened = platform::is_pipe_or_tty(fd)
+            .then(|| platform::reopen_nonblocking(fd))
+            .flatten();
         let raw = reopened.as_ref().map_or(fd, |f| f.as_raw_fd());
         Sink {
             _fd: reopened,
             raw,
+            socket: platform::is_socket(fd),
             queue: Vec::new(),
             watching: false,
         }
@@ -234,16 +226,16 @@ impl Sink {
     /// Writes what it can; the rest waits for writability.
     fn flush(&mut self) {
         while !self.queue.is_empty() {
-            // SAFETY: writing from our own buffer to an fd we hold.
-            let n = unsafe { libc::write(self.raw, self.queue.as_ptr().cast(), self.queue.len()) };
-            if n > 0 {
-                self.queue.drain(..n as usize);
-                continue;
-            }
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EAGAIN) => return,
+            let sent = if self.socket {
+                platform::send_nonblocking(self.raw, &self.queue)
+            } else {
+                platform::write_fd(self.raw, &self.queue)
+            };
+            match sent {
+                Ok(n) if n > 0 => {
+                    self.queue.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 // A closed or broken log: drop what cannot be written.
                 _ => {
                     self.queue.clear();
@@ -297,23 +289,19 @@ impl EventLoop {
                     return;
                 }
             }
-            // SAFETY: reading into our own buffer from a pipe fd we hold.
-            let n = unsafe { libc::read(p.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n < 0 {
-                match io::Error::last_os_error().raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    Some(libc::EAGAIN) => return,
-                    _ => {
-                        self.close_pipe(token);
-                        return;
-                    }
+            let n = match platform::read_fd(p.fd.as_fd(), &mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    self.close_pipe(token);
+                    return;
                 }
-            }
+            };
             if n == 0 {
                 self.close_pipe(token);
                 return;
             }
-            let data = &buf[..n as usize];
+            let data = &buf[..n];
             match &mut p.kind {
                 PipeKind::Ready { entry } => {
                     if data.contains(&b'\n') {

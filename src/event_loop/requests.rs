@@ -137,7 +137,7 @@ impl EventLoop {
                     c.fill_slot(to.seq, Body::Text(Reply::Ok(Vec::new()).encode()));
                 }
                 self.flush_client(to.client);
-                self.begin_shutdown(action.verb(), libc::SIGTERM);
+                self.begin_shutdown(action.verb(), sig::TERM);
                 None
             }
             Request::Tree => Some(Reply::Encoded(self.tree_rows())),
@@ -200,13 +200,17 @@ impl EventLoop {
                     ));
                 }
                 let fd = fds.remove(0);
-                match platform::pidfd_pid(&fd) {
-                    Ok(pid) => Some(self.monitor_for(who, pid, fd, now)),
+                match ProcHandle::from_received(fd) {
+                    Ok(h) => Some(self.monitor_for(who, h, now)),
                     Err(msg) => Some(Reply::error(ErrorKind::BadFd, msg)),
                 }
             }
-            Request::MonitorPid(pid) => match platform::pidfd_open(pid) {
-                Ok(fd) => Some(self.monitor_for(who, pid, fd, now)),
+            Request::MonitorPid(pid) => match ProcHandle::open(pid) {
+                Ok(h) => Some(self.monitor_for(who, h, now)),
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => Some(Reply::error(
+                    ErrorKind::Unsupported,
+                    format!("MonitorPid: {e}; send the process's descriptor with MonitorFD"),
+                )),
                 Err(e) => Some(Reply::error(
                     ErrorKind::NoSuchProcess,
                     format!("pid {pid}: {e}"),
@@ -270,17 +274,13 @@ impl EventLoop {
                         ErrorKind::NotRunning,
                         format!("process {id} has exited"),
                     )),
-                    (Some(_), Some(w)) => {
-                        Some(match platform::pidfd_send_signal(&w.pidfd, signo) {
-                            Ok(()) => Reply::Ok(Vec::new()),
-                            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-                                Reply::error(ErrorKind::Permission, format!("signal {id}: {e}"))
-                            }
-                            Err(e) => {
-                                Reply::error(ErrorKind::NotRunning, format!("signal {id}: {e}"))
-                            }
-                        })
-                    }
+                    (Some(_), Some(w)) => Some(match w.proc.signal(signo) {
+                        Ok(()) => Reply::Ok(Vec::new()),
+                        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                            Reply::error(ErrorKind::Permission, format!("signal {id}: {e}"))
+                        }
+                        Err(e) => Reply::error(ErrorKind::NotRunning, format!("signal {id}: {e}")),
+                    }),
                 }
             }
         }
@@ -288,7 +288,8 @@ impl EventLoop {
 
     /// `monitor` for a caller: a peer that is not an admin may watch only
     /// its own processes, and owns the entry.
-    fn monitor_for(&mut self, who: &Caller, pid: i32, fd: OwnedFd, now: Clock) -> Reply {
+    fn monitor_for(&mut self, who: &Caller, h: ProcHandle, now: Clock) -> Reply {
+        let pid = h.pid();
         if pid == platform::getpid() {
             return Reply::error(ErrorKind::BadRequest, format!("pid {pid} is archon itself"));
         }
@@ -304,7 +305,7 @@ impl EventLoop {
                 format!("process {pid} is not yours (uid {})", who.peer.uid),
             );
         }
-        let reply = self.monitor(pid, fd, now);
+        let reply = self.monitor(h, now);
         if let Reply::Ok(f) = &reply {
             // An entry someone else already watches stays theirs.
             if let Some(id) = f.first().and_then(|i| i.parse().ok()) {
@@ -316,28 +317,23 @@ impl EventLoop {
         reply
     }
 
-    pub(super) fn monitor(&mut self, pid: i32, fd: OwnedFd, now: Clock) -> Reply {
+    pub(super) fn monitor(&mut self, h: ProcHandle, now: Clock) -> Reply {
+        let pid = h.pid();
         if let Some(id) = self.sup.find_live_pid(pid) {
             return Reply::Ok(vec![id.to_string()]);
         }
         if let Some(&id) = self.zombies.get(&pid) {
             // Still a zombie (its pid cannot have been reused): the same
             // entry. Reaped meanwhile: take that edge now, then watch anew.
-            self.process_event(id);
+            self.process_event(id, None);
             if self.zombies.get(&pid) == Some(&id) {
                 return Reply::Ok(vec![id.to_string()]);
             }
         }
         let argv = platform::proc_cmdline(pid);
-        let id = self.track(
-            Kind::Monitor,
-            platform::Spawned { pid, pidfd: fd },
-            argv,
-            None,
-            now,
-        );
+        let id = self.track(Kind::Monitor, h, argv, None, now);
         // It may already be gone: the edge for that has fired before we registered.
-        self.process_event(id);
+        self.process_event(id, None);
         Reply::Ok(vec![id.to_string()])
     }
 

@@ -18,11 +18,14 @@ pub(super) enum Source {
     /// The Lua worker's socket, and its pidfd.
     WorkerSock,
     WorkerExit,
-    /// A tracked process's pidfd, by entry id.
+    /// A tracked process's handle, by entry id.
     Process(u64),
     Client(u64),
-    /// A pidfd of PID 1's final sweep, by pid.
+    /// A process handle of PID 1's final sweep, by pid.
     Sweep(i32),
+    /// The platform's exit queue, where process handles cannot be in the
+    /// poll set themselves (FreeBSD's kqueue of process descriptors).
+    Exits,
     /// A service's output or readiness pipe.
     Pipe(u64),
 }
@@ -44,6 +47,7 @@ impl Source {
             Source::Client(id) => (9, id),
             Source::Sweep(pid) => (10, pid as u32 as u64),
             Source::Pipe(n) => (11, n),
+            Source::Exits => (12, 0),
         };
         Token(((tag << SHIFT) | (value & VALUE)) as usize)
     }
@@ -63,6 +67,7 @@ impl Source {
             9 => Source::Client(value),
             10 => Source::Sweep(value as u32 as i32),
             11 => Source::Pipe(value),
+            12 => Source::Exits,
             _ => return None,
         })
     }
@@ -88,6 +93,7 @@ mod tests {
             Source::Sweep(1),
             Source::Sweep(i32::MAX),
             Source::Pipe(3),
+            Source::Exits,
         ] {
             assert_eq!(Source::of(s.token()), Some(s), "{s:?}");
         }

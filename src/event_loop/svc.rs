@@ -83,7 +83,7 @@ impl EventLoop {
                     if self.exit_code.is_none() {
                         self.exit_code = Some(exit.shell_code().unwrap_or(1));
                     }
-                    self.begin_shutdown(&format!("essential service {name} failed"), libc::SIGTERM);
+                    self.begin_shutdown(&format!("essential service {name} failed"), sig::TERM);
                 }
             }
         }
@@ -121,7 +121,7 @@ impl EventLoop {
         }
         match self.try_spawn_service(&spec, index) {
             Ok((spawned, pipes)) => {
-                let pid = spawned.pid;
+                let pid = spawned.pid();
                 let argv = instance_argv(&spec.cmd, index).into_owned();
                 let id = self.track(Kind::Service, spawned, argv, None, now);
                 // It leads its own process group: stops reach its children.
@@ -207,7 +207,7 @@ impl EventLoop {
         &self,
         spec: &ServiceSpec,
         index: u32,
-    ) -> Result<(platform::Spawned, Vec<(PipeKind, OwnedFd)>), SpawnFail> {
+    ) -> Result<(ProcHandle, Vec<(PipeKind, OwnedFd)>), SpawnFail> {
         let (envp, path) = self.service_envp(spec, index, true)?;
         let cmd = instance_argv(&spec.cmd, index);
         let (program, argv) = exec_parts(&cmd, path.as_deref(), Some(&self.programs))?;
@@ -291,18 +291,11 @@ impl EventLoop {
             .rlimits
             .iter()
             .filter_map(|(name, soft, hard)| {
-                let inf = |v: u64| {
-                    if v == u64::MAX {
-                        libc::RLIM_INFINITY
-                    } else {
-                        v
-                    }
-                };
                 Some((
                     platform::rlimit_resource(name)?,
-                    libc::rlimit {
-                        rlim_cur: inf(*soft),
-                        rlim_max: inf(*hard),
+                    platform::Rlimit {
+                        cur: *soft,
+                        max: *hard,
                     },
                 ))
             })
@@ -322,7 +315,7 @@ impl EventLoop {
     }
 
     /// Sends a signal to every running instance's main process (through
-    /// its pidfd); returns how many got it.
+    /// its handle); returns how many got it.
     pub(super) fn signal_service(&self, name: &str, signo: i32) -> Result<usize, String> {
         let entries: Vec<u64> = self
             .services
@@ -333,7 +326,7 @@ impl EventLoop {
         Ok(entries
             .iter()
             .filter_map(|e| self.watched.get(e))
-            .filter(|w| platform::pidfd_send_signal(&w.pidfd, signo).is_ok())
+            .filter(|w| w.proc.signal(signo).is_ok())
             .count())
     }
 

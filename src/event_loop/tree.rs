@@ -44,7 +44,7 @@ impl EventLoop {
             labels.insert(e.pid, label);
         }
         if let Some(w) = &self.lua.worker {
-            labels.insert(w.pid, "lua-worker".to_string());
+            labels.insert(w.proc.pid(), "lua-worker".to_string());
         }
         labels
     }

@@ -61,8 +61,7 @@ impl Call {
 
 pub(super) struct Worker {
     sock: mio::net::UnixStream,
-    pub(super) pidfd: OwnedFd,
-    pub(super) pid: i32,
+    pub(super) proc: ProcHandle,
     reader: FrameReader,
     /// What a read takes in: on the heap, and touched only as far as a
     /// read fills it (a 64 KiB array on the stack would be probed, so
@@ -93,8 +92,9 @@ pub(super) struct Lua {
 impl Worker {
     pub(super) fn register(
         poll: &Poll,
+        exits: &mut platform::ExitWatch,
         sock: std::os::unix::net::UnixStream,
-        spawned: platform::Spawned,
+        spawned: ProcHandle,
         now_ms: u64,
     ) -> Result<Worker, String> {
         sock.set_nonblocking(true).map_err(|e| e.to_string())?;
@@ -107,17 +107,12 @@ impl Worker {
                 Interest::READABLE | Interest::WRITABLE,
             )
             .map_err(|e| format!("register the worker: {e}"))?;
-        poll.registry()
-            .register(
-                &mut SourceFd(&spawned.pidfd.as_raw_fd()),
-                Source::WorkerExit.token(),
-                Interest::READABLE,
-            )
+        exits
+            .add(poll.registry(), &spawned, Source::WorkerExit.token())
             .map_err(|e| format!("register the worker: {e}"))?;
         Ok(Worker {
             sock,
-            pidfd: spawned.pidfd,
-            pid: spawned.pid,
+            proc: spawned,
             reader: FrameReader::default(),
             rbuf: vec![0u8; 64 * 1024],
             out: Vec::new(),
@@ -152,8 +147,8 @@ impl EventLoop {
             stdin: self.dev_null.as_raw_fd(),
         })?;
         let now = self.now().mono;
-        let w = Worker::register(&self.poll, sock, spawned, now)?;
-        log::debug!("lua worker started pid={}", w.pid);
+        let w = Worker::register(&self.poll, &mut self.exits, sock, spawned, now)?;
+        log::debug!("lua worker started pid={}", w.proc.pid());
         self.lua.worker = Some(w);
         Ok(())
     }
@@ -355,30 +350,27 @@ impl EventLoop {
         }
     }
 
-    /// Ends the worker (SIGKILL through its pidfd; the reaper collects it).
+    /// Ends the worker (SIGKILL through its handle; the reaper collects it).
     fn stop_worker(&mut self) -> Option<Worker> {
         let mut w = self.lua.worker.take()?;
         let _ = self.poll.registry().deregister(&mut w.sock);
-        let _ = self
-            .poll
-            .registry()
-            .deregister(&mut SourceFd(&w.pidfd.as_raw_fd()));
-        let _ = platform::pidfd_send_signal(&w.pidfd, libc::SIGKILL);
+        self.exits.remove(self.poll.registry(), &w.proc);
+        let _ = w.proc.signal(sig::KILL);
         // Nothing the killed worker still owed is delivered; its callbacks
         // died with its state.
         self.hook_runs.clear();
         Some(w)
     }
 
-    /// The worker's pidfd is readable: it exited.
+    /// The worker's handle says it exited.
     pub(super) fn worker_exited(&mut self) {
         let gone = self
             .lua
             .worker
             .as_ref()
-            .is_some_and(|w| platform::pidfd_exited(&w.pidfd));
+            .is_some_and(|w| w.proc.has_exited());
         if gone {
-            if let Some(pid) = self.lua.worker.as_ref().map(|w| w.pid) {
+            if let Some(pid) = self.lua.worker.as_ref().map(|w| w.proc.pid()) {
                 let _ = platform::reap_pid(pid);
             }
             self.worker_died("it exited");

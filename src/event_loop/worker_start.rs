@@ -31,7 +31,7 @@ pub(super) fn read_config(path: &std::path::Path) -> Result<Vec<u8>, String> {
 /// What starting a worker takes from the loop.
 pub(super) struct Spawner<'a> {
     pub env: &'a Env,
-    pub nofile: libc::rlimit,
+    pub nofile: platform::Rlimit,
     pub ignored: &'a [i32],
     /// /dev/null, the worker's stdin and stdout.
     pub stdin: RawFd,
@@ -41,7 +41,7 @@ pub(super) struct Spawner<'a> {
 /// (blocking, close-on-exec).
 pub(super) fn spawn_worker(
     sp: &Spawner,
-) -> Result<(std::os::unix::net::UnixStream, platform::Spawned), String> {
+) -> Result<(std::os::unix::net::UnixStream, ProcHandle), String> {
     let Spawner {
         env,
         nofile,
@@ -56,7 +56,7 @@ pub(super) fn spawn_worker(
     let level = log::max_level().to_string().to_lowercase();
     let argv =
         platform::to_cstrings(["archon-lua", "--lua-worker", level.as_str()]).ok_or("argv")?;
-    let program = CString::new("/proc/self/exe").map_err(|e| e.to_string())?;
+    let program = platform::self_exe().map_err(|e| format!("archon's own executable: {e}"))?;
     let mut spec = platform::SpawnSpec::new(
         program,
         argv,
@@ -66,18 +66,16 @@ pub(super) fn spawn_worker(
         ignored.to_vec(),
     );
     spec.extra_fd = Some((theirs.as_raw_fd(), crate::protocol::worker::WORKER_FD));
-    let lim = |n: u64| libc::rlimit {
-        rlim_cur: n,
-        rlim_max: n,
-    };
+    let lim = platform::Rlimit::both;
+    let res = |name| platform::rlimit_resource(name).ok_or(format!("no RLIMIT for {name}"));
     spec.rlimits = vec![
-        (libc::RLIMIT_AS as i32, lim(WORKER_AS)),
+        (res("as")?, lim(WORKER_AS)),
         // Cumulative CPU: a worker that has burnt an hour of CPU on hooks
         // is ended (SIGKILL at the hard limit) and a fresh one takes over;
         // per call, the wall-clock deadline is the bound.
-        (libc::RLIMIT_CPU as i32, lim(WORKER_CPU_SECS)),
-        (libc::RLIMIT_CORE as i32, lim(0)),
-        (libc::RLIMIT_NOFILE as i32, lim(64)),
+        (res("cpu")?, lim(WORKER_CPU_SECS)),
+        (res("core")?, lim(0)),
+        (res("nofile")?, lim(64)),
     ];
     let spawned =
         platform::spawn(&spec).map_err(|e| format!("cannot start the Lua worker: {e}"))?;
@@ -128,6 +126,7 @@ fn exchange(
 /// the worker when the config registers hooks (None: no worker stays).
 pub(super) fn boot(
     poll: &Poll,
+    exits: &mut platform::ExitWatch,
     path: &std::path::Path,
     deadline_ms: u64,
     spawner: &Spawner,
@@ -140,8 +139,8 @@ pub(super) fn boot(
         text: text.clone(),
         rehook: false,
     };
-    let kill = |sp: &platform::Spawned| {
-        let _ = platform::pidfd_send_signal(&sp.pidfd, libc::SIGKILL);
+    let kill = |sp: &ProcHandle| {
+        let _ = sp.signal(sig::KILL);
     };
     let reply = exchange(&mut sock, &load, deadline_ms).inspect_err(|_| kill(&spawned))?;
     let (wants, records) = match reply {
@@ -160,7 +159,7 @@ pub(super) fn boot(
     lua.good = Some((name, text));
     lua.has_hooks = !wants.is_empty();
     if lua.has_hooks {
-        let mut w = Worker::register(poll, sock, spawned, 0)?;
+        let mut w = Worker::register(poll, exits, sock, spawned, 0)?;
         w.wants = wants.into_iter().collect();
         lua.worker = Some(w);
     } else {
@@ -174,7 +173,7 @@ pub(super) fn boot(
 /// `archon --check --config FILE`: the file evaluated as at start-up (in
 /// a worker, with the deadline); a line saying what it declares, or every
 /// error. The exit status: 0 or 1.
-pub fn check(path: &std::path::Path, deadline_ms: u64, nofile: libc::rlimit) -> i32 {
+pub fn check(path: &std::path::Path, deadline_ms: u64, nofile: platform::Rlimit) -> i32 {
     let run = || -> Result<String, String> {
         let poll = Poll::new().map_err(|e| format!("epoll: {e}"))?;
         let env = Env::from_process();
@@ -186,13 +185,14 @@ pub fn check(path: &std::path::Path, deadline_ms: u64, nofile: libc::rlimit) -> 
             ignored: &ignored,
             stdin: dev_null.as_raw_fd(),
         };
-        let (config, mut lua) = boot(&poll, path, deadline_ms, &spawner)?;
+        let mut exits = platform::ExitWatch::new().map_err(|e| format!("exit watch: {e}"))?;
+        let (config, mut lua) = boot(&poll, &mut exits, path, deadline_ms, &spawner)?;
         let wants: Vec<String> = lua
             .worker
             .take()
             .map(|w| {
-                let _ = platform::pidfd_send_signal(&w.pidfd, libc::SIGKILL);
-                let _ = platform::reap_pid(w.pid);
+                let _ = w.proc.signal(sig::KILL);
+                let _ = platform::reap_pid(w.proc.pid());
                 w.wants.into_iter().collect()
             })
             .unwrap_or_default();

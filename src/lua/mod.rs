@@ -21,12 +21,14 @@ pub use crate::protocol::worker::WORKER_FD;
 
 /// Runs the worker until archon closes its end. Returns the exit status.
 pub fn worker_main() -> i32 {
-    use std::os::fd::FromRawFd;
     crate::platform::die_with_parent();
     crate::platform::set_process_name("archon-lua");
-    // SAFETY: archon passes the socketpair's other end as fd 3 and nothing
-    // else in this process owns it.
-    let mut sock = unsafe { std::os::unix::net::UnixStream::from_raw_fd(WORKER_FD) };
+    // archon passes the socketpair's other end as fd 3.
+    let Some(fd) = crate::platform::take_inherited_fd(WORKER_FD) else {
+        log::error!("lua worker: fd {WORKER_FD} is not open (started by hand?)");
+        return 2;
+    };
+    let mut sock = std::os::unix::net::UnixStream::from(fd);
     let snapshot: Rc<RefCell<hooks::Snapshot>> = Rc::default();
     let mut state: Option<hooks::Hooks> = None;
     let mut reader = FrameReader::default();

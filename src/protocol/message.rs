@@ -23,10 +23,11 @@ pub enum ErrorKind {
     Internal,
     NoSuchService,
     BadConfig,
+    Unsupported,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::BadRequest,
         ErrorKind::UnknownVerb,
         ErrorKind::TooLong,
@@ -41,6 +42,7 @@ impl ErrorKind {
         ErrorKind::Internal,
         ErrorKind::NoSuchService,
         ErrorKind::BadConfig,
+        ErrorKind::Unsupported,
     ];
 
     pub fn token(self) -> &'static str {
@@ -59,6 +61,7 @@ impl ErrorKind {
             ErrorKind::Internal => "internal",
             ErrorKind::NoSuchService => "no-such-service",
             ErrorKind::BadConfig => "bad-config",
+            ErrorKind::Unsupported => "unsupported",
         }
     }
 

@@ -232,6 +232,24 @@ impl Config {
             }
         }
         for s in &self.services {
+            // The rlimit names are the platform's (Linux's and FreeBSD's differ).
+            for (name, _, _) in &s.rlimits {
+                if crate::platform::rlimit_resource(name).is_none() {
+                    errs.push(format!(
+                        "{}:{}: service {:?}: resource limit {name:?} does not exist on this platform",
+                        s.file, s.line, s.name
+                    ));
+                }
+            }
+            // Where there is no sd_notify (FreeBSD), say so at load time,
+            // not by a start that times out.
+            #[cfg(not(target_os = "linux"))]
+            if s.ready == Readiness::Notify || s.watchdog_ms > 0 {
+                errs.push(format!(
+                    "{}:{}: service {:?}: ready = \"notify\" and watchdog need sd_notify, which this platform does not have (use ready = {{ fd = n }})",
+                    s.file, s.line, s.name
+                ));
+            }
             for d in &s.depends_on {
                 if !seen.contains_key(d.as_str()) {
                     errs.push(format!(
