@@ -3,6 +3,8 @@
 //! test also makes `cargo test` build the helper, next to archon, where
 //! the harness looks for it.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// The helper is Linux-only (prctl, abstract sockets).
+#![cfg(target_os = "linux")]
 
 use std::process::Command;
 use std::time::{Duration, Instant};
