@@ -44,6 +44,9 @@ options:
       --nice N             archon's own nice value, -20 to 0 (default -10);
                            children always start at the nice archon was
                            started with
+      --monitor PROFILE    sample what every tracked process costs (off,
+                           minimal, standard, intensive, daemon); a service's
+                           own `monitor` wins; default off (`archonctl top`)
   -c, --config FILE        services to supervise (Lua, see archon-config(5));
                            reloaded on SIGHUP and by `archonctl reload`
       --check              with --config: evaluate the file, report what it
@@ -83,6 +86,9 @@ pub struct Options {
     /// archon's own nice value (-20..=0); children are reset to the one
     /// archon was started with. See `platform::prioritise`.
     pub nice: i32,
+    /// The monitoring profile of every tracked process without one of its
+    /// own (`--monitor NAME`); none by default: archon samples nothing.
+    pub monitor: Option<crate::monitor::Profile>,
 }
 
 /// `$ARCHON_SOCKET`, else `/run/archon/archon.sock` for root, else
@@ -137,6 +143,7 @@ pub fn parse(args: &[OsString], uid: u32) -> Result<Parsed, String> {
         subreaper: true,
         config: None,
         nice: -10,
+        monitor: None,
     };
     let mut it = args.iter();
     while let Some(raw) = it.next() {
@@ -225,6 +232,10 @@ pub fn parse(args: &[OsString], uid: u32) -> Result<Parsed, String> {
             "-c" | "--config" => opts.config = Some(PathBuf::from(value("--config")?)),
             "-g" | "--forward-to-group" => opts.forward_group = true,
             "--no-subreaper" => opts.subreaper = false,
+            "--monitor" => {
+                let v = value("--monitor")?;
+                opts.monitor = crate::monitor::Profile::named(&v)?;
+            }
             "--nice" => {
                 let v = value("--nice")?;
                 opts.nice = v

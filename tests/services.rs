@@ -12,15 +12,6 @@ use util::*;
 use util::lua_helper as helper;
 use util::lua_str as q;
 
-fn with_config(name: &str, lua: &str, extra: &[&str]) -> Daemon {
-    let dir = temp_dir(&format!("{name}-cfg"));
-    let path = dir.join("archon.lua");
-    std::fs::write(&path, lua).unwrap();
-    let mut args = vec!["--config", path.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    Daemon::start_with(name, &args, |_| {})
-}
-
 /// The config file `with_config` wrote for this daemon.
 fn config_path(d: &Daemon) -> std::path::PathBuf {
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", d.pid())).unwrap();

@@ -11,6 +11,9 @@
 //! musl (only glibc hands argv to std's `.init_array` hook).
 #![no_main]
 
+#[path = "archonctl/top.rs"]
+mod top;
+
 use archon::protocol::{is_service_name, Command, PowerAction, ReplyLine, Request, SignalSpec};
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -36,6 +39,10 @@ commands (protocol verb in brackets):
   status [ID | NAME]                           the process and service tables [Status]
   status --tree                                archon's process tree: each process's parent and
                                                owner, services' descendants, adopted orphans [Tree]
+  stats [ID | NAME[.N]] [--history]            what monitored processes cost: the last sample (or
+                                               every kept one) and averages, maxima, totals [Stats]
+  top [-d SECONDS] [-n COUNT] [NAME[.N]]       a live table of monitored processes, busiest first,
+                                               refreshed in place; piped: COUNT snapshots (1) [Stats]
   stop ID [GRACE_SECONDS]                      SIGTERM, then SIGKILL after the grace period [Stop]
   signal ID|NAME SIGNAL                        send a signal by name or number to a process,
                                                or to every running instance of a service [Signal]
@@ -159,6 +166,16 @@ fn real_main(args: Result<Vec<String>, String>) -> i32 {
         return usage("no command given");
     }
     let cmd = args.remove(0);
+    if cmd == "top" {
+        return match top::run(&ctl.socket, ctl.timeout, &args) {
+            Ok(code) => code,
+            Err(e) if e.starts_with("top:") || e.starts_with('-') => usage(&e),
+            Err(e) => {
+                eprintln!("archonctl: {e}");
+                1
+            }
+        };
+    }
     let req = match build_request(&cmd, &args) {
         Ok(r) => r,
         Err(msg) => return usage(&msg),
@@ -306,6 +323,15 @@ fn build_request(cmd: &str, args: &[String]) -> Result<Request, String> {
             } else {
                 Request::MonitorPid(pid)
             }
+        }
+        "stats" => {
+            max(2)?;
+            let history = args.iter().any(|a| a == "--history");
+            let target = args.iter().find(|a| *a != "--history").cloned();
+            if history && target.is_none() {
+                return Err("stats --history needs an ID or NAME".into());
+            }
+            Request::Stats { target, history }
         }
         "status" if args.first().is_some_and(|a| a == "--tree") => {
             max(1)?;
@@ -666,6 +692,7 @@ fn print_tree(out: &mut String, rows: &[Vec<String>]) {
 
 fn print_rows(out: &mut String, rows: &[Vec<String>], procs: &[archon::protocol::ProcessRow]) {
     print_tree(out, rows);
+    top::print_stats(out, rows);
     let services: Vec<&Vec<String>> = rows.iter().filter(|r| r[0] == "Service").collect();
     if !services.is_empty() {
         let now = std::time::SystemTime::now()

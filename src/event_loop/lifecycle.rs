@@ -58,6 +58,8 @@ impl EventLoop {
                     .started_main(sp.pid(), shown, self.opts.forward_group, now);
                 log::debug!("main command started id={id} pid={}", sp.pid());
                 self.watch(id, Kind::Main, sp);
+                let profile = self.profile_of(None);
+                self.monitor_start(id, super::monitor::RingKey::Entry(id), profile);
                 self.apply(fx);
             }
             Err(fail) => {

@@ -12,6 +12,7 @@ mod hook;
 mod lifecycle;
 mod listener;
 mod logs;
+mod monitor;
 mod notify;
 mod output;
 mod requests;
@@ -155,6 +156,8 @@ pub struct EventLoop {
     exits_again: bool,
     /// Inside `notify_event` (which may end a process): not re-entered.
     reading_notify: bool,
+    /// Resource monitoring: sampled processes, due samples, histories.
+    monitoring: monitor::Monitoring,
     /// Passes of the loop so far, and the `Tree` rows of the pass that
     /// made them: however many ask in one pass, /proc is walked once.
     pass: u64,
@@ -323,6 +326,7 @@ impl EventLoop {
             exits_again: false,
             reading_notify: false,
             pass: 0,
+            monitoring: Default::default(),
             tree_cache: None,
             programs: Default::default(),
             chld_pending: false,
@@ -390,6 +394,7 @@ impl EventLoop {
                 self.sweep.as_ref().map(|sw| sw.deadline),
                 self.services.next_deadline(),
                 self.check_due.first().map(|c| c.0),
+                self.monitoring.next_due(),
                 self.stalls.first().map(|s| s.0),
                 self.worker_deadline(),
                 // Hook calls or actions left, or clients with requests
@@ -460,6 +465,7 @@ impl EventLoop {
             if !self.shutting_down {
                 self.run_due_checks();
             }
+            self.sample_due();
             self.flush_hooks();
             self.apply_hook_actions();
             if self.lua.unread {
@@ -549,6 +555,12 @@ impl EventLoop {
             spawned.pid()
         );
         self.watch(id, kind, spawned);
+        // Services are sampled once they are bound to their instance
+        // (`svc.rs`); `Run` commands are not.
+        if matches!(kind, Kind::Daemon | Kind::Monitor) {
+            let profile = self.profile_of(None);
+            self.monitor_start(id, monitor::RingKey::Entry(id), profile);
+        }
         self.apply(fx);
         id
     }
@@ -670,6 +682,7 @@ impl EventLoop {
     /// call per exit; an event of it still in this iteration's batch
     /// finds no entry and is ignored.
     fn forget(&mut self, id: u64) {
+        self.monitor_stop(id);
         if let Some(w) = self.watched.remove(&id) {
             if w.kind == Kind::Monitor {
                 self.zombies.retain(|_, v| *v != id);

@@ -174,6 +174,12 @@ impl EventLoop {
             self.sup.set_group(entry, false);
         }
         self.watch(id, Kind::Service, fd);
+        let profile = self.profile_of(Some(name));
+        self.monitor_start(
+            id,
+            super::monitor::RingKey::Instance(name.into(), index),
+            profile,
+        );
         if self.services.rebind(entry, id, pid) {
             log::info!("service {name}.{index} main process is now pid={pid} (MAINPID=)");
         }

@@ -113,6 +113,7 @@ impl EventLoop {
             Request::Scale { name, replicas } => {
                 let r = self.service_cmd(&name, |s, n, m, w| s.scale(n, replicas, m, w));
                 if matches!(r, Reply::Ok(_)) {
+                    self.monitor_prune();
                     self.fire_simple("scaled", &name, replicas);
                 }
                 Some(r)
@@ -141,6 +142,7 @@ impl EventLoop {
                 None
             }
             Request::Tree => Some(Reply::Encoded(self.tree_rows())),
+            Request::Stats { target, history } => Some(self.stats_rows(target.as_deref(), history)),
             Request::Logs {
                 target,
                 lines,

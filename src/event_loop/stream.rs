@@ -241,6 +241,23 @@ fn setting_rows(s: &ServiceSpec, services: &Services, out: &mut String) {
     );
     put("essential", s.essential.to_string());
     put("autostart", s.autostart.to_string());
+    put(
+        "monitor",
+        match s.monitor {
+            crate::services::spec::Monitor::Inherit => "inherit".into(),
+            crate::services::spec::Monitor::Off => "off".into(),
+            crate::services::spec::Monitor::Profile(p) => format!(
+                "interval {} collect {} history {} pss {}",
+                fmt_millis(p.interval_ms),
+                match p.collect {
+                    crate::monitor::Collect::All => "all",
+                    crate::monitor::Collect::CpuMemory => "cpu,memory",
+                },
+                p.history,
+                p.pss
+            ),
+        },
+    );
 }
 
 fn output_str(o: &Output) -> String {

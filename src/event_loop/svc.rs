@@ -128,6 +128,9 @@ impl EventLoop {
                 if spec.kill_mode == crate::services::spec::KillMode::Group {
                     self.sup.set_group(id, true);
                 }
+                let profile = self.profile_of(Some(name));
+                let key = super::monitor::RingKey::Instance(name.to_string(), index);
+                self.monitor_start(id, key, profile);
                 for (kind, fd) in pipes {
                     let kind = match kind {
                         PipeKind::Ready { .. } => PipeKind::Ready { entry: id },
@@ -501,6 +504,7 @@ impl EventLoop {
             list("rescaled", &sum.rescaled)
         );
         self.apply_svc(cmds);
+        self.monitor_refresh();
         self.fire_simple("reloaded", "archon", 0);
         Reply::Ok(vec![
             list("added", &sum.added),

@@ -307,6 +307,7 @@ const KEYS: &[&str] = &[
     "watchdog_signal",
     "essential",
     "autostart",
+    "monitor",
 ];
 
 /// Reads one `service "name" { ... }` body. Problems go to `errs`, each
@@ -564,6 +565,10 @@ fn parse_service(
                     None => bad("health", "expected { command = {...}, interval = SECONDS }"),
                 },
                 _ => bad("health", "expected { command = {...}, interval = SECONDS }"),
+            },
+            "monitor" => match parse_monitor(&v) {
+                Ok(m) => s.monitor = m,
+                Err(e) => bad("monitor", &e),
             },
             "oneshot" => set_bool(&v, &mut s.oneshot, "oneshot", &mut bad),
             "essential" => set_bool(&v, &mut s.essential, "essential", &mut bad),
@@ -843,6 +848,58 @@ fn set_bool(v: &Value, into: &mut bool, key: &str, bad: &mut impl FnMut(&str, &s
     match v {
         Value::Boolean(b) => *into = *b,
         _ => bad(key, "expected true or false"),
+    }
+}
+
+/// `monitor = "standard"` (a profile's name, or "off"), or `{ profile =
+/// NAME, interval = s, collect = "all" | "cpu,memory", history = n, pss =
+/// bool }` (each optional; the base is `standard`).
+fn parse_monitor(v: &Value) -> Result<crate::services::spec::Monitor, String> {
+    use crate::monitor::Profile;
+    use crate::services::spec::Monitor;
+    let to = |p: Option<Profile>| p.map_or(Monitor::Off, Monitor::Profile);
+    match v {
+        Value::String(_) => {
+            let name = text(v).ok_or("expected a profile name")?;
+            Profile::named(&name).map(to)
+        }
+        Value::Table(t) => {
+            for pair in t.clone().pairs::<Value, Value>() {
+                let (k, _) = pair.map_err(|e| e.to_string())?;
+                let k = text(&k).unwrap_or_default();
+                if !["profile", "interval", "collect", "history", "pss"].contains(&k.as_str()) {
+                    return Err(format!(
+                        "unknown key {k:?} (profile, interval, collect, history, pss)"
+                    ));
+                }
+            }
+            let get = |k: &str| t.raw_get::<Value>(k).unwrap_or(Value::Nil);
+            let opt_text = |k: &str| match get(k) {
+                Value::Nil => Ok(None),
+                v => text(&v).map(Some).ok_or(format!("{k}: expected a string")),
+            };
+            let interval = match get("interval") {
+                Value::Nil => None,
+                v => Some(seconds(&v).ok_or("interval: expected seconds")?),
+            };
+            let history = match get("history") {
+                Value::Nil => None,
+                v => Some(
+                    int(&v)
+                        .filter(|n| *n >= 0)
+                        .ok_or("history: expected a whole number")? as u64,
+                ),
+            };
+            let pss = match get("pss") {
+                Value::Nil => None,
+                Value::Boolean(b) => Some(b),
+                _ => return Err("pss: expected true or false".into()),
+            };
+            let base = opt_text("profile")?;
+            let collect = opt_text("collect")?;
+            Profile::custom(base.as_deref(), interval, collect.as_deref(), history, pss).map(to)
+        }
+        _ => Err("expected a profile name or a table".into()),
     }
 }
 

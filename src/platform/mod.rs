@@ -39,6 +39,13 @@
 //!   `Status` show: [`proc_node`], [`proc_children`], [`proc_cmdline`],
 //!   [`process_uid`].
 //!
+//! - [`ProcStats`]: what a process costs (`open(&handle)`, then
+//!   `sample(full, pss) -> RawSample`), bound to the handle's process: a
+//!   sample after it is gone is an error, never another process's figures.
+//!   Linux: /proc/PID relative to a directory fd opened while the pidfd
+//!   said it lived; FreeBSD: sysctl `kern.proc.pid`, checked against the
+//!   descriptor after each read.
+//!
 //! # Signals
 //!
 //! [`SignalSource`]: blocks [`handled_signals`] and makes them readable
@@ -114,10 +121,11 @@ pub use sys::{
     is_system_init, notify_socket, other_live_pids, parent_death_signal, peer_credentials,
     peer_groups, prioritise, proc_children, proc_cmdline, proc_node, process_uid, reboot,
     recv_notify, reopen_nonblocking, rlimit_resource, self_exe, set_child_subreaper,
-    set_process_name, spawn, trim_heap, ExitWatch, SignalSource,
+    set_process_name, spawn, trim_heap, ExitWatch, ProcStats, SignalSource,
 };
 pub use types::{
-    ExecError, HandleExit, ProcHandle, ProcNode, RawExit, RebootCmd, Received, Rlimit, SpawnSpec,
+    ExecError, HandleExit, ProcHandle, ProcNode, RawExit, RawSample, RebootCmd, Received, Rlimit,
+    SpawnSpec,
 };
 
 /// Linux only: the scheduling attributes `prioritise` sets, for tests.

@@ -185,3 +185,26 @@ impl SpawnSpec {
             .max(2)
     }
 }
+
+/// What the kernel says a process costs (`ProcStats::sample`). `None`: the
+/// platform cannot say (never a made-up number).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawSample {
+    /// User + system CPU time, ns.
+    pub cpu_ns: u64,
+    pub rss_bytes: u64,
+    pub pss_bytes: Option<u64>,
+    /// The resident set's high-water mark.
+    pub peak_rss_bytes: Option<u64>,
+    /// Bytes the process made the storage layer read or write.
+    pub read_bytes: Option<u64>,
+    pub write_bytes: Option<u64>,
+    pub threads: Option<u32>,
+    pub fds: Option<u32>,
+    pub vcsw: Option<u64>,
+    pub ivcsw: Option<u64>,
+    /// Only for a process in a network namespace other than archon's:
+    /// that namespace's bytes (without loopback).
+    pub net_rx_bytes: Option<u64>,
+    pub net_tx_bytes: Option<u64>,
+}

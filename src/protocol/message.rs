@@ -109,6 +109,12 @@ pub enum Request {
     StatusService(String),
     /// `Tree`: archon's process tree from /proc.
     Tree,
+    /// `Stats[,<target>[,history]]`: what monitored processes cost; the
+    /// target is a service, `name.n`, or a process id.
+    Stats {
+        target: Option<String>,
+        history: bool,
+    },
     /// `Stop,<name>`: stop every instance of a service.
     StopService(String),
     Start(String),
@@ -173,13 +179,14 @@ impl PowerAction {
 }
 
 /// Every verb of v1, as spelled on the wire.
-pub const VERBS: [&str; 21] = [
+pub const VERBS: [&str; 22] = [
     "Run",
     "StartDaemon",
     "MonitorFD",
     "MonitorPid",
     "Status",
     "Tree",
+    "Stats",
     "Stop",
     "Signal",
     "Subscribe",
@@ -425,6 +432,20 @@ pub fn parse_request(line: &[u8]) -> ParseResult<Request> {
         }
         "Subscribe" => arity(verb, args, 0, 0).map(|_| Request::Subscribe),
         "Tree" => arity(verb, args, 0, 0).map(|_| Request::Tree),
+        "Stats" => {
+            arity(verb, args, 0, 2)?;
+            let target = match args.first() {
+                None => None,
+                Some(t) if t.parse::<u64>().is_ok() => Some(parse_id(t)?.to_string()),
+                Some(t) => Some(service_name(t)?),
+            };
+            let history = match args.get(1).map(String::as_str) {
+                None => false,
+                Some("history") => true,
+                Some(other) => return bad(format!("expected history, not {other:?}")),
+            };
+            Ok(Request::Stats { target, history })
+        }
         "Logs" => {
             arity(verb, args, 1, 3)?;
             let target = service_name(&args[0])?;
@@ -474,6 +495,7 @@ impl Request {
             Request::Signal { .. } | Request::SignalService { .. } => "Signal",
             Request::Subscribe => "Subscribe",
             Request::Tree => "Tree",
+            Request::Stats { .. } => "Stats",
             Request::Logs { .. } => "Logs",
             Request::Version => "Version",
             Request::Power(a) => a.verb(),
@@ -526,6 +548,15 @@ impl Request {
             }
             Request::Subscribe => f.push("Subscribe".into()),
             Request::Tree => f.push("Tree".into()),
+            Request::Stats { target, history } => {
+                f.push("Stats".into());
+                if let Some(t) = target {
+                    f.push(t.clone());
+                    if *history {
+                        f.push("history".into());
+                    }
+                }
+            }
             Request::Logs {
                 target,
                 lines,
@@ -709,7 +740,9 @@ impl ReplyLine {
                 state: f[5].clone(),
                 status: f[6].clone(),
             })),
-            Some("Service" | "ServiceEvent" | "Setting" | "Log" | "Tree") => Ok(ReplyLine::Row(f)),
+            Some(
+                "Service" | "ServiceEvent" | "Setting" | "Log" | "Tree" | "Sample" | "Aggregate",
+            ) => Ok(ReplyLine::Row(f)),
             _ => Err(format!(
                 "unrecognised reply: {}",
                 String::from_utf8_lossy(line)

@@ -139,6 +139,18 @@ pub struct ServiceSpec {
     pub watchdog_signal: i32,
     pub essential: bool,
     pub autostart: bool,
+    /// Resource monitoring (`monitor = ...`): archon's `--monitor` when
+    /// not set.
+    pub monitor: Monitor,
+}
+
+/// A service's `monitor` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Monitor {
+    /// archon's `--monitor` profile (none by default).
+    Inherit,
+    Off,
+    Profile(crate::monitor::Profile),
 }
 
 impl ServiceSpec {
@@ -184,6 +196,7 @@ impl ServiceSpec {
             watchdog_signal: 6,
             essential: false,
             autostart: true,
+            monitor: Monitor::Inherit,
         }
     }
 
@@ -195,6 +208,8 @@ impl ServiceSpec {
             s.file = std::rc::Rc::from("");
             s.line = 0;
             s.replicas = 0;
+            // Monitoring is archon's business, not the process's.
+            s.monitor = Monitor::Inherit;
             s
         };
         strip(self) == strip(other)

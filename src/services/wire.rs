@@ -16,11 +16,14 @@
 //! [ready, fd, n]  [ready, command, interval_ms, argv...]
 //! [health, interval_ms, argv...]  [start_timeout, ms]  [essential, 0|1]
 //! [autostart, 0|1]  [startsecs, ms]  [watchdog, ms, signal]
+//! [monitor, off]  [monitor, interval_ms, all|cpu,memory, history, pss 0|1]
+//! (no monitor record: archon's --monitor)
 //! ```
 
 use super::spec::{
-    Backoff, Budget, Health, Identity, KillMode, Output, Readiness, Restart, ServiceSpec,
+    Backoff, Budget, Health, Identity, KillMode, Monitor, Output, Readiness, Restart, ServiceSpec,
 };
+use crate::monitor::{Collect, Profile};
 use crate::protocol::worker::Record;
 use std::rc::Rc;
 
@@ -172,6 +175,22 @@ pub fn encode(s: &ServiceSpec, out: &mut Vec<Record>) {
     ));
     out.push(rec("essential", [flag(s.essential)]));
     out.push(rec("autostart", [flag(s.autostart)]));
+    match s.monitor {
+        Monitor::Inherit => {}
+        Monitor::Off => out.push(rec("monitor", [b("off")])),
+        Monitor::Profile(p) => out.push(rec(
+            "monitor",
+            [
+                b(p.interval_ms.to_string()),
+                b(match p.collect {
+                    Collect::All => "all",
+                    Collect::CpuMemory => "cpu,memory",
+                }),
+                b(p.history.to_string()),
+                flag(p.pss),
+            ],
+        )),
+    }
 }
 
 fn text(f: &[u8]) -> Result<String, String> {
@@ -357,6 +376,21 @@ pub fn decode(records: &[Record]) -> Result<Vec<ServiceSpec>, String> {
             },
             b"essential" => s.essential = bool_of(one()?)?,
             b"autostart" => s.autostart = bool_of(one()?)?,
+            b"monitor" => match args {
+                [off] if off.as_slice() == b"off" => s.monitor = Monitor::Off,
+                [ms, collect, history, pss] => {
+                    let p = Profile::custom(
+                        None,
+                        Some(num(ms)?),
+                        Some(&text(collect)?),
+                        Some(num(history)?),
+                        Some(bool_of(pss)?),
+                    )?
+                    .ok_or("bad monitor")?;
+                    s.monitor = Monitor::Profile(p);
+                }
+                _ => return Err("bad monitor".into()),
+            },
             other => {
                 return Err(format!(
                     "unknown setting record {:?}",
@@ -429,9 +463,16 @@ mod tests {
         s.watchdog_signal = 3;
         s.essential = true;
         s.autostart = false;
+        s.monitor = Monitor::Profile(Profile {
+            interval_ms: 1500,
+            collect: Collect::CpuMemory,
+            history: 7,
+            pss: true,
+        });
         let mut other = ServiceSpec::new("db", "a.lua", 9);
         other.cmd = vec!["db".into()];
         other.ready = Readiness::Fd(3);
+        other.monitor = Monitor::Off;
         let mut recs = Vec::new();
         encode(&s, &mut recs);
         encode(&other, &mut recs);

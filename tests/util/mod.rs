@@ -361,3 +361,14 @@ pub fn lua_helper(actions: &str) -> String {
     parts.extend(actions.split(' ').filter(|a| !a.is_empty()).map(lua_str));
     format!("{{ {} }}", parts.join(", "))
 }
+
+/// A daemon with this Lua config (written to its own temp dir) and these
+/// extra options.
+pub fn with_config(name: &str, lua: &str, extra: &[&str]) -> Daemon {
+    let dir = temp_dir(&format!("{name}-cfg"));
+    let path = dir.join("archon.lua");
+    std::fs::write(&path, lua).unwrap();
+    let mut args = vec!["--config", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    Daemon::start_with(name, &args, |_| {})
+}

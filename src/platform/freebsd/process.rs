@@ -135,7 +135,7 @@ impl ExitWatch {
 }
 
 /// `kern.proc.pid.<pid>`: one process's kinfo_proc.
-fn kinfo(pid: i32) -> Option<libc::kinfo_proc> {
+pub(super) fn kinfo(pid: i32) -> Option<libc::kinfo_proc> {
     let mib = [libc::CTL_KERN, libc::KERN_PROC, libc::KERN_PROC_PID, pid];
     // SAFETY: kinfo_proc is plain data; sysctl writes at most `len` bytes.
     let mut kp: libc::kinfo_proc = unsafe { std::mem::zeroed() };
