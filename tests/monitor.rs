@@ -184,25 +184,7 @@ fn bad_monitor_settings_are_refused_with_their_line() {
         (r#"{ every = 1 }"#, "unknown key"),
         (r#"3"#, "expected a profile name"),
     ] {
-        let dir = temp_dir("mon-bad");
-        let path = dir.join("a.lua");
-        std::fs::write(
-            &path,
-            format!("service \"x\" {{ cmd = {{ \"true\" }}, monitor = {bad} }}"),
-        )
-        .unwrap();
-        let out = std::process::Command::new(ARCHON)
-            .args(["--check", "--config"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{bad}: {err}");
-        assert!(
-            err.contains("a.lua:1") && err.contains(says),
-            "{bad}: {err}"
-        );
-        std::fs::remove_dir_all(dir).unwrap();
+        assert_refused("monitor", bad, says);
     }
     let out = std::process::Command::new(ARCHON)
         .args(["--monitor", "fast", "--check"])

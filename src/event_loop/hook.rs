@@ -208,7 +208,10 @@ impl EventLoop {
 
     /// A command a hook ran has exited: its callback is queued.
     pub(super) fn hook_run_done(&mut self, id: u64, exit: &Exit) {
-        self.internal_runs.remove(&id);
+        if self.internal_runs.remove(&id) {
+            // A limit's stop may have waited for it.
+            self.limit_evidence_done();
+        }
         if let Some((callback, by)) = self.hook_runs.remove(&id) {
             let code = exit.shell_code().unwrap_or(-1);
             self.run_done(callback, by, code);

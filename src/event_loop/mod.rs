@@ -465,9 +465,11 @@ impl EventLoop {
             if !self.shutting_down {
                 self.run_due_checks();
             }
-            self.sample_due();
             self.flush_hooks();
             self.apply_hook_actions();
+            // After the hooks' actions: a limit's stop waits for what its
+            // hook started (evidence) to be spawned first.
+            self.sample_due();
             if self.lua.unread {
                 self.worker_replies();
             }

@@ -28,6 +28,29 @@ struct Watch {
     /// No sample of this process yet.
     fresh: bool,
     started_wall: u64,
+    /// Since when memory and CPU have been over their limits (mono ms).
+    over_memory: Option<u64>,
+    over_cpu: Option<u64>,
+    /// A limit fired (with a stop or restart): no more until the process
+    /// is gone; an event-only limit fires again after it came back under.
+    fired: [bool; 3],
+    /// When its `runtime` limit is due (mono ms).
+    runtime_due: Option<u64>,
+}
+
+/// A limit's stop, waiting for the hooks of its event and the commands
+/// they started.
+struct PendingStop {
+    /// Looked at again then (mono ms).
+    due: u64,
+    /// No later than this, whatever is still running.
+    hard: u64,
+    /// When the limit fired (wall ms): hook commands started since are
+    /// waited for.
+    fired_wall: u64,
+    restart: bool,
+    /// The hooks have replied.
+    hooked: bool,
 }
 
 #[derive(Default)]
@@ -36,6 +59,11 @@ pub(super) struct Monitoring {
     due: BTreeSet<(u64, u64)>,
     watches: HashMap<u64, Watch>,
     rings: HashMap<RingKey, Ring>,
+    /// Limit stops waiting for their `limit_exceeded` hooks (a hook may
+    /// capture evidence first), by entry.
+    pending_stops: HashMap<u64, PendingStop>,
+    /// Limit firings since start, by (service, limit), for metrics.
+    pub(super) limit_events: HashMap<(String, &'static str), u64>,
 }
 
 /// Samples taken in one pass at most: 1 000 processes due at once are
@@ -44,7 +72,11 @@ const SAMPLES_PER_PASS: usize = 32;
 
 impl Monitoring {
     pub(super) fn next_due(&self) -> Option<u64> {
-        self.due.first().map(|d| d.0)
+        let stops = self.pending_stops.values().map(|p| p.due).min();
+        [self.due.first().map(|d| d.0), stops]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }
 
@@ -55,16 +87,39 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 
 impl EventLoop {
     /// The profile of a tracked process: its service's, else `--monitor`.
+    /// A service with `limits` is sampled whatever its `monitor` says: at
+    /// its profile's interval, else every second (or only at its runtime
+    /// for a runtime-only limit), with what its limits read.
     pub(super) fn profile_of(&self, service: Option<&str>) -> Option<Profile> {
-        use crate::services::spec::Monitor;
-        match service
-            .and_then(|n| self.services.spec(n))
-            .map(|s| s.monitor)
-        {
+        use crate::services::spec::{Measure, Monitor};
+        let spec = service.and_then(|n| self.services.spec(n));
+        let chosen = match spec.map(|s| s.monitor) {
             Some(Monitor::Off) => None,
             Some(Monitor::Profile(p)) => Some(p),
             Some(Monitor::Inherit) | None => self.opts.monitor,
+        };
+        let Some(l) = spec.and_then(|s| s.limits.as_ref()) else {
+            return chosen;
+        };
+        let usage = l.memory.is_some() || l.cpu.is_some();
+        let mut p = chosen.unwrap_or(Profile {
+            interval_ms: if usage {
+                1000
+            } else {
+                l.runtime_ms
+                    .unwrap_or(1000)
+                    .max(crate::monitor::MIN_INTERVAL_MS)
+            },
+            collect: Collect::CpuMemory,
+            history: 1,
+            pss: false,
+        });
+        if l.memory.is_some() {
+            // The peak (status) is read for memory limits.
+            p.collect = Collect::All;
+            p.pss |= l.measure == Measure::Pss;
         }
+        Some(p)
     }
 
     /// Starts sampling entry `id` (already watched) when it has a profile.
@@ -94,6 +149,15 @@ impl EventLoop {
             .or_insert_with(|| Ring::new(profile.history))
             .resize(profile.history);
         let started_wall = self.sup.get(id).map_or(now.wall, |e| e.started_wall);
+        let runtime_due = match &key {
+            RingKey::Instance(n, _) => self
+                .services
+                .spec(n)
+                .and_then(|s| s.limits.as_ref()?.runtime_ms)
+                .map(|r| now.mono + r.saturating_sub(now.wall.saturating_sub(started_wall))),
+            RingKey::Entry(_) => None,
+        };
+        let due = runtime_due.map_or(due, |r| r.min(due));
         self.monitoring.due.insert((due, id));
         self.monitoring.watches.insert(
             id,
@@ -105,6 +169,10 @@ impl EventLoop {
                 due,
                 fresh: true,
                 started_wall,
+                over_memory: None,
+                over_cpu: None,
+                fired: [false; 3],
+                runtime_due,
             },
         );
     }
@@ -112,6 +180,7 @@ impl EventLoop {
     /// Stops sampling entry `id`; a process's own ring goes with it (an
     /// instance's stays for its next process).
     pub(super) fn monitor_stop(&mut self, id: u64) {
+        self.monitoring.pending_stops.remove(&id);
         if let Some(w) = self.monitoring.watches.remove(&id) {
             self.monitoring.due.remove(&(w.due, id));
             if matches!(w.key, RingKey::Entry(_)) {
@@ -156,9 +225,22 @@ impl EventLoop {
         });
     }
 
-    /// The samples due now, at most `SAMPLES_PER_PASS`.
+    /// The samples due now, at most `SAMPLES_PER_PASS`; and the limit
+    /// stops whose hooks had their time.
     pub(super) fn sample_due(&mut self) {
         let now = self.now();
+        if !self.monitoring.pending_stops.is_empty() {
+            let due: Vec<u64> = self
+                .monitoring
+                .pending_stops
+                .iter()
+                .filter(|(_, p)| p.due <= now.mono)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in due {
+                self.limit_stop_now(id);
+            }
+        }
         for _ in 0..SAMPLES_PER_PASS {
             let Some(&(due, id)) = self.monitoring.due.first() else {
                 return;
@@ -201,13 +283,201 @@ impl EventLoop {
         };
         let restarted = std::mem::take(&mut w.fresh);
         w.due = now.mono + w.profile.interval_ms;
+        if let Some(r) = w.runtime_due.filter(|r| *r > now.mono) {
+            w.due = w.due.min(r);
+        }
         self.monitoring.due.insert((w.due, id));
         let (key, history) = (w.key.clone(), w.profile.history);
         self.monitoring
             .rings
-            .entry(key)
+            .entry(key.clone())
             .or_insert_with(|| Ring::new(history))
             .push(sample, restarted);
+        if let RingKey::Instance(name, index) = key {
+            self.check_limits(id, &name, index, now, restarted);
+        }
+    }
+
+    /// Whether the latest sample of service instance `name.index` (entry
+    /// `id`) breaks one of its limits, for long enough.
+    fn check_limits(&mut self, id: u64, name: &str, index: u32, now: Clock, first: bool) {
+        use crate::services::spec::{LimitAction, Measure};
+        let Some(l) = self.services.spec(name).and_then(|s| s.limits.clone()) else {
+            return;
+        };
+        let (Some(w), Some(s)) = (
+            self.monitoring.watches.get_mut(&id),
+            self.monitoring
+                .rings
+                .get(&RingKey::Instance(name.to_string(), index))
+                .and_then(|r| r.current()),
+        ) else {
+            return;
+        };
+        let mut fire: Option<(usize, &'static str, f64, f64)> = None;
+        let held = |over: &mut Option<u64>, is_over: bool, fired: &mut bool| -> bool {
+            if !is_over {
+                *over = None;
+                // An event-only limit may fire again after a dip.
+                if l.action == LimitAction::Event {
+                    *fired = false;
+                }
+                return false;
+            }
+            let since = *over.get_or_insert(now.mono);
+            !*fired && now.mono.saturating_sub(since) >= l.sustain_ms
+        };
+        if let Some(max) = l.memory {
+            let value = match l.measure {
+                Measure::Pss => s.raw.pss_bytes.unwrap_or(s.raw.rss_bytes),
+                // With no sustain, a spike between samples counts: the
+                // kernel's high-water mark.
+                Measure::Rss if l.sustain_ms == 0 => {
+                    s.raw.rss_bytes.max(s.raw.peak_rss_bytes.unwrap_or(0))
+                }
+                Measure::Rss => s.raw.rss_bytes,
+            };
+            if held(&mut w.over_memory, value > max, &mut w.fired[0]) {
+                fire = Some((0, "memory", value as f64, max as f64));
+            }
+        }
+        if let (Some(max), None) = (l.cpu, fire) {
+            // The first sample's percent is since the start: not a window.
+            if !first && held(&mut w.over_cpu, s.cpu_pct > max, &mut w.fired[1]) {
+                fire = Some((1, "cpu", s.cpu_pct, max));
+            }
+        }
+        if let (Some(max), None) = (l.runtime_ms, fire) {
+            if s.uptime_ms >= max && !w.fired[2] {
+                fire = Some((
+                    2,
+                    "runtime",
+                    s.uptime_ms as f64 / 1000.0,
+                    max as f64 / 1000.0,
+                ));
+            }
+        }
+        let Some((slot, limit, value, threshold)) = fire else {
+            return;
+        };
+        w.fired[slot] = true;
+        let pid = self.sup.get(id).map_or(0, |e| e.pid);
+        log::warn!(
+            "service {name}.{index} pid={pid} exceeded its {limit} limit: {value} over {threshold}; action {}",
+            l.action.as_str()
+        );
+        *self
+            .monitoring
+            .limit_events
+            .entry((name.to_string(), limit))
+            .or_default() += 1;
+        if !self.subscribers.is_empty() {
+            let row = vec![
+                "LimitEvent".to_string(),
+                fmt_millis(now.wall),
+                name.to_string(),
+                index.to_string(),
+                pid.to_string(),
+                limit.to_string(),
+                format!("{value}"),
+                format!("{threshold}"),
+                l.action.as_str().to_string(),
+            ];
+            self.announce(&crate::protocol::encode_record(&row));
+        }
+        let hooked = self.hooks_want("limit_exceeded");
+        self.fire(crate::protocol::worker::HookEvent {
+            kind: "limit_exceeded",
+            service: name.to_string(),
+            instance: index,
+            pid: Some(pid),
+            state: self
+                .services
+                .state_of(id)
+                .map_or("running", |s| s.as_str())
+                .into(),
+            time: super::hook::wall_secs(now.wall),
+            limit: Some(limit.into()),
+            value: Some(value),
+            threshold: Some(threshold),
+            ..Default::default()
+        });
+        if l.action == LimitAction::Event {
+            return;
+        }
+        let restart = l.action == LimitAction::Restart;
+        // With hooks, the stop waits for their reply and for the commands
+        // they start (evidence), at most the hook deadline.
+        let hard = now.mono + if hooked { self.opts.hook_timeout_ms } else { 0 };
+        self.monitoring.pending_stops.insert(
+            id,
+            PendingStop {
+                due: hard,
+                hard,
+                fired_wall: now.wall,
+                restart,
+                hooked: !hooked,
+            },
+        );
+        if !hooked {
+            self.limit_stop_now(id);
+        }
+    }
+
+    /// The `limit_exceeded` hooks of a process have replied: the stop is
+    /// looked at in this pass, after their actions (so the commands they
+    /// start are running, and are waited for).
+    pub(super) fn limit_hooks_done(&mut self, pid: Option<i32>) {
+        let Some(id) = pid.and_then(|p| self.sup.find_live_pid(p)) else {
+            return;
+        };
+        let now = self.now().mono;
+        if let Some(p) = self.monitoring.pending_stops.get_mut(&id) {
+            p.hooked = true;
+            p.due = now;
+        }
+    }
+
+    /// A command a hook started has exited: the limit stops waiting for
+    /// such commands look again in this pass.
+    pub(super) fn limit_evidence_done(&mut self) {
+        let now = self.now().mono;
+        for p in self.monitoring.pending_stops.values_mut() {
+            if p.hooked {
+                p.due = p.due.min(now);
+            }
+        }
+    }
+
+    /// A due limit stop: done, unless commands its hooks started are still
+    /// running (their exits wake the loop) and the hard deadline is ahead.
+    fn limit_stop_now(&mut self, id: u64) {
+        let Some(p) = self.monitoring.pending_stops.get(&id) else {
+            return;
+        };
+        let now = self.now();
+        let evidence_running = p.hooked
+            && self.internal_runs.iter().any(|r| {
+                self.sup
+                    .get(*r)
+                    .is_some_and(|e| e.exited_wall.is_none() && e.started_wall >= p.fired_wall)
+            });
+        if evidence_running && now.mono < p.hard {
+            let hard = p.hard;
+            if let Some(p) = self.monitoring.pending_stops.get_mut(&id) {
+                p.due = hard;
+            }
+            return;
+        }
+        let Some(p) = self.monitoring.pending_stops.remove(&id) else {
+            return;
+        };
+        let restart = p.restart;
+        let now = self.now();
+        let cmds = self
+            .services
+            .limit_exceeded(id, restart, now.mono, now.wall);
+        self.apply_svc(cmds);
     }
 
     /// `Stats[,<target>[,history]]`: for each sampled process (of the

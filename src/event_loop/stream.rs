@@ -241,6 +241,28 @@ fn setting_rows(s: &ServiceSpec, services: &Services, out: &mut String) {
     );
     put("essential", s.essential.to_string());
     put("autostart", s.autostart.to_string());
+    if let Some(l) = &s.limits {
+        let mut v = Vec::new();
+        if let Some(m) = l.memory {
+            v.push(format!("memory {m}"));
+            v.push(format!(
+                "measure {}",
+                match l.measure {
+                    crate::services::spec::Measure::Rss => "rss",
+                    crate::services::spec::Measure::Pss => "pss",
+                }
+            ));
+        }
+        if let Some(c) = l.cpu {
+            v.push(format!("cpu {c}"));
+        }
+        if let Some(r) = l.runtime_ms {
+            v.push(format!("runtime {}", fmt_millis(r)));
+        }
+        v.push(format!("sustain {}", fmt_millis(l.sustain_ms)));
+        v.push(format!("action {}", l.action.as_str()));
+        put("limits", v.join(" "));
+    }
     put(
         "monitor",
         match s.monitor {

@@ -277,7 +277,13 @@ impl EventLoop {
             w.wants = wants.into_iter().collect();
         }
         match (call, reply) {
-            (Call::Event(_) | Call::RunDone, FromWorker::Actions { actions, .. }) => {
+            (call @ (Call::Event(_) | Call::RunDone), FromWorker::Actions { actions, .. }) => {
+                // A limit's stop waited for its hooks: they have run.
+                if let Call::Event(ev) = &call {
+                    if ev.kind == "limit_exceeded" {
+                        self.limit_hooks_done(ev.pid);
+                    }
+                }
                 // Bounded where they are queued: a worker answering faster
                 // than 1 000 actions an iteration are applied cannot grow
                 // the queue without end.

@@ -308,6 +308,7 @@ const KEYS: &[&str] = &[
     "essential",
     "autostart",
     "monitor",
+    "limits",
 ];
 
 /// Reads one `service "name" { ... }` body. Problems go to `errs`, each
@@ -565,6 +566,10 @@ fn parse_service(
                     None => bad("health", "expected { command = {...}, interval = SECONDS }"),
                 },
                 _ => bad("health", "expected { command = {...}, interval = SECONDS }"),
+            },
+            "limits" => match parse_limits(&v) {
+                Ok(l) => s.limits = Some(l),
+                Err(e) => bad("limits", &e),
             },
             "monitor" => match parse_monitor(&v) {
                 Ok(m) => s.monitor = m,
@@ -849,6 +854,79 @@ fn set_bool(v: &Value, into: &mut bool, key: &str, bad: &mut impl FnMut(&str, &s
         Value::Boolean(b) => *into = *b,
         _ => bad(key, "expected true or false"),
     }
+}
+
+/// `limits = { memory = "512M", measure = "rss" | "pss", cpu = 90,
+/// runtime = 3600, sustain = 5, action = "restart" | "stop" | "event" }`:
+/// each limit optional, at least one; restart by default.
+fn parse_limits(v: &Value) -> Result<crate::services::spec::Limits, String> {
+    use crate::services::spec::{LimitAction, Limits, Measure};
+    let Value::Table(t) = v else {
+        return Err("expected a table { memory = ..., cpu = ..., runtime = ... }".into());
+    };
+    const KEYS: [&str; 6] = ["memory", "measure", "cpu", "runtime", "sustain", "action"];
+    for pair in t.clone().pairs::<Value, Value>() {
+        let (k, _) = pair.map_err(|e| e.to_string())?;
+        let k = text(&k).unwrap_or_default();
+        if !KEYS.contains(&k.as_str()) {
+            return Err(format!("unknown key {k:?} ({})", KEYS.join(", ")));
+        }
+    }
+    let get = |k: &str| t.raw_get::<Value>(k).unwrap_or(Value::Nil);
+    let memory = match get("memory") {
+        Value::Nil => None,
+        v => Some(
+            size(&v)
+                .filter(|m| *m >= 4096)
+                .ok_or("memory: expected bytes (a number, or \"512M\"; at least 4K)")?,
+        ),
+    };
+    let measure = match text(&get("measure")).as_deref() {
+        None | Some("rss") => Measure::Rss,
+        Some("pss") => Measure::Pss,
+        Some(o) => return Err(format!("measure: \"rss\" or \"pss\", not {o:?}")),
+    };
+    let cpu = match get("cpu") {
+        Value::Nil => None,
+        v => Some(
+            number(&v)
+                .filter(|c| *c > 0.0 && *c <= 100_000.0)
+                .ok_or("cpu: expected a percent of one CPU (above 0)")?,
+        ),
+    };
+    let runtime_ms = match get("runtime") {
+        Value::Nil => None,
+        v => Some(
+            seconds(&v)
+                .filter(|ms| *ms >= 100)
+                .ok_or("runtime: expected seconds (0.1 to 604800)")?,
+        ),
+    };
+    let sustain_ms = match get("sustain") {
+        Value::Nil => 0,
+        v => seconds(&v).ok_or("sustain: expected seconds (0 to 604800)")?,
+    };
+    let action = match text(&get("action")).as_deref() {
+        None | Some("restart") => LimitAction::Restart,
+        Some("stop") => LimitAction::Stop,
+        Some("event") => LimitAction::Event,
+        Some(o) => {
+            return Err(format!(
+                "action: \"restart\", \"stop\" or \"event\", not {o:?}"
+            ))
+        }
+    };
+    if memory.is_none() && cpu.is_none() && runtime_ms.is_none() {
+        return Err("expected at least one of memory, cpu, runtime".into());
+    }
+    Ok(Limits {
+        memory,
+        measure,
+        cpu,
+        runtime_ms,
+        sustain_ms,
+        action,
+    })
 }
 
 /// `monitor = "standard"` (a profile's name, or "off"), or `{ profile =

@@ -378,11 +378,12 @@ impl Hooks {
                 r#"local setmetatable, next, error = setmetatable, next, error
                 local function read_only() error("the event is read-only", 2) end
                 return function(event, service, instance, pid, old_state, state, status,
-                                signal, restarts, delay, time)
+                                signal, restarts, delay, time, limit, value, threshold)
                   local t = { event = event, service = service, name = service,
                               instance = instance, pid = pid, old_state = old_state,
                               state = state, status = status, signal = signal,
-                              restarts = restarts, delay = delay, time = time }
+                              restarts = restarts, delay = delay, time = time,
+                              limit = limit, value = value, threshold = threshold }
                   return setmetatable({}, {
                     __index = t,
                     __newindex = read_only,
@@ -544,6 +545,9 @@ impl Hooks {
                 ev.restarts,
                 ev.delay,
                 ev.time,
+                ev.limit.as_deref(),
+                ev.value,
+                ev.threshold,
             )),
             // Only if the constant chunk above failed to load.
             None => Err(mlua::Error::runtime("archon: event tables unavailable")),

@@ -741,7 +741,8 @@ impl ReplyLine {
                 status: f[6].clone(),
             })),
             Some(
-                "Service" | "ServiceEvent" | "Setting" | "Log" | "Tree" | "Sample" | "Aggregate",
+                "Service" | "ServiceEvent" | "LimitEvent" | "Setting" | "Log" | "Tree" | "Sample"
+                | "Aggregate",
             ) => Ok(ReplyLine::Row(f)),
             _ => Err(format!(
                 "unrecognised reply: {}",

@@ -55,6 +55,7 @@ pub const EVENTS: &[&str] = &[
     "main_exited",
     "started",
     "shutdown",
+    "limit_exceeded",
 ];
 
 /// One event, as hooks see it.
@@ -74,6 +75,11 @@ pub struct HookEvent {
     pub delay: Option<f64>,
     /// Wall time, seconds.
     pub time: f64,
+    /// `limit_exceeded`: which limit (`memory`, `cpu`, `runtime`), what was
+    /// measured and the threshold (bytes, percent of one CPU, seconds).
+    pub limit: Option<String>,
+    pub value: Option<f64>,
+    pub threshold: Option<f64>,
 }
 
 /// What a hook asked for, applied by archon after the event.
@@ -291,6 +297,9 @@ impl ToWorker {
                 b(e.restarts.to_string()),
                 opt_str(&e.delay),
                 b(e.time.to_string()),
+                opt_str(&e.limit),
+                opt_str(&e.value),
+                opt_str(&e.threshold),
             ],
             ToWorker::RunDone {
                 callback,
@@ -340,6 +349,9 @@ impl ToWorker {
                 restarts: num(field(r, 9)?)?,
                 delay: opt_num(field(r, 10)?)?,
                 time: num(field(r, 11)?)?,
+                limit: Some(text(field(r, 12)?)?).filter(|s| !s.is_empty()),
+                value: opt_num(field(r, 13)?)?,
+                threshold: opt_num(field(r, 14)?)?,
             }),
             b"RunDone" => ToWorker::RunDone {
                 callback: num(field(r, 1)?)?,

@@ -33,6 +33,11 @@
 //! (no pid),
 //! backoff    Stop                          -> stopped
 //! stopping   Exited                        -> stopped    (or starting, when a restart was asked)
+//! starting,
+//! running,
+//! unhealthy  LimitExceeded (restart)       -> stopping   stop signal; the exit is a failure that
+//!                                                        restarts (backoff, budget), whatever the policy
+//!            LimitExceeded (stop)          -> stopping   stop signal; then failed
 //! ```
 //!
 //! "No restart wanted": `restart = "never"`; or `"on-failure"` and the exit
@@ -91,6 +96,11 @@ pub enum Event {
     WatchdogTrigger,
     /// The pool's own budget is spent: stop, and be failed.
     PoolFailed,
+    /// One of the service's `limits` held: stop it, then restart it (through
+    /// the backoff and the budget) or leave it failed.
+    LimitExceeded {
+        restart: bool,
+    },
     Exited(Exit),
     Stop,
     /// Stop, then start again once stopped (a restart or a changed spec).
@@ -149,6 +159,12 @@ pub struct Instance {
     pub timed_out: bool,
     /// The pool's budget is spent: once stopped, the instance is failed.
     fail_after_stop: bool,
+    /// A limit stopped it: Some(true) restarts it as after a failure,
+    /// Some(false) leaves it failed.
+    limit_stop: Option<bool>,
+    /// The exit that follows is a failure that restarts whatever the
+    /// policy (a limiter's restart).
+    force_restart: bool,
     /// What the service last said about itself (systemd's STATUS=).
     pub status_text: String,
 }
@@ -175,6 +191,8 @@ impl Instance {
             restart_after_stop: false,
             timed_out: false,
             fail_after_stop: false,
+            limit_stop: None,
+            force_restart: false,
             status_text: String::new(),
         }
     }
@@ -264,10 +282,26 @@ impl Instance {
             (S::Starting | S::Running | S::Unhealthy, Event::Exited(exit)) => {
                 fx.extend(self.after_exit(exit, spec, mono, wall));
             }
+            (S::Starting | S::Running | S::Unhealthy, Event::LimitExceeded { restart }) => {
+                if let Some(kill) = self.begin_stop(spec, wall) {
+                    self.limit_stop = Some(restart);
+                    self.restart_after_stop = false;
+                    fx.push(kill);
+                }
+            }
             (S::Stopping, Event::Exited(exit)) => {
                 if self.timed_out {
                     // The start timed out: a failure, with restart policy.
                     fx.extend(self.after_exit(exit, spec, mono, wall));
+                } else if let Some(restart) = self.limit_stop.take() {
+                    if restart {
+                        self.force_restart = true;
+                        fx.extend(self.after_exit(exit, spec, mono, wall));
+                    } else {
+                        self.gone(exit.clone());
+                        self.set(S::Failed, wall);
+                        fx.push(Action::FailedForGood(exit));
+                    }
                 } else {
                     self.gone(exit);
                     if std::mem::take(&mut self.fail_after_stop) {
@@ -320,7 +354,11 @@ impl Instance {
                 fx.push(Action::Spawn);
             }
             (S::Stopping, Event::Restart) => self.restart_after_stop = true,
-            (S::Stopping, Event::Stop) => self.restart_after_stop = false,
+            (S::Stopping, Event::Stop) => {
+                self.restart_after_stop = false;
+                // Asked to stop: it stops, whatever the limit wanted.
+                self.limit_stop = None;
+            }
             (S::Backoff, Event::Tick) => {
                 if self.next_attempt.is_some_and(|t| t <= mono) {
                     self.next_attempt = None;
@@ -405,13 +443,15 @@ impl Instance {
         use SvcState as S;
         let up_ms = self.started_at.map_or(0, |t| mono.saturating_sub(t));
         let timed_out = std::mem::take(&mut self.timed_out);
+        let forced = std::mem::take(&mut self.force_restart);
         // Gone before startsecs: a failed start, whatever it exited with.
         self.early_exit = self.state == S::Starting
             && !spec.oneshot
             && spec.start_secs_ms > 0
             && self.entry.is_some()
             && up_ms < spec.start_secs_ms;
-        let success = !timed_out && !self.early_exit && spec.is_success(exit.shell_code());
+        let success =
+            !timed_out && !forced && !self.early_exit && spec.is_success(exit.shell_code());
         self.gone(exit.clone());
         if std::mem::take(&mut self.restart_after_stop) {
             self.set(S::Starting, wall);
@@ -421,11 +461,12 @@ impl Instance {
             self.set(S::Exited, wall);
             return Vec::new();
         }
-        let restart = match spec.restart {
-            Restart::Always => true,
-            Restart::OnFailure => !success,
-            Restart::Never => false,
-        };
+        let restart = forced
+            || match spec.restart {
+                Restart::Always => true,
+                Restart::OnFailure => !success,
+                Restart::Never => false,
+            };
         if !restart {
             if success {
                 self.set(S::Stopped, wall);
@@ -504,6 +545,61 @@ mod tests {
         assert_eq!(i.step(Event::Start, s, at, at), vec![Action::Spawn]);
         i.step(Event::Spawned { entry: 1, pid: 10 }, s, at, at);
         assert_eq!(i.state, SvcState::Running);
+    }
+
+    #[test]
+    fn a_limit_stops_gracefully_then_restarts_through_the_budget() {
+        let mut s = spec();
+        s.restart = Restart::Never;
+        s.budget = Some(Budget {
+            restarts: 1,
+            window_ms: 60_000,
+        });
+        let mut i = Instance::new(0);
+        running(&mut i, &s, 0);
+        let fx = i.step(Event::LimitExceeded { restart: true }, &s, 10, 10);
+        assert_eq!(
+            fx,
+            vec![Action::Kill {
+                entry: 1,
+                signal: s.stop_signal,
+                grace_ms: s.grace_ms
+            }]
+        );
+        assert_eq!(i.state, SvcState::Stopping);
+        // A second firing while it stops changes nothing.
+        assert!(i
+            .step(Event::LimitExceeded { restart: true }, &s, 11, 11)
+            .is_empty());
+        // Exits 0 on its stop signal: still a failure that restarts, even
+        // with restart = "never", after the backoff.
+        assert!(i.step(Event::Exited(Exit::Code(0)), &s, 20, 20).is_empty());
+        assert_eq!((i.state, i.restarts), (SvcState::Backoff, 1));
+        i.step(Event::Tick, &s, 20 + 100, 120);
+        assert_eq!(i.state, SvcState::Starting);
+        i.step(Event::Spawned { entry: 2, pid: 11 }, &s, 130, 130);
+        i.step(Event::LimitExceeded { restart: true }, &s, 140, 140);
+        // The budget (one restart) is spent: failed.
+        let fx = i.step(Event::Exited(Exit::Signal(15, "TERM".into())), &s, 150, 150);
+        assert_eq!(i.state, SvcState::Failed);
+        assert!(matches!(fx[..], [Action::FailedForGood(_)]), "{fx:?}");
+    }
+
+    #[test]
+    fn a_stopping_limit_leaves_it_failed_and_a_stop_wins() {
+        let s = spec();
+        let mut i = Instance::new(0);
+        running(&mut i, &s, 0);
+        i.step(Event::LimitExceeded { restart: false }, &s, 10, 10);
+        let fx = i.step(Event::Exited(Exit::Code(0)), &s, 20, 20);
+        assert_eq!(i.state, SvcState::Failed);
+        assert!(matches!(fx[..], [Action::FailedForGood(_)]), "{fx:?}");
+        let mut i = Instance::new(0);
+        running(&mut i, &s, 0);
+        i.step(Event::LimitExceeded { restart: true }, &s, 10, 10);
+        i.step(Event::Stop, &s, 11, 11);
+        i.step(Event::Exited(Exit::Code(0)), &s, 20, 20);
+        assert_eq!(i.state, SvcState::Stopped);
     }
 
     #[test]

@@ -452,6 +452,13 @@ impl Services {
         self.step_entry(entry, ev, mono, wall)
     }
 
+    /// One of the service's `limits` held for an entry's process: a
+    /// graceful stop, then a restart counted like a crash's (budget, pool
+    /// budget, backoff) or, with `restart` false, failed.
+    pub fn limit_exceeded(&mut self, entry: u64, restart: bool, mono: u64, wall: u64) -> Vec<Cmd> {
+        self.step_entry(entry, Event::LimitExceeded { restart }, mono, wall)
+    }
+
     /// A health check's verdict on an entry's process.
     pub fn health(&mut self, entry: u64, healthy: bool, mono: u64, wall: u64) -> Vec<Cmd> {
         let ev = if healthy {

@@ -142,6 +142,54 @@ pub struct ServiceSpec {
     /// Resource monitoring (`monitor = ...`): archon's `--monitor` when
     /// not set.
     pub monitor: Monitor,
+    /// Limits that stop or restart the instance (`limits = {...}`).
+    pub limits: Option<Limits>,
+}
+
+/// What a service may use before archon acts (pm2's max_memory_restart,
+/// a worker's lifetime), each optional. Read from the instance's samples
+/// (`event_loop/monitor.rs`); a cgroup backend could enforce the same
+/// settings in the kernel later.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Bytes of resident memory (`measure`: RSS, or PSS).
+    pub memory: Option<u64>,
+    pub measure: Measure,
+    /// Percent of one CPU, over the sampling interval.
+    pub cpu: Option<f64>,
+    /// The process's lifetime, ms: recycled after it.
+    pub runtime_ms: Option<u64>,
+    /// How long memory or CPU must stay over before the limit fires (0: the
+    /// first sample over, and for memory the kernel's high-water mark, so a
+    /// spike between samples counts).
+    pub sustain_ms: u64,
+    pub action: LimitAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    Rss,
+    Pss,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitAction {
+    /// A graceful stop, then a start through the backoff and the budget.
+    Restart,
+    /// A graceful stop; the instance is `failed` until a `Start`.
+    Stop,
+    /// Only the event (subscribers, hooks).
+    Event,
+}
+
+impl LimitAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitAction::Restart => "restart",
+            LimitAction::Stop => "stop",
+            LimitAction::Event => "event",
+        }
+    }
 }
 
 /// A service's `monitor` setting.
@@ -197,6 +245,7 @@ impl ServiceSpec {
             essential: false,
             autostart: true,
             monitor: Monitor::Inherit,
+            limits: None,
         }
     }
 
@@ -210,6 +259,7 @@ impl ServiceSpec {
             s.replicas = 0;
             // Monitoring is archon's business, not the process's.
             s.monitor = Monitor::Inherit;
+            s.limits = None;
             s
         };
         strip(self) == strip(other)

@@ -18,10 +18,12 @@
 //! [autostart, 0|1]  [startsecs, ms]  [watchdog, ms, signal]
 //! [monitor, off]  [monitor, interval_ms, all|cpu,memory, history, pss 0|1]
 //! (no monitor record: archon's --monitor)
+//! [limits, memory|"", rss|pss, cpu|"", runtime_ms|"", sustain_ms, restart|stop|event]
 //! ```
 
 use super::spec::{
-    Backoff, Budget, Health, Identity, KillMode, Monitor, Output, Readiness, Restart, ServiceSpec,
+    Backoff, Budget, Health, Identity, KillMode, LimitAction, Limits, Measure, Monitor, Output,
+    Readiness, Restart, ServiceSpec,
 };
 use crate::monitor::{Collect, Profile};
 use crate::protocol::worker::Record;
@@ -190,6 +192,23 @@ pub fn encode(s: &ServiceSpec, out: &mut Vec<Record>) {
                 flag(p.pss),
             ],
         )),
+    }
+    if let Some(l) = &s.limits {
+        let o = |v: Option<String>| b(v.unwrap_or_default());
+        out.push(rec(
+            "limits",
+            [
+                o(l.memory.map(|m| m.to_string())),
+                b(match l.measure {
+                    Measure::Rss => "rss",
+                    Measure::Pss => "pss",
+                }),
+                o(l.cpu.map(|c| c.to_string())),
+                o(l.runtime_ms.map(|r| r.to_string())),
+                b(l.sustain_ms.to_string()),
+                b(l.action.as_str()),
+            ],
+        ));
     }
 }
 
@@ -391,6 +410,39 @@ pub fn decode(records: &[Record]) -> Result<Vec<ServiceSpec>, String> {
                 }
                 _ => return Err("bad monitor".into()),
             },
+            b"limits" => {
+                let [memory, measure, cpu, runtime, sustain, action] = args else {
+                    return Err("bad limits".into());
+                };
+                let opt = |f: &[u8]| -> Result<Option<u64>, String> {
+                    if f.is_empty() {
+                        Ok(None)
+                    } else {
+                        num(f).map(Some)
+                    }
+                };
+                s.limits = Some(Limits {
+                    memory: opt(memory)?,
+                    measure: match measure.as_slice() {
+                        b"rss" => Measure::Rss,
+                        b"pss" => Measure::Pss,
+                        _ => return Err("bad limits measure".into()),
+                    },
+                    cpu: if cpu.is_empty() {
+                        None
+                    } else {
+                        Some(num(cpu)?)
+                    },
+                    runtime_ms: opt(runtime)?,
+                    sustain_ms: num(sustain)?,
+                    action: match action.as_slice() {
+                        b"restart" => LimitAction::Restart,
+                        b"stop" => LimitAction::Stop,
+                        b"event" => LimitAction::Event,
+                        _ => return Err("bad limits action".into()),
+                    },
+                });
+            }
             other => {
                 return Err(format!(
                     "unknown setting record {:?}",
@@ -473,6 +525,14 @@ mod tests {
         other.cmd = vec!["db".into()];
         other.ready = Readiness::Fd(3);
         other.monitor = Monitor::Off;
+        other.limits = Some(Limits {
+            memory: Some(512 << 20),
+            measure: Measure::Pss,
+            cpu: Some(90.5),
+            runtime_ms: None,
+            sustain_ms: 5000,
+            action: LimitAction::Stop,
+        });
         let mut recs = Vec::new();
         encode(&s, &mut recs);
         encode(&other, &mut recs);

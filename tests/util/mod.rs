@@ -372,3 +372,28 @@ pub fn with_config(name: &str, lua: &str, extra: &[&str]) -> Daemon {
     args.extend_from_slice(extra);
     Daemon::start_with(name, &args, |_| {})
 }
+
+/// `archon --check` refuses a one-service config with `key = value`, saying
+/// where (`a.lua:1`) and `says`.
+#[allow(dead_code)] // not every test binary uses it
+pub fn assert_refused(key: &str, value: &str, says: &str) {
+    let dir = temp_dir(&format!("refused-{key}"));
+    let path = dir.join("a.lua");
+    std::fs::write(
+        &path,
+        format!("service \"x\" {{ cmd = {{ \"true\" }}, {key} = {value} }}"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(ARCHON)
+        .args(["--check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{key} = {value}: {err}");
+    assert!(
+        err.contains("a.lua:1") && err.contains(says),
+        "{key} = {value}: {err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -126,6 +126,25 @@ pub fn main() {
             "hang" => loop {
                 std::thread::sleep(Duration::from_secs(3600));
             },
+            // `alloc MIB MIB_PER_S`: grows its resident memory by MIB at that
+            // rate (pages written, so resident), prints `allocated`, and
+            // goes on to the next action (the memory stays).
+            "alloc" => {
+                let total: usize = next(&mut i).parse().unwrap();
+                let rate: f64 = next(&mut i).parse().unwrap();
+                let start = std::time::Instant::now();
+                let mut held: Vec<Vec<u8>> = Vec::new();
+                for mib in 0..total {
+                    let due = Duration::from_secs_f64(mib as f64 / rate);
+                    if let Some(wait) = due.checked_sub(start.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                    held.push(vec![1u8; 1 << 20]);
+                }
+                println!("allocated {total}");
+                std::io::stdout().flush().unwrap();
+                std::mem::forget(held);
+            }
             "sleep" => std::thread::sleep(Duration::from_secs_f64(next(&mut i).parse().unwrap())),
             "ignore" => unsafe {
                 libc::signal(sig(&next(&mut i)), libc::SIG_IGN);
