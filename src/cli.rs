@@ -44,6 +44,8 @@ options:
       --nice N             archon's own nice value, -20 to 0 (default -10);
                            children always start at the nice archon was
                            started with
+      --metrics ADDR       serve Prometheus/OpenMetrics at http://ADDR/metrics
+                           (host:port, :port, or a Unix socket path)
       --monitor PROFILE    sample what every tracked process costs (off,
                            minimal, standard, intensive, daemon); a service's
                            own `monitor` wins; default off (`archonctl top`)
@@ -89,6 +91,8 @@ pub struct Options {
     /// The monitoring profile of every tracked process without one of its
     /// own (`--monitor NAME`); none by default: archon samples nothing.
     pub monitor: Option<crate::monitor::Profile>,
+    /// Serve `GET /metrics` here (`--metrics host:port` or a socket path).
+    pub metrics: Option<String>,
 }
 
 /// `$ARCHON_SOCKET`, else `/run/archon/archon.sock` for root, else
@@ -144,6 +148,7 @@ pub fn parse(args: &[OsString], uid: u32) -> Result<Parsed, String> {
         config: None,
         nice: -10,
         monitor: None,
+        metrics: None,
     };
     let mut it = args.iter();
     while let Some(raw) = it.next() {
@@ -232,6 +237,7 @@ pub fn parse(args: &[OsString], uid: u32) -> Result<Parsed, String> {
             "-c" | "--config" => opts.config = Some(PathBuf::from(value("--config")?)),
             "-g" | "--forward-to-group" => opts.forward_group = true,
             "--no-subreaper" => opts.subreaper = false,
+            "--metrics" => opts.metrics = Some(value("--metrics")?),
             "--monitor" => {
                 let v = value("--monitor")?;
                 opts.monitor = crate::monitor::Profile::named(&v)?;

@@ -8,6 +8,7 @@ pub mod access;
 pub mod cli;
 pub mod event_loop;
 pub mod lua;
+pub mod metrics;
 pub mod monitor;
 pub mod platform;
 pub mod protocol;

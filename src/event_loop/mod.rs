@@ -12,6 +12,7 @@ mod hook;
 mod lifecycle;
 mod listener;
 mod logs;
+mod metrics;
 mod monitor;
 mod notify;
 mod output;
@@ -158,6 +159,10 @@ pub struct EventLoop {
     reading_notify: bool,
     /// Resource monitoring: sampled processes, due samples, histories.
     monitoring: monitor::Monitoring,
+    /// `--metrics`: the scrape endpoint, and whether its listener had more
+    /// than a pass's budget.
+    metrics: Option<metrics::Server>,
+    metrics_again: bool,
     /// Passes of the loop so far, and the `Tree` rows of the pass that
     /// made them: however many ask in one pass, /proc is walked once.
     pass: u64,
@@ -279,6 +284,20 @@ impl EventLoop {
             }
             Err(e) => log::debug!("scheduling priority not changed: {e}"),
         }
+        let metrics = match &opts.metrics {
+            Some(addr) => {
+                let wall = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                let mut m = metrics::bind(addr, wall)?;
+                m.register(poll.registry())
+                    .map_err(|e| format!("register --metrics: {e}"))?;
+                log::info!("metrics address={}", m.local_addr());
+                Some(m)
+            }
+            None => None,
+        };
         signals
             .register(poll.registry(), Source::Signals.token())
             .map_err(|e| format!("register the signal source: {e}"))?;
@@ -327,6 +346,8 @@ impl EventLoop {
             reading_notify: false,
             pass: 0,
             monitoring: Default::default(),
+            metrics,
+            metrics_again: false,
             tree_cache: None,
             programs: Default::default(),
             chld_pending: false,
@@ -395,6 +416,7 @@ impl EventLoop {
                 self.services.next_deadline(),
                 self.check_due.first().map(|c| c.0),
                 self.monitoring.next_due(),
+                self.metrics.as_ref().and_then(|m| m.next_deadline()),
                 self.stalls.first().map(|s| s.0),
                 self.worker_deadline(),
                 // Hook calls or actions left, or clients with requests
@@ -404,6 +426,7 @@ impl EventLoop {
                     || !self.again.is_empty()
                     || self.notify_again
                     || self.exits_again
+                    || self.metrics_again
                     || !self.pipes_again.is_empty()
                     || self.lua.unread)
                     .then_some(0),
@@ -451,6 +474,8 @@ impl EventLoop {
                     ),
                     Source::Process(id) => self.process_event(id, None),
                     Source::Exits => self.exits_event(),
+                    Source::MetricsListener => self.metrics_accept(),
+                    Source::MetricsConn(c) => self.metrics_conn(c),
                 }
             }
             if std::mem::take(&mut self.chld_pending) {
@@ -481,6 +506,12 @@ impl EventLoop {
             }
             if self.exits_again {
                 self.exits_event();
+            }
+            if std::mem::take(&mut self.metrics_again) {
+                self.metrics_accept();
+            }
+            if self.metrics.is_some() {
+                self.metrics_expire();
             }
             for token in std::mem::take(&mut self.pipes_again) {
                 self.pipe_event(token);

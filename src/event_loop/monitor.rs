@@ -177,6 +177,12 @@ impl EventLoop {
         );
     }
 
+    /// The latest sample of entry `id`'s ring, while it is sampled.
+    pub(super) fn current_sample(&self, id: &u64) -> Option<&Sample> {
+        let w = self.monitoring.watches.get(id)?;
+        self.monitoring.rings.get(&w.key)?.current()
+    }
+
     /// Stops sampling entry `id`; a process's own ring goes with it (an
     /// instance's stays for its next process).
     pub(super) fn monitor_stop(&mut self, id: u64) {

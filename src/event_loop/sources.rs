@@ -26,6 +26,9 @@ pub(super) enum Source {
     /// The platform's exit queue, where process handles cannot be in the
     /// poll set themselves (FreeBSD's kqueue of process descriptors).
     Exits,
+    /// `--metrics`: its listener, and each scrape's connection.
+    MetricsListener,
+    MetricsConn(u64),
     /// A service's output or readiness pipe.
     Pipe(u64),
 }
@@ -48,6 +51,8 @@ impl Source {
             Source::Sweep(pid) => (10, pid as u32 as u64),
             Source::Pipe(n) => (11, n),
             Source::Exits => (12, 0),
+            Source::MetricsListener => (13, 0),
+            Source::MetricsConn(id) => (14, id),
         };
         Token(((tag << SHIFT) | (value & VALUE)) as usize)
     }
@@ -68,6 +73,8 @@ impl Source {
             10 => Source::Sweep(value as u32 as i32),
             11 => Source::Pipe(value),
             12 => Source::Exits,
+            13 => Source::MetricsListener,
+            14 => Source::MetricsConn(value),
             _ => return None,
         })
     }
@@ -94,6 +101,8 @@ mod tests {
             Source::Sweep(i32::MAX),
             Source::Pipe(3),
             Source::Exits,
+            Source::MetricsListener,
+            Source::MetricsConn(9),
         ] {
             assert_eq!(Source::of(s.token()), Some(s), "{s:?}");
         }

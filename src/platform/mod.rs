@@ -118,14 +118,14 @@ pub use posix::{
 pub use signals::{sig, signal_name, signal_number};
 pub use sys::{
     ctrl_alt_del_to_sigint, die_with_parent, handled_signals, ignored_signals, is_forwarded,
-    is_system_init, notify_socket, other_live_pids, parent_death_signal, peer_credentials,
-    peer_groups, prioritise, proc_children, proc_cmdline, proc_node, process_uid, reboot,
-    recv_notify, reopen_nonblocking, rlimit_resource, self_exe, set_child_subreaper,
+    is_system_init, notify_socket, other_live_pids, own_usage, parent_death_signal,
+    peer_credentials, peer_groups, prioritise, proc_children, proc_cmdline, proc_node, process_uid,
+    reboot, recv_notify, reopen_nonblocking, rlimit_resource, self_exe, set_child_subreaper,
     set_process_name, spawn, trim_heap, ExitWatch, ProcStats, SignalSource,
 };
 pub use types::{
-    ExecError, HandleExit, ProcHandle, ProcNode, RawExit, RawSample, RebootCmd, Received, Rlimit,
-    SpawnSpec,
+    ExecError, HandleExit, OwnUsage, ProcHandle, ProcNode, RawExit, RawSample, RebootCmd, Received,
+    Rlimit, SpawnSpec,
 };
 
 /// Linux only: the scheduling attributes `prioritise` sets, for tests.

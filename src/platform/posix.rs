@@ -310,6 +310,16 @@ fn from_libc(l: libc::rlimit) -> Rlimit {
     }
 }
 
+/// The soft RLIMIT_NOFILE now.
+pub(super) fn nofile_soft() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into a local.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then(|| from_libc(lim).cur)
+}
+
 /// Raises the soft fd limit to the hard one; returns the original limit,
 /// which children get back.
 pub fn raise_nofile() -> Rlimit {

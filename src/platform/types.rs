@@ -208,3 +208,14 @@ pub struct RawSample {
     pub net_rx_bytes: Option<u64>,
     pub net_tx_bytes: Option<u64>,
 }
+
+/// archon's own costs, for its `process_*` metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnUsage {
+    pub cpu_ns: u64,
+    pub rss_bytes: u64,
+    pub vsize_bytes: Option<u64>,
+    pub fds: Option<u32>,
+    /// The soft RLIMIT_NOFILE.
+    pub max_fds: Option<u64>,
+}

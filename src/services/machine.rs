@@ -197,6 +197,11 @@ impl Instance {
         }
     }
 
+    /// A limit is stopping it, to restart it.
+    pub fn limit_restart_pending(&self) -> bool {
+        self.limit_stop == Some(true)
+    }
+
     pub fn is_live(&self) -> bool {
         self.entry.is_some()
     }

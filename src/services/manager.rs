@@ -34,6 +34,11 @@ pub enum Cmd {
     Essential { name: String, exit: Exit },
 }
 
+/// Why an instance restarted: its process exited (a code), was killed by
+/// a signal, failed its liveness (watchdog, start timeout), held a limit,
+/// or was restarted on request (`Restart`, a hook).
+pub const RESTART_REASONS: [&str; 5] = ["exit", "signal", "health", "limit", "manual"];
+
 #[derive(Debug, Default)]
 pub struct Services {
     /// Boxed: a spec is large and maps move their values around.
@@ -41,6 +46,9 @@ pub struct Services {
     instances: BTreeMap<String, Vec<Instance>>,
     /// Recent restarts of each pool (monotonic ms), for `pool_budget`.
     pool_recent: BTreeMap<String, std::collections::VecDeque<u64>>,
+    /// Restarts since archon started, by instance and reason (indexes of
+    /// `RESTART_REASONS`), for metrics.
+    restart_reasons: BTreeMap<(String, u32), [u64; 5]>,
     /// Dependencies added at run time (`Depend`), on top of the config's.
     extra_deps: BTreeMap<String, BTreeSet<String>>,
     by_entry: HashMap<u64, (String, u32)>,
@@ -469,6 +477,11 @@ impl Services {
         self.step_entry(entry, ev, mono, wall)
     }
 
+    /// Restarts by instance and reason (`RESTART_REASONS`) since start.
+    pub fn restart_reasons(&self) -> &BTreeMap<(String, u32), [u64; 5]> {
+        &self.restart_reasons
+    }
+
     /// The state of the instance an entry belongs to.
     pub fn state_of(&self, entry: u64) -> Option<SvcState> {
         let (n, i) = self.owner(entry)?;
@@ -489,8 +502,25 @@ impl Services {
                 .map_or(0, |x| x.restarts)
         };
         let before = restarts(self);
+        let why = self
+            .instances
+            .get(&n)
+            .and_then(|v| v.iter().find(|x| x.index == i))
+            .map(|x| {
+                if x.limit_restart_pending() {
+                    3
+                } else if x.watchdog_fired || x.timed_out {
+                    2
+                } else if matches!(exit, Exit::Signal(..)) {
+                    1
+                } else {
+                    0
+                }
+            })
+            .unwrap_or(0);
         let mut out = self.step(&n, i, Event::Exited(exit), mono, wall);
         if restarts(self) > before {
+            self.restart_reasons.entry((n.clone(), i)).or_default()[why] += 1;
             out.extend(self.pool_restarted(&n, mono, wall));
         }
         out.extend(self.settle(mono, wall));
@@ -665,6 +695,9 @@ impl Services {
     pub fn restart(&mut self, target: &str, mono: u64, wall: u64) -> Result<Vec<Cmd>, String> {
         let (name, mut order) = self.target(target)?;
         let name = name.to_string();
+        for &i in &order {
+            self.restart_reasons.entry((name.clone(), i)).or_default()[4] += 1;
+        }
         order.reverse(); // popped from the back: lowest index first
         self.rolling.insert(name, order);
         Ok(self.settle(mono, wall))

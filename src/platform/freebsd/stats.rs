@@ -3,9 +3,25 @@
 //! descriptor: a process whose descriptor says it exited gives no sample,
 //! so a reused pid's figures are never reported.
 
-use super::super::types::{ProcHandle, RawSample};
+use super::super::types::{OwnUsage, ProcHandle, RawSample};
 use super::process::kinfo;
 use std::io;
+
+/// archon's own CPU and memory (kern.proc.pid of itself).
+pub fn own_usage() -> Option<OwnUsage> {
+    let kp = kinfo(super::super::posix::getpid())?;
+    // SAFETY: sysconf only queries.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    let ru = &kp.ki_rusage;
+    let tv_ns = |tv: &libc::timeval| tv.tv_sec as u64 * 1_000_000_000 + tv.tv_usec as u64 * 1000;
+    Some(OwnUsage {
+        cpu_ns: tv_ns(&ru.ru_utime) + tv_ns(&ru.ru_stime),
+        rss_bytes: kp.ki_rssize.max(0) as u64 * page,
+        vsize_bytes: Some(kp.ki_size as u64),
+        fds: None,
+        max_fds: super::super::posix::nofile_soft(),
+    })
+}
 
 #[derive(Debug)]
 pub struct ProcStats {

@@ -11,7 +11,7 @@ pub use process::{
     other_live_pids, proc_children, proc_cmdline, proc_node, process_uid, ExitWatch,
 };
 pub use spawn::{ignored_signals, rlimit_resource, spawn};
-pub use stats::ProcStats;
+pub use stats::{own_usage, ProcStats};
 pub use system::{
     ctrl_alt_del_to_sigint, die_with_parent, handled_signals, is_forwarded, is_system_init,
     notify_socket, parent_death_signal, peer_credentials, peer_groups, prioritise, reboot,

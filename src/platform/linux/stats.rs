@@ -3,7 +3,7 @@
 //! is relative to that directory fd, which stays bound to that process (a
 //! read after it is gone fails with ESRCH, even if its pid is reused).
 
-use super::super::types::{ProcHandle, RawSample};
+use super::super::types::{OwnUsage, ProcHandle, RawSample};
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -215,6 +215,42 @@ impl ProcStats {
         }
         (Some(rx), Some(tx))
     }
+}
+
+/// archon's own CPU, memory and fds (/proc/self), for its metrics.
+pub fn own_usage() -> Option<OwnUsage> {
+    let dir = open_at(
+        libc::AT_FDCWD,
+        c"/proc/self",
+        libc::O_PATH | libc::O_DIRECTORY,
+    )
+    .ok()?;
+    let mut buf = [0u8; 4096];
+    let n = read_small(dir.as_raw_fd(), c"stat", &mut buf).ok()?;
+    let stat = std::str::from_utf8(&buf[..n]).ok()?;
+    let (_, rest) = stat.rsplit_once(") ")?;
+    let f: Vec<&str> = rest.split(' ').collect();
+    let num = |k: usize| f.get(k - 3).and_then(|v| v.parse::<u64>().ok());
+    // SAFETY: sysconf only queries.
+    let (tck, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK).max(1) as u64,
+            libc::sysconf(libc::_SC_PAGESIZE).max(1) as u64,
+        )
+    };
+    let stats = ProcStats {
+        dir,
+        ns_per_tick: 1_000_000_000 / tck,
+        page,
+        own_netns: None,
+    };
+    Some(OwnUsage {
+        cpu_ns: (num(14)? + num(15)?) * stats.ns_per_tick,
+        rss_bytes: num(24)? * page,
+        vsize_bytes: num(23),
+        fds: stats.count_fds(),
+        max_fds: super::super::posix::nofile_soft(),
+    })
 }
 
 fn bad(what: &str) -> io::Error {
