@@ -36,6 +36,8 @@ struct Watch {
     fired: [bool; 3],
     /// When its `runtime` limit is due (mono ms).
     runtime_due: Option<u64>,
+    /// Its service has `limits` (checked after each sample).
+    limited: bool,
 }
 
 /// A limit's stop, waiting for the hooks of its event and the commands
@@ -69,6 +71,9 @@ pub(super) struct Monitoring {
 /// Samples taken in one pass at most: 1 000 processes due at once are
 /// spread over passes, never read in one.
 const SAMPLES_PER_PASS: usize = 32;
+/// A sample up to this early (and a tenth of its interval) rides along
+/// with one that is due.
+const COALESCE_MS: u64 = 40;
 
 impl Monitoring {
     pub(super) fn next_due(&self) -> Option<u64> {
@@ -158,6 +163,10 @@ impl EventLoop {
             RingKey::Entry(_) => None,
         };
         let due = runtime_due.map_or(due, |r| r.min(due));
+        let limited = match &key {
+            RingKey::Instance(n, _) => self.services.spec(n).is_some_and(|s| s.limits.is_some()),
+            RingKey::Entry(_) => false,
+        };
         self.monitoring.due.insert((due, id));
         self.monitoring.watches.insert(
             id,
@@ -173,6 +182,7 @@ impl EventLoop {
                 over_cpu: None,
                 fired: [false; 3],
                 runtime_due,
+                limited,
             },
         );
     }
@@ -210,8 +220,16 @@ impl EventLoop {
             .collect();
         for (id, name, index) in entries {
             let new = self.profile_of(Some(&name));
-            let old = self.monitoring.watches.get(&id).map(|w| w.profile);
-            if new != old {
+            let old = self
+                .monitoring
+                .watches
+                .get(&id)
+                .map(|w| (w.profile, w.limited));
+            let limited = self
+                .services
+                .spec(&name)
+                .is_some_and(|s| s.limits.is_some());
+            if new.map(|p| (p, limited)) != old {
                 self.monitor_stop(id);
                 self.monitor_start(id, RingKey::Instance(name, index), new);
             }
@@ -251,7 +269,15 @@ impl EventLoop {
             let Some(&(due, id)) = self.monitoring.due.first() else {
                 return;
             };
-            if due > now.mono {
+            // Samples due within the next few ms (at most a tenth of their
+            // interval) are taken with this one: one wake-up, and warm
+            // caches, for a batch instead of one each.
+            let slack = self
+                .monitoring
+                .watches
+                .get(&id)
+                .map_or(0, |w| (w.profile.interval_ms / 10).min(COALESCE_MS));
+            if due > now.mono + slack {
                 return;
             }
             self.monitoring.due.remove(&(due, id));
@@ -293,14 +319,23 @@ impl EventLoop {
             w.due = w.due.min(r);
         }
         self.monitoring.due.insert((w.due, id));
-        let (key, history) = (w.key.clone(), w.profile.history);
-        self.monitoring
-            .rings
-            .entry(key.clone())
-            .or_insert_with(|| Ring::new(history))
-            .push(sample, restarted);
-        if let RingKey::Instance(name, index) = key {
-            self.check_limits(id, &name, index, now, restarted);
+        let limited = w.limited;
+        // The ring exists (made at `monitor_start`); no key is cloned per
+        // sample unless it went.
+        match self.monitoring.rings.get_mut(&w.key) {
+            Some(r) => r.push(sample, restarted),
+            None => {
+                let mut r = Ring::new(w.profile.history);
+                r.push(sample, restarted);
+                self.monitoring.rings.insert(w.key.clone(), r);
+            }
+        }
+        if limited {
+            if let Some(RingKey::Instance(name, index)) =
+                self.monitoring.watches.get(&id).map(|w| w.key.clone())
+            {
+                self.check_limits(id, &name, index, now, restarted);
+            }
         }
     }
 

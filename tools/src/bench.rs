@@ -14,6 +14,8 @@ mod entrypoint_bench;
 mod fixed_bench;
 #[path = "fresh_bench.rs"]
 mod fresh_bench;
+#[path = "monitor_bench.rs"]
+mod monitor_bench;
 
 struct Row {
     name: &'static str,
@@ -1052,6 +1054,13 @@ pub fn main() {
         let _ = std::fs::remove_dir_all(cprogs::dir());
         return;
     }
+    if std::env::args().any(|a| a == "--monitor-only") {
+        // Issue 14's rows: sampling, /metrics, a limit's latency.
+        let mut rows = Vec::new();
+        monitor_bench::monitor_rows(&mut rows, quick);
+        print_table(&rows);
+        return;
+    }
     if std::env::args().any(|a| a == "--services-only") {
         let mut rows = Vec::new();
         services_bench(&mut rows, 1000, 200, 2, 5);
@@ -1386,6 +1395,9 @@ pub fn main() {
 
     // 11. Fixed costs against their floors (issue 16).
     fixed_rows(&mut rows, quick);
+
+    // 12. Monitoring, metrics and limits (issue 14).
+    monitor_bench::monitor_rows(&mut rows, quick);
     let _ = std::fs::remove_dir_all(cprogs::dir());
 
     print_table(&rows);

@@ -129,7 +129,11 @@ pub fn main() {
             // `alloc MIB MIB_PER_S`: grows its resident memory by MIB at that
             // rate (pages written, so resident), prints `allocated`, and
             // goes on to the next action (the memory stays).
-            "alloc" => {
+            "alloc" | "alloc-marked" => {
+                // alloc-marked also prints, after each MiB, the wall clock
+                // (ns since the epoch) and its VmRSS (kB): the benchmark
+                // finds when a limit was crossed.
+                let marked = args[i] == "alloc-marked";
                 let total: usize = next(&mut i).parse().unwrap();
                 let rate: f64 = next(&mut i).parse().unwrap();
                 let start = std::time::Instant::now();
@@ -140,6 +144,15 @@ pub fn main() {
                         std::thread::sleep(wait);
                     }
                     held.push(vec![1u8; 1 << 20]);
+                    if marked {
+                        let ns = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap()
+                            .as_nanos();
+                        let rss = status_field("VmRSS:");
+                        let kb = rss.split_whitespace().next().unwrap_or("0");
+                        println!("mark {ns} {kb}");
+                    }
                 }
                 println!("allocated {total}");
                 std::io::stdout().flush().unwrap();

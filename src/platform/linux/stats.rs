@@ -29,7 +29,9 @@ fn open_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Reads a small /proc file whole into `buf`; returns its length.
+/// Reads a small /proc file whole into `buf`; returns its length. A
+/// /proc file is generated whole by one read into a buffer big enough, so
+/// a short read is the end (no second read for the EOF).
 fn read_small(dir: RawFd, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
     let f = open_at(dir, name, libc::O_RDONLY)?;
     let mut n = 0;
@@ -47,6 +49,9 @@ fn read_small(dir: RawFd, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
             break;
         }
         n += r as usize;
+        if n < buf.len() && n > 0 {
+            break;
+        }
     }
     Ok(n)
 }
@@ -63,15 +68,56 @@ fn ino(path: &CStr, dir: Option<RawFd>) -> Option<u64> {
     }
 }
 
-/// A `Key: value kB` line's value of /proc/PID/status, in bytes or as is.
-fn field(text: &str, key: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.starts_with(key))?;
-    let v = line[key.len()..]
-        .split_whitespace()
-        .next()?
-        .parse::<u64>()
-        .ok()?;
-    Some(if line.ends_with("kB") { v * 1024 } else { v })
+/// The values of `keys` in a `Key: value [kB]` file (/proc/PID/status,
+/// io, smaps_rollup), in one pass over its bytes; `kB` values in bytes.
+fn fields<const N: usize>(text: &[u8], keys: [&[u8]; N]) -> [Option<u64>; N] {
+    let mut out = [None; N];
+    let mut left = N;
+    for line in text.split(|&b| b == b'\n') {
+        let Some(k) = keys.iter().position(|k| line.starts_with(k)) else {
+            continue;
+        };
+        if out[k].is_some() {
+            continue;
+        }
+        let rest = &line[keys[k].len()..];
+        let mut v: Option<u64> = None;
+        for &b in rest.iter().skip_while(|b| b.is_ascii_whitespace()) {
+            if !b.is_ascii_digit() {
+                break;
+            }
+            v = v
+                .unwrap_or(0)
+                .checked_mul(10)
+                .and_then(|x| x.checked_add(u64::from(b - b'0')));
+            if v.is_none() {
+                break;
+            }
+        }
+        out[k] = v.map(|v| if line.ends_with(b"kB") { v * 1024 } else { v });
+        left -= 1;
+        if left == 0 {
+            break;
+        }
+    }
+    out
+}
+
+/// Fields `want` (1-based as proc(5) numbers them, ascending) of the part
+/// of /proc/PID/stat after the command name (which starts at field 3).
+fn stat_fields<const N: usize>(rest: &str, want: [usize; N]) -> [Option<u64>; N] {
+    let mut out = [None; N];
+    let mut w = 0;
+    for (i, f) in rest.split(' ').enumerate() {
+        if w == N {
+            break;
+        }
+        if i + 3 == want[w] {
+            out[w] = f.parse().ok();
+            w += 1;
+        }
+    }
+    out
 }
 
 impl ProcStats {
@@ -113,26 +159,28 @@ impl ProcStats {
         let stat = std::str::from_utf8(&buf[..n]).map_err(|_| bad("stat"))?;
         // Fields after the command name, which may itself hold ") ".
         let (_, rest) = stat.rsplit_once(") ").ok_or_else(|| bad("stat"))?;
-        let f: Vec<&str> = rest.split(' ').collect();
-        // rest starts at field 3 (state): field k is f[k - 3].
-        let num = |k: usize| f.get(k - 3).and_then(|v| v.parse::<u64>().ok());
-        let ticks = num(14).unwrap_or(0) + num(15).unwrap_or(0);
+        // rest starts at field 3 (state): fields 14, 15 (utime, stime),
+        // 20 (threads) and 24 (rss, pages), without collecting them all.
+        let [utime, stime, threads, rss] = stat_fields(rest, [14, 15, 20, 24]);
         let mut s = RawSample {
-            cpu_ns: ticks * self.ns_per_tick,
-            rss_bytes: num(24).unwrap_or(0) * self.page,
-            threads: num(20).map(|t| t as u32),
+            cpu_ns: (utime.unwrap_or(0) + stime.unwrap_or(0)) * self.ns_per_tick,
+            rss_bytes: rss.unwrap_or(0) * self.page,
+            threads: threads.map(|t| t as u32),
             ..RawSample::default()
         };
         if full {
             let n = read_small(d, c"status", &mut buf)?;
-            let status = String::from_utf8_lossy(&buf[..n]);
-            s.peak_rss_bytes = field(&status, "VmHWM:");
-            s.vcsw = field(&status, "voluntary_ctxt_switches:");
-            s.ivcsw = field(&status, "nonvoluntary_ctxt_switches:");
+            [s.peak_rss_bytes, s.vcsw, s.ivcsw] = fields(
+                &buf[..n],
+                [
+                    b"VmHWM:",
+                    b"voluntary_ctxt_switches:",
+                    b"nonvoluntary_ctxt_switches:",
+                ],
+            );
             if let Ok(n) = read_small(d, c"io", &mut buf) {
-                let io = String::from_utf8_lossy(&buf[..n]);
-                s.read_bytes = field(&io, "read_bytes:");
-                s.write_bytes = field(&io, "write_bytes:");
+                [s.read_bytes, s.write_bytes] =
+                    fields(&buf[..n], [b"read_bytes:", b"write_bytes:"]);
             }
             s.fds = self.count_fds();
             if self.own_netns.is_some() && ino(c"ns/net", Some(d)) != self.own_netns {
@@ -142,7 +190,7 @@ impl ProcStats {
         if pss {
             let mut big = vec![0u8; 8192];
             if let Ok(n) = read_small(d, c"smaps_rollup", &mut big) {
-                s.pss_bytes = field(&String::from_utf8_lossy(&big[..n]), "Pss:");
+                [s.pss_bytes] = fields(&big[..n], [b"Pss:"]);
             }
         }
         Ok(s)

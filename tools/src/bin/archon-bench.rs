@@ -5,7 +5,8 @@
 //! Options: `--quick` (fewer iterations, 2 s idle), `--json FILE`,
 //! `--entrypoint-only` (archon as a container's init against tini),
 //! `--fixed-only` (issue 16's other fixed costs: memory with one service,
-//! cold start, a query on a fresh connection).
+//! cold start, a query on a fresh connection), `--monitor-only` (issue 14:
+//! sampling cost, /metrics with 1 000 services, a memory limit's latency).
 //!
 //! Linux only (the proc connector, PID namespaces, sched_setaffinity,
 //! prctl): elsewhere it says so and exits 2.
