@@ -659,3 +659,32 @@ fn a_worker_runs_only_while_hooks_need_it() {
     assert_eq!(limit("Max address space"), "1073741824", "{limits}");
     assert_eq!(limit("Max cpu time"), "3600", "{limits}");
 }
+
+/// `archon.status()` gives each instance's restarts by reason, the same
+/// counters as `archon_service_restarts_total{reason}`.
+#[test]
+fn hooks_see_restarts_by_reason() {
+    let lua = format!(
+        r#"service "k" {{ cmd = {}, backoff = {{ initial = 0.05 }} }}
+        on("restarting", "k", function(ev)
+          for _, r in ipairs(archon.status()) do
+            if r.service == "k" then
+              archon.log("info", "BY signal=" .. r.restarts_by.signal .. " exit=" .. r.restarts_by.exit
+                .. " limit=" .. r.restarts_by.limit .. " manual=" .. r.restarts_by.manual)
+            end
+          end
+        end)"#,
+        helper("hang")
+    );
+    let d = with_config("restarts-by", &lua);
+    let pid = || -> i32 {
+        d.ask("Status,k")
+            .iter()
+            .find(|l| l.starts_with("Service,"))
+            .and_then(|l| l.split(',').nth(4)?.parse().ok())
+            .unwrap_or(0)
+    };
+    wait_for("k running", || pid() > 0);
+    unsafe { libc::kill(pid(), libc::SIGKILL) };
+    wait_log(&d, "BY signal=1 exit=0 limit=0 manual=0");
+}

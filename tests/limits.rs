@@ -201,3 +201,23 @@ fn bad_limits_are_refused_with_their_line() {
         assert_refused("limits", bad, says);
     }
 }
+
+/// Limit restarts count in the pool's budget too: past it the whole pool
+/// is stopped and failed.
+#[test]
+fn limit_restarts_spend_the_pool_budget() {
+    let lua = format!(
+        r#"service "pool" {{ cmd = {}, replicas = 2, autostart = false,
+              backoff = {{ initial = 0.05 }}, budget = {{ restarts = 100, window = 60 }},
+              pool_budget = {{ restarts = 2, window = 60 }},
+              limits = {{ memory = "24M" }}, monitor = {{ interval = 0.1 }} }}"#,
+        helper("alloc 48 400 hang")
+    );
+    let d = with_config("lim-pool", &lua, &[]);
+    assert_eq!(last(&d.ask("Start,pool")), "Ok");
+    wait_for("the whole pool failed", || {
+        let r = d.ask("Status,pool");
+        let rows: Vec<&String> = r.iter().filter(|l| l.starts_with("Service,")).collect();
+        rows.len() == 2 && rows.iter().all(|l| l.split(',').nth(3) == Some("failed"))
+    });
+}

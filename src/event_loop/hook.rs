@@ -50,12 +50,19 @@ impl EventLoop {
         if self.lua.worker.is_none() {
             return;
         }
+        let by_reason = self
+            .services
+            .restart_reasons()
+            .get(&(name.to_string(), index))
+            .copied()
+            .unwrap_or_default();
         self.worker_send(ToWorker::Service {
             name: name.to_string(),
             instance: index,
             state: state.as_str().to_string(),
             pid,
             restarts,
+            by_reason,
         });
         let kind = match state {
             SvcState::Running => "ready",

@@ -205,6 +205,14 @@ impl EventLoop {
         let mut signals = platform::SignalSource::new(&platform::handled_signals())
             .map_err(|e| format!("signal source: {e}"))?;
         let mut exits = platform::ExitWatch::new().map_err(|e| format!("exit watch: {e}"))?;
+        // First: the priority is archon's from its first child on, and a
+        // client that can connect finds it set.
+        match platform::prioritise(opts.nice) {
+            Ok((nice, slice)) => {
+                log::debug!("archon runs at nice {nice}, slice {slice} ns; children get nice 0 and the default slice")
+            }
+            Err(e) => log::debug!("scheduling priority not changed: {e}"),
+        }
         let poll = Poll::new().map_err(|e| format!("epoll: {e}"))?;
         // Read and write: it is the stdin of commands and the stdout or
         // stderr of services with `stdout = "null"` (a read-only one made
@@ -277,12 +285,6 @@ impl EventLoop {
                 }
                 Err(e) => log::warn!("cannot become a child subreaper error={e}"),
             }
-        }
-        match platform::prioritise(opts.nice) {
-            Ok((nice, slice)) => {
-                log::debug!("archon runs at nice {nice}, slice {slice} ns; children get nice 0 and the default slice")
-            }
-            Err(e) => log::debug!("scheduling priority not changed: {e}"),
         }
         let metrics = match &opts.metrics {
             Some(addr) => {

@@ -512,6 +512,7 @@ impl EventLoop {
 
     /// Every service instance, for a new worker's `archon.status()`.
     fn send_snapshot(&mut self) {
+        let reasons = self.services.restart_reasons();
         let rows: Vec<ToWorker> = self
             .services
             .instances(None)
@@ -523,6 +524,10 @@ impl EventLoop {
                         state: i.state.as_str().to_string(),
                         pid: i.pid,
                         restarts: i.restarts,
+                        by_reason: reasons
+                            .get(&(name.to_string(), i.index))
+                            .copied()
+                            .unwrap_or_default(),
                     })
                     .collect()
             })

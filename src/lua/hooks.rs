@@ -55,10 +55,14 @@ pub struct Handler {
     pub calls: u64,
 }
 
+/// One instance as `archon.status()` shows it: state, pid, restarts, and
+/// restarts by reason.
+pub type InstanceRow = (String, Option<i32>, u32, [u64; 5]);
+
 /// What the API reads (`archon.status()`): kept up to date by the loop.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    pub services: BTreeMap<(String, u32), (String, Option<i32>, u32)>,
+    pub services: BTreeMap<(String, u32), InstanceRow>,
 }
 
 pub struct Hooks {
@@ -350,13 +354,19 @@ pub(crate) fn install(
         "status",
         lua.create_function(move |lua, ()| {
             let t = lua.create_table()?;
-            for ((name, idx), (state, pid, restarts)) in snapshot.borrow().services.iter() {
+            for ((name, idx), (state, pid, restarts, by)) in snapshot.borrow().services.iter() {
                 let row = lua.create_table()?;
                 row.set("service", name.as_str())?;
                 row.set("instance", *idx)?;
                 row.set("state", state.as_str())?;
                 row.set("pid", *pid)?;
                 row.set("restarts", *restarts)?;
+                // The metrics' counters: restarts since start by reason.
+                let reasons = lua.create_table()?;
+                for (k, n) in crate::services::manager::RESTART_REASONS.iter().zip(by) {
+                    reasons.set(*k, *n)?;
+                }
+                row.set("restarts_by", reasons)?;
                 t.push(row)?;
             }
             Ok(t)

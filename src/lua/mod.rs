@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod hooks;
+mod settings;
 
 use crate::protocol::worker::{FrameReader, FromWorker, ToWorker, MAX_FRAME};
 use std::cell::RefCell;
@@ -131,11 +132,12 @@ fn handle(
             state: st,
             pid,
             restarts,
+            by_reason,
         } => {
             snapshot
                 .borrow_mut()
                 .services
-                .insert((name, instance), (st, pid, restarts));
+                .insert((name, instance), (st, pid, restarts, by_reason));
             None
         }
     }

@@ -121,6 +121,9 @@ pub enum ToWorker {
         state: String,
         pid: Option<i32>,
         restarts: u32,
+        /// Restarts since archon started by reason, in the order of
+        /// `services::manager::RESTART_REASONS` (the metrics' counters).
+        by_reason: [u64; 5],
     },
 }
 
@@ -317,6 +320,7 @@ impl ToWorker {
                 state,
                 pid,
                 restarts,
+                by_reason,
             } => vec![
                 b("Service"),
                 b(name),
@@ -324,6 +328,11 @@ impl ToWorker {
                 b(state),
                 opt_str(pid),
                 b(restarts.to_string()),
+                b(by_reason
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")),
             ],
         };
         encode_frame(&[rec])
@@ -364,6 +373,18 @@ impl ToWorker {
                 state: text(field(r, 3)?)?,
                 pid: opt_num(field(r, 4)?)?,
                 restarts: num(field(r, 5)?)?,
+                by_reason: {
+                    let mut out = [0u64; 5];
+                    let t = text(field(r, 6)?)?;
+                    let mut it = t.split(' ');
+                    for slot in out.iter_mut() {
+                        *slot = it
+                            .next()
+                            .and_then(|n| n.parse().ok())
+                            .ok_or("bad restart counts")?;
+                    }
+                    out
+                },
             },
             other => {
                 return Err(format!(
@@ -543,6 +564,7 @@ mod tests {
                 state: "running".into(),
                 pid: None,
                 restarts: 3,
+                by_reason: [1, 0, 0, 2, 0],
             },
         ];
         let bytes: Vec<u8> = to.iter().flat_map(|m| m.encode()).collect();
