@@ -267,3 +267,36 @@ fn a_real_prometheus_sees_a_restart_counter_rise() {
     });
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Scrapers cannot keep the loop busy rendering: 64 at once are answered
+/// from one or two renderings (a second's), and the control socket answers.
+#[test]
+fn many_scrapes_at_once_share_a_rendering() {
+    let d = config("met-many");
+    let addr = metrics_addr(&d);
+    let threads: Vec<_> = (0..64)
+        .map(|_| {
+            let a = addr.clone();
+            std::thread::spawn(move || get(&a, None))
+        })
+        .collect();
+    let bodies: std::collections::BTreeSet<String> = threads
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .map(|r| {
+            assert!(
+                r.starts_with("HTTP/1.1 200 OK") || r.starts_with("HTTP/1.1 503 "),
+                "{r}"
+            );
+            body(&r).to_string()
+        })
+        .filter(|b| !b.is_empty() && b.contains("archon_build_info"))
+        .collect();
+    assert!(!bodies.is_empty());
+    assert!(
+        bodies.len() <= 2,
+        "{} renderings for 64 scrapes",
+        bodies.len()
+    );
+    assert!(d.ask("Version")[0].starts_with("Ok,archon"));
+}

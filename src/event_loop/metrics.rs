@@ -76,7 +76,15 @@ pub(super) struct Server {
     /// archon's start, for `process_start_time_seconds` (wall ms).
     started_wall: u64,
     pub(super) scrapes: u64,
+    /// The last rendering of each format and when (mono ms): scrapes
+    /// within `REUSE_MS` of it get the same text, so 64 connections
+    /// asking at once cost one rendering, not 64 (a loop that renders
+    /// for every request could be kept busy by scrapers).
+    cache: [Option<(u64, std::rc::Rc<str>)>; 2],
 }
+
+/// How long a rendering is served again.
+const REUSE_MS: u64 = 1000;
 
 /// Binds `--metrics`: `host:port` (`:9100` is every address; `localhost`
 /// is 127.0.0.1), or a Unix socket path (anything with a `/`).
@@ -104,6 +112,7 @@ pub(super) fn bind(addr: &str, started_wall: u64) -> Result<Server, String> {
         next: 0,
         started_wall,
         scrapes: 0,
+        cache: [None, None],
     })
 }
 
@@ -314,7 +323,7 @@ impl EventLoop {
                 )),
                 Asked::Metrics { head, accept } => {
                     let fmt = Format::negotiate(accept.as_deref());
-                    let body = self.render_metrics(fmt);
+                    let body = self.rendered(fmt);
                     Some(response(
                         "200 OK",
                         fmt.content_type(),
@@ -382,6 +391,25 @@ impl EventLoop {
         for id in late {
             self.metrics_close(id);
         }
+    }
+
+    /// The text for `fmt`: the last rendering if it is recent, else a new one.
+    fn rendered(&mut self, fmt: Format) -> std::rc::Rc<str> {
+        let now = self.now().mono;
+        let slot = match fmt {
+            Format::Prometheus => 0,
+            Format::OpenMetrics => 1,
+        };
+        if let Some((at, text)) = self.metrics.as_ref().and_then(|m| m.cache[slot].clone()) {
+            if now.saturating_sub(at) < REUSE_MS {
+                return text;
+            }
+        }
+        let text: std::rc::Rc<str> = std::rc::Rc::from(self.render_metrics(fmt));
+        if let Some(m) = self.metrics.as_mut() {
+            m.cache[slot] = Some((now, text.clone()));
+        }
+        text
     }
 
     /// Every figure, in `fmt`.
