@@ -360,6 +360,13 @@ fn entrypoint_is_quiet_and_takes_tinis_e_and_p() {
             .unwrap_or(0);
         pid > 0
     });
+    // Its main command is running: archon is past its start-up, where the
+    // parent-death signal is set (a parent gone before that is missed, as
+    // with prctl(PR_SET_PDEATHSIG) anywhere).
+    wait_for("archon's main command", || {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .is_ok_and(|c| !c.trim().is_empty())
+    });
     drop(sh.stdin.take());
     sh.wait().unwrap();
     wait_for("archon to go with its parent", || !pid_alive(pid));

@@ -68,6 +68,11 @@ pub(super) struct Monitoring {
     pub(super) limit_events: HashMap<(String, &'static str), u64>,
 }
 
+/// Samples kept in all rings together (about 150 bytes each: 150 MB at
+/// most). A ring that would pass it keeps fewer, and archon says so: the
+/// histories of 10 000 `intensive` services must not exhaust memory.
+const MAX_SAMPLES_KEPT: usize = 1_000_000;
+
 /// Samples taken in one pass at most: 1 000 processes due at once are
 /// spread over passes, never read in one.
 const SAMPLES_PER_PASS: usize = 32;
@@ -148,11 +153,28 @@ impl EventLoop {
         // apart inside the interval.
         let offset = id.wrapping_mul(2_654_435_761) % interval;
         let due = now.mono + offset;
+        let others: usize = self
+            .monitoring
+            .rings
+            .iter()
+            .filter(|(k, _)| **k != key)
+            .map(|(_, r)| r.capacity())
+            .sum();
+        let history = profile
+            .history
+            .min(MAX_SAMPLES_KEPT.saturating_sub(others))
+            .max(1);
+        if history < profile.history {
+            log::warn!(
+                "monitor: keeping {history} samples of id={id}, not {}: all histories together are bounded at {MAX_SAMPLES_KEPT}",
+                profile.history
+            );
+        }
         self.monitoring
             .rings
             .entry(key.clone())
-            .or_insert_with(|| Ring::new(profile.history))
-            .resize(profile.history);
+            .or_insert_with(|| Ring::new(history))
+            .resize(history);
         let started_wall = self.sup.get(id).map_or(now.wall, |e| e.started_wall);
         let runtime_due = match &key {
             RingKey::Instance(n, _) => self
@@ -611,7 +633,7 @@ impl EventLoop {
                 opt(a.net_rx_total),
                 opt(a.net_tx_total),
                 fmt_millis(w.profile.interval_ms),
-                w.profile.history.to_string(),
+                ring.capacity().to_string(),
             ]);
         }
         Reply::Rows(rows)

@@ -42,6 +42,11 @@ impl Ring {
         }
     }
 
+    /// How many samples it keeps at most.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
     /// A new profile's size: the oldest samples go if it is smaller.
     pub fn resize(&mut self, history: usize) {
         self.cap = history.max(1);
