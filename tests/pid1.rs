@@ -360,6 +360,25 @@ fn entrypoint_is_quiet_and_takes_tinis_e_and_p() {
             .unwrap_or(0);
         pid > 0
     });
+    /// Kills archon (and so its child) if the test fails before it goes.
+    struct KillOnDrop(i32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            if !pid_alive(self.0) {
+                return;
+            }
+            let kids = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.0))
+                .unwrap_or_default();
+            for k in kids
+                .split_whitespace()
+                .filter_map(|k| k.parse::<i32>().ok())
+            {
+                unsafe { libc::kill(k, libc::SIGKILL) };
+            }
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+    let _guard = KillOnDrop(pid);
     // Its main command is running: archon is past its start-up, where the
     // parent-death signal is set (a parent gone before that is missed, as
     // with prctl(PR_SET_PDEATHSIG) anywhere).
