@@ -76,6 +76,8 @@ const MAX_SAMPLES_KEPT: usize = 1_000_000;
 /// Samples taken in one pass at most: 1 000 processes due at once are
 /// spread over passes, never read in one.
 const SAMPLES_PER_PASS: usize = 32;
+/// A `Stats` reply holds at most about this many bytes of rows.
+const MAX_STATS_BYTES: usize = 1 << 20;
 /// A sample up to this early (and a tenth of its interval) rides along
 /// with one that is due.
 const COALESCE_MS: u64 = 40;
@@ -573,8 +575,16 @@ impl EventLoop {
                 which.extend(ids.into_iter().map(|id| (id, None)));
             }
         }
-        let mut rows = Vec::new();
+        let mut rows: Vec<Vec<String>> = Vec::new();
+        // A reply is built whole: bounded, like `Tree`'s (the rest is left
+        // out and logged), so no request can make archon hold megabytes.
+        let mut bytes = 0usize;
+        let mut left_out = 0usize;
         for (id, inst) in which {
+            if bytes > MAX_STATS_BYTES {
+                left_out += 1;
+                continue;
+            }
             let Some(w) = self.monitoring.watches.get(&id) else {
                 continue;
             };
@@ -593,6 +603,9 @@ impl EventLoop {
                 ring.current().into_iter().collect()
             };
             for s in shown {
+                if bytes > MAX_STATS_BYTES {
+                    break;
+                }
                 let k = &s.raw;
                 rows.push(vec![
                     "Sample".into(),
@@ -616,6 +629,9 @@ impl EventLoop {
                     opt(k.net_rx_bytes),
                     opt(k.net_tx_bytes),
                 ]);
+                bytes += rows
+                    .last()
+                    .map_or(0, |r| r.iter().map(|f| f.len() + 1).sum());
             }
             let a = ring.aggregate();
             rows.push(vec![
@@ -635,6 +651,11 @@ impl EventLoop {
                 fmt_millis(w.profile.interval_ms),
                 ring.capacity().to_string(),
             ]);
+        }
+        if left_out > 0 {
+            log::warn!(
+                "Stats: {left_out} processes left out of a reply over {MAX_STATS_BYTES} bytes"
+            );
         }
         Reply::Rows(rows)
     }
