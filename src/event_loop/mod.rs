@@ -10,6 +10,7 @@ mod client;
 mod clients;
 mod hook;
 mod lifecycle;
+mod limiter;
 mod listener;
 mod logs;
 mod metrics;

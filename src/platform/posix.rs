@@ -263,6 +263,24 @@ pub fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// Blocks `signals` (they wait to be read from the signal source) and
+/// ignores SIGPIPE (writes get EPIPE); returns the blocked set.
+pub(super) fn block_signals(signals: &[i32]) -> io::Result<libc::sigset_t> {
+    // SAFETY: sigset manipulation on a local, then plain syscalls.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in signals {
+            libc::sigaddset(&mut set, s);
+        }
+        if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        Ok(set)
+    }
+}
+
 /// A pipe: (read end, non-blocking, close-on-exec; write end, blocking,
 /// close-on-exec until given to a child).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {

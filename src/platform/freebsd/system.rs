@@ -29,19 +29,7 @@ pub struct SignalSource {
 impl SignalSource {
     pub fn new(signals: &[i32]) -> io::Result<SignalSource> {
         let kq = Kqueue::new()?;
-        // SAFETY: sigset manipulation on a local, then plain syscalls.
-        let set = unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for &s in signals {
-                libc::sigaddset(&mut set, s);
-            }
-            if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-            set
-        };
+        let set = super::super::posix::block_signals(signals)?;
         for &s in signals {
             kq.change(
                 s as usize,

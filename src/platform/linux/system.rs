@@ -127,17 +127,9 @@ pub struct SignalSource {
 
 impl SignalSource {
     pub fn new(signals: &[i32]) -> io::Result<SignalSource> {
-        // SAFETY: sigset manipulation on a local, then plain syscalls.
+        let set = super::super::posix::block_signals(signals)?;
+        // SAFETY: a valid set; the fd returned is ours.
         unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for &s in signals {
-                libc::sigaddset(&mut set, s);
-            }
-            if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
             let fd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
             if fd < 0 {
                 return Err(io::Error::last_os_error());
