@@ -4,7 +4,6 @@
 //! instance's state machine) once the hooks and the commands they started
 //! have had their time. The samples come from `monitor.rs`.
 
-use super::monitor::RingKey;
 use super::stream::fmt_millis;
 use super::*;
 
@@ -38,13 +37,10 @@ impl EventLoop {
         let Some(l) = self.services.spec(name).and_then(|s| s.limits.clone()) else {
             return;
         };
-        let (Some(w), Some(s)) = (
-            self.monitoring.watches.get_mut(&id),
-            self.monitoring
-                .rings
-                .get(&RingKey::Instance(name.to_string(), index))
-                .and_then(|r| r.current()),
-        ) else {
+        let Some(w) = self.monitoring.watches.get_mut(&id) else {
+            return;
+        };
+        let Some(s) = w.ring.current().cloned() else {
             return;
         };
         let mut fire: Option<(usize, &'static str, f64, f64)> = None;

@@ -20,6 +20,9 @@ pub(super) enum RingKey {
 
 pub(super) struct Watch {
     pub(super) key: RingKey,
+    /// Its history while it is sampled (an instance's goes back to
+    /// `Monitoring::rings` when its process ends, for the next one).
+    pub(super) ring: Ring,
     pub(super) profile: Profile,
     pub(super) stats: platform::ProcStats,
     /// The previous sample's (mono ms, CPU ns), for the CPU percent.
@@ -45,12 +48,16 @@ pub(super) struct Monitoring {
     /// Samples due: (mono ms, entry id).
     due: BTreeSet<(u64, u64)>,
     pub(super) watches: HashMap<u64, Watch>,
+    /// The histories of instances that have no sampled process now.
     pub(super) rings: HashMap<RingKey, Ring>,
     /// Limit stops waiting for their `limit_exceeded` hooks (a hook may
     /// capture evidence first), by entry.
     pub(super) pending_stops: HashMap<u64, super::limiter::PendingStop>,
     /// Limit firings since start, by (service, limit), for metrics.
     pub(super) limit_events: HashMap<(String, &'static str), u64>,
+    /// The fds sampled processes' kept files may take (a quarter of
+    /// archon's fd limit, read at the first sample).
+    fd_budget: Option<usize>,
 }
 
 /// Samples kept in all rings together (about 150 bytes each: 150 MB at
@@ -127,7 +134,14 @@ impl EventLoop {
         let Some(w) = self.watched.get(&id) else {
             return;
         };
-        let stats = match platform::ProcStats::open(&w.proc) {
+        // A sampled process's files are kept open while a quarter of the
+        // fd limit covers them all (four each), else opened per sample.
+        let budget = *self
+            .monitoring
+            .fd_budget
+            .get_or_insert_with(|| platform::nofile_soft().unwrap_or(1024) as usize / 4);
+        let keep = (self.monitoring.watches.len() + 1) * 4 <= budget;
+        let stats = match platform::ProcStats::open(&w.proc, keep) {
             Ok(s) => s,
             Err(e) => {
                 log::debug!("not sampling id={id}: {e}");
@@ -146,6 +160,7 @@ impl EventLoop {
             .iter()
             .filter(|(k, _)| **k != key)
             .map(|(_, r)| r.capacity())
+            .chain(self.monitoring.watches.values().map(|w| w.ring.capacity()))
             .sum();
         let history = profile
             .history
@@ -157,11 +172,12 @@ impl EventLoop {
                 profile.history
             );
         }
-        self.monitoring
+        let mut ring = self
+            .monitoring
             .rings
-            .entry(key.clone())
-            .or_insert_with(|| Ring::new(history))
-            .resize(history);
+            .remove(&key)
+            .unwrap_or_else(|| Ring::new(history));
+        ring.resize(history);
         let started_wall = self.sup.get(id).map_or(now.wall, |e| e.started_wall);
         let runtime_due = match &key {
             RingKey::Instance(n, _) => self
@@ -181,6 +197,7 @@ impl EventLoop {
             id,
             Watch {
                 key,
+                ring,
                 profile,
                 stats,
                 last: None,
@@ -198,8 +215,7 @@ impl EventLoop {
 
     /// The latest sample of entry `id`'s ring, while it is sampled.
     pub(super) fn current_sample(&self, id: &u64) -> Option<&Sample> {
-        let w = self.monitoring.watches.get(id)?;
-        self.monitoring.rings.get(&w.key)?.current()
+        self.monitoring.watches.get(id)?.ring.current()
     }
 
     /// Stops sampling entry `id`; a process's own ring goes with it (an
@@ -208,8 +224,8 @@ impl EventLoop {
         self.monitoring.pending_stops.remove(&id);
         if let Some(w) = self.monitoring.watches.remove(&id) {
             self.monitoring.due.remove(&(w.due, id));
-            if matches!(w.key, RingKey::Entry(_)) {
-                self.monitoring.rings.remove(&w.key);
+            if matches!(w.key, RingKey::Instance(..)) {
+                self.monitoring.rings.insert(w.key, w.ring);
             }
         }
     }
@@ -329,16 +345,7 @@ impl EventLoop {
         }
         self.monitoring.due.insert((w.due, id));
         let limited = w.limited;
-        // The ring exists (made at `monitor_start`); no key is cloned per
-        // sample unless it went.
-        match self.monitoring.rings.get_mut(&w.key) {
-            Some(r) => r.push(sample, restarted),
-            None => {
-                let mut r = Ring::new(w.profile.history);
-                r.push(sample, restarted);
-                self.monitoring.rings.insert(w.key.clone(), r);
-            }
-        }
+        w.ring.push(sample, restarted);
         if limited {
             if let Some(RingKey::Instance(name, index)) =
                 self.monitoring.watches.get(&id).map(|w| w.key.clone())
@@ -397,9 +404,7 @@ impl EventLoop {
                 _ => (String::new(), String::new()),
             };
             let pid = self.sup.get(id).map_or(0, |e| e.pid);
-            let Some(ring) = self.monitoring.rings.get(&w.key) else {
-                continue;
-            };
+            let ring = &w.ring;
             let shown: Vec<&Sample> = if history {
                 ring.iter().collect()
             } else {

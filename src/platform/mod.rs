@@ -39,12 +39,14 @@
 //!   `Status` show: [`proc_node`], [`proc_children`], [`proc_cmdline`],
 //!   [`process_uid`].
 //!
-//! - [`ProcStats`]: what a process costs (`open(&handle)`, then
+//! - [`ProcStats`]: what a process costs (`open(&handle, keep_open)`, then
 //!   `sample(full, pss) -> RawSample`), bound to the handle's process: a
 //!   sample after it is gone is an error, never another process's figures.
 //!   Linux: /proc/PID relative to a directory fd opened while the pidfd
-//!   said it lived; FreeBSD: sysctl `kern.proc.pid`, checked against the
-//!   descriptor after each read.
+//!   said it lived, and with `keep_open` the files a sample reads held
+//!   open (up to four more fds, the caller's budget: [`nofile_soft`]);
+//!   FreeBSD: sysctl `kern.proc.pid`, checked against the descriptor
+//!   after each read (`keep_open` changes nothing).
 //!
 //! # Signals
 //!
@@ -111,9 +113,9 @@ mod types;
 pub use posix::{
     bind_listener, cmsg_buffer, ensure_stdio_open, euid, exit_now, foreground_tty, getpid,
     has_children, is_executable, is_fd_exhaustion, is_pipe_or_tty, is_socket, kill_all, kill_group,
-    lookup_group, lookup_user, pipe, process_group, raise_nofile, read_fd, reap_blocking, reap_one,
-    reap_pid, recv_with_fds, resolve_program, send_nonblocking, send_with_fds, take_inherited_fd,
-    to_cstrings, uid, user_groups, write_fd,
+    lookup_group, lookup_user, nofile_soft, pipe, process_group, raise_nofile, read_fd,
+    reap_blocking, reap_one, reap_pid, recv_with_fds, resolve_program, send_nonblocking,
+    send_with_fds, take_inherited_fd, to_cstrings, uid, user_groups, write_fd,
 };
 pub use signals::{sig, signal_name, signal_number};
 pub use sys::{

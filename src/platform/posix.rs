@@ -329,7 +329,7 @@ fn from_libc(l: libc::rlimit) -> Rlimit {
 }
 
 /// The soft RLIMIT_NOFILE now.
-pub(super) fn nofile_soft() -> Option<u64> {
+pub fn nofile_soft() -> Option<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

@@ -29,7 +29,7 @@ pub struct ProcStats {
 }
 
 impl ProcStats {
-    pub fn open(h: &ProcHandle) -> io::Result<ProcStats> {
+    pub fn open(h: &ProcHandle, _keep_open: bool) -> io::Result<ProcStats> {
         if h.has_exited() {
             return Err(io::Error::from_raw_os_error(libc::ESRCH));
         }
