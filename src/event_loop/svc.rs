@@ -273,10 +273,10 @@ impl EventLoop {
                 }
             }
         }
-        let mut extra_fd = None;
+        let mut extra_fds = Vec::new();
         if let Readiness::Fd(n) = spec.ready {
             let (r, w) = platform::pipe().map_err(SpawnFail::Os)?;
-            extra_fd = Some((w.as_raw_fd(), n));
+            extra_fds.push((w.as_raw_fd(), n));
             keep_w.push(w);
             pipes.push((PipeKind::Ready { entry: 0 }, r));
         }
@@ -289,7 +289,7 @@ impl EventLoop {
             self.ignored_signals.clone(),
         );
         spawn_spec.cwd = cwd;
-        spawn_spec.extra_fd = extra_fd;
+        spawn_spec.extra_fds = extra_fds;
         spawn_spec.rlimits = spec
             .rlimits
             .iter()

@@ -65,7 +65,7 @@ pub(super) fn spawn_worker(
         nofile,
         ignored.to_vec(),
     );
-    spec.extra_fd = Some((theirs.as_raw_fd(), crate::protocol::worker::WORKER_FD));
+    spec.extra_fds = vec![(theirs.as_raw_fd(), crate::protocol::worker::WORKER_FD)];
     let lim = platform::Rlimit::both;
     let res = |name| platform::rlimit_resource(name).ok_or(format!("no RLIMIT for {name}"));
     spec.rlimits = vec![

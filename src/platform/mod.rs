@@ -127,7 +127,7 @@ pub use sys::{
 };
 pub use types::{
     ExecError, HandleExit, OwnUsage, ProcHandle, ProcNode, RawExit, RawSample, RebootCmd, Received,
-    Rlimit, SpawnSpec,
+    Rlimit, SpawnSpec, MAX_EXTRA_FDS,
 };
 
 /// Linux only: the scheduling attributes `prioritise` sets, for tests.

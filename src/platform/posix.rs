@@ -589,30 +589,74 @@ pub(super) unsafe fn child_place_fds(
             libc::_exit(127);
         }
     }
-    let mut keep_extra = None;
-    if let Some((src, target)) = spec.extra_fd {
-        if src == target {
-            let flags = libc::fcntl(src, libc::F_GETFD);
-            libc::fcntl(src, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-        } else if libc::dup2(src, target) < 0 {
-            libc::_exit(127);
-        }
-        keep_extra = Some(target as u32);
-    }
+    place_extra_fds(&spec.extra_fds);
     if !spec.keep_inherited_fds {
-        // Nothing but 0, 1 and 2 (and the extra fd) crosses exec, not even
+        // Nothing but 0, 1 and 2 (and the extra fds) crosses exec, not even
         // fds archon inherited.
-        match keep_extra {
-            Some(k) => {
-                if k > 3 {
-                    close_range(3, k - 1);
-                }
-                close_range(k + 1, u32::MAX);
+        let top = spec.extra_fds.iter().map(|e| e.1).max().unwrap_or(2);
+        for fd in 3..top {
+            if !spec.extra_fds.iter().any(|e| e.1 == fd) {
+                libc::close(fd);
             }
-            None => close_range(3, u32::MAX),
+        }
+        close_range(top.max(2) as u32 + 1, u32::MAX);
+    }
+}
+
+/// Moves each (source, target) of `extra` to its target (close-on-exec
+/// cleared), in two steps so a source that is another's target is not
+/// overwritten first: every source that is not already in place is
+/// copied above all the targets, then copied down. No allocation (a
+/// vfork-style child shares archon's memory).
+unsafe fn place_extra_fds(extra: &[(RawFd, RawFd)]) {
+    let above = extra.iter().map(|e| e.1).max().unwrap_or(2) + 1;
+    let mut temp: [RawFd; super::types::MAX_EXTRA_FDS] = [-1; super::types::MAX_EXTRA_FDS];
+    for (i, &(src, target)) in extra.iter().enumerate().take(temp.len()) {
+        if src != target {
+            temp[i] = libc::fcntl(src, libc::F_DUPFD, above);
+            if temp[i] < 0 {
+                libc::_exit(127);
+            }
+        }
+    }
+    for (i, &(_, target)) in extra.iter().enumerate().take(temp.len()) {
+        if temp[i] < 0 {
+            let flags = libc::fcntl(target, libc::F_GETFD);
+            libc::fcntl(target, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+        } else {
+            if libc::dup2(temp[i], target) < 0 {
+                libc::_exit(127);
+            }
+            libc::close(temp[i]);
         }
     }
 }
+
+/// In the child: completes `LISTEN_PID=` in `slot` (made by `c_arrays`)
+/// with the child's own pid.
+pub(super) unsafe fn child_listen_pid(spec: &super::types::SpawnSpec, slot: *mut u8) {
+    if !spec.listen_pid {
+        return;
+    }
+    let mut pid = libc::getpid() as u32;
+    let mut digits = [0u8; 10];
+    let mut n = 0;
+    loop {
+        digits[n] = b'0' + (pid % 10) as u8;
+        n += 1;
+        pid /= 10;
+        if pid == 0 {
+            break;
+        }
+    }
+    let start = LISTEN_PID.len();
+    for i in 0..n {
+        *slot.add(start + i) = digits[n - 1 - i];
+    }
+    *slot.add(start + n) = 0;
+}
+
+const LISTEN_PID: &[u8] = b"LISTEN_PID=";
 
 /// The child side of `spawn` after its fds are in place and before the
 /// identity change: `fail_with`, the fd limit, rlimits, umask.
@@ -688,12 +732,25 @@ pub(super) unsafe fn child_fail(why: &[u8]) -> ! {
 
 /// The argv and envp pointer arrays of a spec, NULL-terminated; made in
 /// the parent (the child allocates nothing).
+/// The child's argv and envp as C arrays; with `listen_pid`, envp also
+/// points at `slot`, which holds `LISTEN_PID=` for the child to complete
+/// (`child_listen_pid`). Refuses more than `MAX_EXTRA_FDS` extra fds.
 pub(super) fn c_arrays(
     spec: &super::types::SpawnSpec,
-) -> (Vec<*const libc::c_char>, Vec<*const libc::c_char>) {
+    slot: &mut [u8; super::types::PID_SLOT],
+) -> io::Result<(Vec<*const libc::c_char>, Vec<*const libc::c_char>)> {
+    if spec.extra_fds.len() > super::types::MAX_EXTRA_FDS || spec.extra_fds.iter().any(|e| e.1 < 3)
+    {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
     let mut argv: Vec<*const libc::c_char> = spec.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = spec.envp.iter().map(|a| a.as_ptr()).collect();
+    if spec.listen_pid {
+        slot[..LISTEN_PID.len()].copy_from_slice(LISTEN_PID);
+        slot[LISTEN_PID.len()] = 0;
+        envp.push(slot.as_ptr().cast());
+    }
     envp.push(std::ptr::null());
-    (argv, envp)
+    Ok((argv, envp))
 }

@@ -126,9 +126,15 @@ pub struct SpawnSpec {
     pub foreground_tty: Option<RawFd>,
     /// Working directory to change to before exec.
     pub cwd: Option<CString>,
-    /// One more fd for the child: (archon's fd, the number the child sees),
-    /// e.g. the write end of an s6 readiness pipe.
-    pub extra_fd: Option<(RawFd, RawFd)>,
+    /// More fds for the child: (archon's fd, the number the child sees),
+    /// e.g. the write end of an s6 readiness pipe, or the sockets passed
+    /// with systemd's protocol from 3 on. The numbers are distinct and at
+    /// least 3; at most `MAX_EXTRA_FDS` (a spawn with more is refused).
+    pub extra_fds: Vec<(RawFd, RawFd)>,
+    /// Give the child `LISTEN_PID=<its own pid>` (systemd's socket
+    /// passing: a program takes `LISTEN_FDS` only when it names it), set
+    /// in the child between its start and exec.
+    pub listen_pid: bool,
     /// Resource limits to set: (resource number from `rlimit_resource`, limit).
     pub rlimits: Vec<(i32, Rlimit)>,
     pub umask: Option<u32>,
@@ -142,6 +148,13 @@ pub struct SpawnSpec {
     /// reason reaches the caller's terminal and the reply is still the exit.
     pub fail_with: Option<(i32, CString)>,
 }
+
+/// The most extra fds a child may get (the child moves them with a
+/// fixed-size table: it cannot allocate).
+pub const MAX_EXTRA_FDS: usize = 256;
+
+/// Room for `LISTEN_PID=` and a pid, written by the child in place.
+pub const PID_SLOT: usize = 24;
 
 impl SpawnSpec {
     /// A child with these essentials and nothing else: no extra fd, no
@@ -164,7 +177,8 @@ impl SpawnSpec {
             keep_inherited_fds: false,
             foreground_tty: None,
             cwd: None,
-            extra_fd: None,
+            extra_fds: Vec::new(),
+            listen_pid: false,
             rlimits: Vec::new(),
             umask: None,
             uid: None,
@@ -179,7 +193,7 @@ impl SpawnSpec {
         self.stdio
             .iter()
             .copied()
-            .chain(self.extra_fd.map(|(src, _)| src))
+            .chain(self.extra_fds.iter().map(|(src, _)| *src))
             .max()
             .unwrap_or(2)
             .max(2)

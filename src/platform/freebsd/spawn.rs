@@ -6,12 +6,13 @@
 use super::super::freebsd_pure as pure;
 use super::super::posix;
 use super::super::types::ProcHandle;
-use super::super::types::SpawnSpec;
+use super::super::types::{SpawnSpec, PID_SLOT};
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 
 pub fn spawn(spec: &SpawnSpec) -> io::Result<ProcHandle> {
-    let (argv, envp) = posix::c_arrays(spec);
+    let mut slot = [0u8; PID_SLOT];
+    let (argv, envp) = posix::c_arrays(spec, &mut slot)?;
     let mut pd: libc::c_int = -1;
     // SAFETY: fork-like; the child branch only makes async-signal-safe
     // calls on memory prepared above and never returns.
@@ -21,7 +22,7 @@ pub fn spawn(spec: &SpawnSpec) -> io::Result<ProcHandle> {
     }
     if pid == 0 {
         // SAFETY: in the child.
-        unsafe { child_exec(spec, &argv, &envp) }
+        unsafe { child_exec(spec, &argv, &envp, slot.as_mut_ptr()) }
     }
     // SAFETY: the kernel gave us this descriptor.
     let fd = unsafe { OwnedFd::from_raw_fd(pd) };
@@ -36,6 +37,7 @@ unsafe fn child_exec(
     spec: &SpawnSpec,
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
+    slot: *mut u8,
 ) -> ! {
     libc::setpgid(0, 0);
     if let Some(tty) = spec.foreground_tty {
@@ -50,6 +52,7 @@ unsafe fn child_exec(
     libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     // A forked child has its own fd table already: no unsharing.
     posix::child_place_fds(spec, close_range);
+    posix::child_listen_pid(spec, slot);
     posix::child_limits(spec);
     if let Some(groups) = &spec.groups {
         if libc::setgroups(groups.len() as libc::c_int, groups.as_ptr()) != 0 {

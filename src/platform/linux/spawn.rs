@@ -6,7 +6,7 @@
 
 use super::super::posix::{self, cvt};
 use super::super::types::ProcHandle;
-use super::super::types::SpawnSpec;
+use super::super::types::{SpawnSpec, PID_SLOT};
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 
@@ -23,6 +23,8 @@ struct ChildCtx<'a> {
     spec: &'a SpawnSpec,
     argv: &'a [*const libc::c_char],
     envp: &'a [*const libc::c_char],
+    /// `LISTEN_PID=`, completed by the child (see `posix::c_arrays`).
+    slot: *mut u8,
 }
 
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
@@ -30,7 +32,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // valid because the parent is suspended (CLONE_VFORK) until exec or exit.
     unsafe {
         let ctx = &*(arg as *const ChildCtx);
-        child_exec(ctx.spec, ctx.argv, ctx.envp)
+        child_exec(ctx.spec, ctx.argv, ctx.envp, ctx.slot)
     }
 }
 
@@ -43,11 +45,13 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
 /// same system call. If the kernel refuses that combination, a fork-style
 /// clone3 does the same job more slowly.
 pub fn spawn(spec: &SpawnSpec) -> io::Result<ProcHandle> {
-    let (argv, envp) = posix::c_arrays(spec);
+    let mut slot = [0u8; PID_SLOT];
+    let (argv, envp) = posix::c_arrays(spec, &mut slot)?;
     let ctx = ChildCtx {
         spec,
         argv: &argv,
         envp: &envp,
+        slot: slot.as_mut_ptr(),
     };
     // One stack for every child, made once: children run one at a time
     // (archon is suspended until each has exec'd). A fresh heap block per
@@ -78,7 +82,7 @@ pub fn spawn(spec: &SpawnSpec) -> io::Result<ProcHandle> {
     if pid < 0 {
         let err = io::Error::last_os_error();
         if err.raw_os_error() == Some(libc::EINVAL) {
-            return spawn_forking(spec, &argv, &envp);
+            return spawn_forking(spec, &argv, &envp, slot.as_mut_ptr());
         }
         return Err(err);
     }
@@ -91,6 +95,7 @@ pub(super) fn spawn_forking(
     spec: &SpawnSpec,
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
+    slot: *mut u8,
 ) -> io::Result<ProcHandle> {
     let mut pidfd: libc::c_int = -1;
     // SAFETY: zeroed clone_args is the documented "no options" value.
@@ -113,7 +118,7 @@ pub(super) fn spawn_forking(
     let pid = cvt(ret)?;
     if pid == 0 {
         // SAFETY: in the child; see above.
-        unsafe { child_exec(spec, argv, envp) }
+        unsafe { child_exec(spec, argv, envp, slot) }
     }
     // SAFETY: the kernel wrote a fresh pidfd (CLONE_PIDFD implies O_CLOEXEC).
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
@@ -128,6 +133,7 @@ unsafe fn child_exec(
     spec: &SpawnSpec,
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
+    slot: *mut u8,
 ) -> ! {
     libc::setpgid(0, 0);
     if let Some(tty) = spec.foreground_tty {
@@ -160,6 +166,7 @@ unsafe fn child_exec(
         }
     }
     posix::child_place_fds(spec, close_range);
+    posix::child_listen_pid(spec, slot);
     posix::child_limits(spec);
     // Raw system calls: glibc's wrappers may try to synchronise threads,
     // and this child shares archon's memory.
@@ -305,8 +312,75 @@ mod tests {
         let a = spawn(&spec("exit 5")).unwrap();
         assert_eq!(wait_exit(&a), 5);
         let s = spec("exit 6");
-        let (argv, envp) = posix::c_arrays(&s);
-        let b = spawn_forking(&s, &argv, &envp).unwrap();
+        let mut slot = [0u8; PID_SLOT];
+        let (argv, envp) = posix::c_arrays(&s, &mut slot).unwrap();
+        let b = spawn_forking(&s, &argv, &envp, slot.as_mut_ptr()).unwrap();
         assert_eq!(wait_exit(&b), 6);
+    }
+
+    /// Two extra fds whose sources are each other's targets land swapped
+    /// (neither overwritten first), nothing else crosses exec, and the
+    /// child sees LISTEN_PID as its own pid: on both spawn paths.
+    #[test]
+    fn extra_fds_cross_over_and_listen_pid_is_the_childs() {
+        for forking in [false, true] {
+            let (r1, w1) = crate::platform::pipe().unwrap();
+            let (r2, w2) = crate::platform::pipe().unwrap();
+            // Fresh fds (F_DUPFD takes the lowest free one at or above its
+            // argument: no other test's fd is overwritten).
+            // SAFETY: test-only fd juggling on fds this test owns.
+            let (a, b, c) = unsafe {
+                let a = libc::fcntl(w1.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 600);
+                let b = libc::fcntl(w2.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 600);
+                // Not close-on-exec: it would cross exec if the child kept it.
+                let c = libc::fcntl(w2.as_raw_fd(), libc::F_DUPFD, 600);
+                assert!(a >= 600 && b >= 600 && c >= 600);
+                (a, b, c)
+            };
+            drop((w1, w2));
+            // bash: dash takes only one-digit fds. `a` goes to `b`'s
+            // number and `b` to `a`'s.
+            let mut s = spec(&format!(
+                "echo \"a $LISTEN_PID $$\" >&{b}; echo b >&{a}; \
+                 if [ -e /proc/self/fd/{c} ]; then echo leaked >&{b}; fi"
+            ));
+            s.program = CString::new("/bin/bash").unwrap();
+            s.argv[0] = CString::new("bash").unwrap();
+            s.extra_fds = vec![(a, b), (b, a)];
+            s.listen_pid = true;
+            let child = if forking {
+                let mut slot = [0u8; PID_SLOT];
+                let (argv, envp) = posix::c_arrays(&s, &mut slot).unwrap();
+                spawn_forking(&s, &argv, &envp, slot.as_mut_ptr()).unwrap()
+            } else {
+                spawn(&s).unwrap()
+            };
+            let pid = child.pid();
+            // SAFETY: closing the test's own copies.
+            unsafe {
+                libc::close(a);
+                libc::close(b);
+                libc::close(c);
+            }
+            assert_eq!(wait_exit(&child), 0);
+            let read = |r: OwnedFd| {
+                let mut out = String::new();
+                std::io::Read::read_to_string(&mut std::fs::File::from(r), &mut out).unwrap();
+                out
+            };
+            assert_eq!(read(r1), format!("a {pid} {pid}\n"), "forking={forking}");
+            assert_eq!(read(r2), "b\n", "forking={forking}");
+        }
+    }
+
+    #[test]
+    fn too_many_or_low_extra_fds_are_refused() {
+        let mut s = spec("exit 0");
+        s.extra_fds = vec![(1, 2)];
+        assert!(spawn(&s).is_err());
+        s.extra_fds = (0..=crate::platform::MAX_EXTRA_FDS as i32)
+            .map(|i| (1, i + 3))
+            .collect();
+        assert!(spawn(&s).is_err());
     }
 }
