@@ -46,6 +46,8 @@ options:
                            started with
       --metrics ADDR       serve Prometheus/OpenMetrics at http://ADDR/metrics
                            (host:port, :port, or a Unix socket path)
+      --ports LO-HI        where a service's auto ports come from
+                           (default 30000-31000)
       --monitor PROFILE    sample what every tracked process costs (off,
                            minimal, standard, intensive, daemon); a service's
                            own `monitor` wins; default off (`archonctl top`)
@@ -93,6 +95,8 @@ pub struct Options {
     pub monitor: Option<crate::monitor::Profile>,
     /// Serve `GET /metrics` here (`--metrics host:port` or a socket path).
     pub metrics: Option<String>,
+    /// Where `"auto"` ports come from (`--ports LO-HI`).
+    pub ports: crate::services::net::PortRange,
 }
 
 /// `$ARCHON_SOCKET`, else `/run/archon/archon.sock` for root, else
@@ -149,6 +153,7 @@ pub fn parse(args: &[OsString], uid: u32) -> Result<Parsed, String> {
         nice: -10,
         monitor: None,
         metrics: None,
+        ports: Default::default(),
     };
     let mut it = args.iter();
     while let Some(raw) = it.next() {
@@ -238,6 +243,11 @@ pub fn parse(args: &[OsString], uid: u32) -> Result<Parsed, String> {
             "-g" | "--forward-to-group" => opts.forward_group = true,
             "--no-subreaper" => opts.subreaper = false,
             "--metrics" => opts.metrics = Some(value("--metrics")?),
+            "--ports" => {
+                opts.ports = value("--ports")?
+                    .parse()
+                    .map_err(|e| format!("--ports: {e}"))?
+            }
             "--monitor" => {
                 let v = value("--monitor")?;
                 opts.monitor = crate::monitor::Profile::named(&v)?;

@@ -17,6 +17,7 @@ mod metrics;
 mod monitor;
 mod notify;
 mod output;
+mod ports;
 mod requests;
 mod sources;
 mod stream;
@@ -160,6 +161,8 @@ pub struct EventLoop {
     reading_notify: bool,
     /// Resource monitoring: sampled processes, due samples, histories.
     monitoring: monitor::Monitoring,
+    /// Services' ports and sockets, bound and held.
+    endpoints: ports::Endpoints,
     /// `--metrics`: the scrape endpoint, and whether its listener had more
     /// than a pass's budget.
     metrics: Option<metrics::Server>,
@@ -203,6 +206,7 @@ fn reserve() -> Option<File> {
 impl EventLoop {
     /// Start-up: everything here may fail, and failure is fatal.
     pub fn new(opts: Options, nofile: platform::Rlimit) -> Result<Self, String> {
+        let port_range = opts.ports;
         let mut signals = platform::SignalSource::new(&platform::handled_signals())
             .map_err(|e| format!("signal source: {e}"))?;
         let mut exits = platform::ExitWatch::new().map_err(|e| format!("exit watch: {e}"))?;
@@ -349,6 +353,7 @@ impl EventLoop {
             reading_notify: false,
             pass: 0,
             monitoring: Default::default(),
+            endpoints: ports::Endpoints::new(port_range),
             metrics,
             metrics_again: false,
             tree_cache: None,
@@ -803,6 +808,9 @@ impl EventLoop {
         self.hook_run_done(id, &exit);
         if let Some((svc_entry, kind)) = self.checks.remove(&id) {
             self.check_ended(svc_entry, kind, exit == Exit::Code(0));
+        }
+        if let Some((name, index)) = self.services.owner(id) {
+            self.endpoints.exited(&name, index);
         }
         if let Some(cmds) = self.services.exited(id, exit, now.mono, now.wall) {
             self.apply_svc(cmds);

@@ -157,6 +157,32 @@ fn setting_rows(s: &ServiceSpec, services: &Services, out: &mut String) {
             &health.iter().map(String::as_str).collect::<Vec<_>>(),
         );
     }
+    for p in &s.ports {
+        let port = p.port.map_or("auto".into(), |n| n.to_string());
+        let bind = match p.bind {
+            crate::services::net::PortBind::Archon => "archon",
+            crate::services::net::PortBind::Service => "service",
+        };
+        put_all("port", &[&p.name, &port, &p.address, bind]);
+    }
+    for k in &s.sockets {
+        let backlog = k.backlog.to_string();
+        let mut f = vec![
+            k.name.clone(),
+            k.kind.as_str().into(),
+            k.kind.target().into(),
+            backlog,
+        ];
+        if let crate::services::net::SocketKind::Unix { mode, uid, gid, .. } = &k.kind {
+            let o = |v: &Option<u32>| v.map(|v| v.to_string()).unwrap_or_default();
+            f.extend([
+                mode.map(|m| format!("{m:04o}")).unwrap_or_default(),
+                o(uid),
+                o(gid),
+            ]);
+        }
+        put_all("socket", &f.iter().map(String::as_str).collect::<Vec<_>>());
+    }
     let mut put = |k: &str, v: String| put_all(k, &[v.as_str()]);
     put("declared", format!("{}:{}", s.file, s.line));
     for (k, v) in &s.env {

@@ -55,6 +55,7 @@ impl EventLoop {
                     self.warn_failed_start_or_watchdog(&name, index, old, state);
                     if state == SvcState::Stopped {
                         self.prune_rings();
+                        self.endpoints_prune();
                     }
                     log::info!(
                         "service {name}.{index} {} pid={}",
@@ -119,7 +120,16 @@ impl EventLoop {
                 }
             }
         }
-        match self.try_spawn_service(&spec, index) {
+        let passed = match self.endpoints.prepare(&spec, index) {
+            Ok(p) => p,
+            Err(e) => {
+                log::warn!("service {name}.{index} cannot start: {e}");
+                return self
+                    .services
+                    .spawn_failed(name, index, 126, now.mono, now.wall);
+            }
+        };
+        match self.try_spawn_service(&spec, index, &passed) {
             Ok((spawned, pipes)) => {
                 let pid = spawned.pid();
                 let argv = instance_argv(&spec.cmd, index).into_owned();
@@ -181,6 +191,7 @@ impl EventLoop {
         spec: &ServiceSpec,
         index: u32,
         notify: bool,
+        net: &[(String, String)],
     ) -> Result<(Vec<std::rc::Rc<CString>>, Option<String>), SpawnFail> {
         let instance = index.to_string();
         let notify = match &self.notify_name {
@@ -198,9 +209,10 @@ impl EventLoop {
             ("ARCHON_INSTANCE", instance.as_str()),
         ];
         let socket = notify.map(|n| ("NOTIFY_SOCKET", n));
+        let net = net.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         self.env.envp(
             spec.env_clear,
-            own.chain(archon).chain(socket).chain(watchdog),
+            own.chain(archon).chain(socket).chain(watchdog).chain(net),
         )
     }
 
@@ -210,8 +222,9 @@ impl EventLoop {
         &self,
         spec: &ServiceSpec,
         index: u32,
+        passed: &ports::Passed,
     ) -> Result<(ProcHandle, Vec<(PipeKind, OwnedFd)>), SpawnFail> {
-        let (envp, path) = self.service_envp(spec, index, true)?;
+        let (envp, path) = self.service_envp(spec, index, true, &passed.env)?;
         let cmd = instance_argv(&spec.cmd, index);
         let (program, argv) = exec_parts(&cmd, path.as_deref(), Some(&self.programs))?;
         let cwd = match &spec.cwd {
@@ -273,7 +286,11 @@ impl EventLoop {
                 }
             }
         }
-        let mut extra_fds = Vec::new();
+        // Ports and sockets from 3 on (systemd's SD_LISTEN_FDS_START).
+        let mut extra_fds: Vec<(RawFd, RawFd)> = (3..)
+            .zip(passed.fds.iter().copied())
+            .map(|(t, s)| (s, t))
+            .collect();
         if let Readiness::Fd(n) = spec.ready {
             let (r, w) = platform::pipe().map_err(SpawnFail::Os)?;
             extra_fds.push((w.as_raw_fd(), n));
@@ -289,6 +306,7 @@ impl EventLoop {
             self.ignored_signals.clone(),
         );
         spawn_spec.cwd = cwd;
+        spawn_spec.listen_pid = !passed.fds.is_empty();
         spawn_spec.extra_fds = extra_fds;
         spawn_spec.rlimits = spec
             .rlimits
@@ -430,10 +448,26 @@ impl EventLoop {
                 self.check_due.insert((now.mono + interval, entry, kind));
                 continue;
             }
-            let parts = self.service_envp(&spec, 0, false).and_then(|(envp, path)| {
-                let (program, argv_c) = exec_parts(&argv, path.as_deref(), None)?;
-                Ok((program, argv_c, envp))
-            });
+            // A check sees the instance's PORT variables (not its fds).
+            let index = self.services.owner(entry).map_or(0, |o| o.1);
+            let net: Vec<(String, String)> = self
+                .endpoints
+                .ports_of(&name, index)
+                .iter()
+                .enumerate()
+                .flat_map(|(i, (n, _, p))| {
+                    let first = (i == 0).then(|| ("PORT".to_string(), p.to_string()));
+                    first
+                        .into_iter()
+                        .chain([(crate::services::net::port_var(n), p.to_string())])
+                })
+                .collect();
+            let parts = self
+                .service_envp(&spec, index, false, &net)
+                .and_then(|(envp, path)| {
+                    let (program, argv_c) = exec_parts(&argv, path.as_deref(), None)?;
+                    Ok((program, argv_c, envp))
+                });
             match parts.and_then(|(program, argv_c, envp)| {
                 let dn = self.dev_null.as_raw_fd();
                 let spawn_spec = platform::SpawnSpec::new(
@@ -488,6 +522,19 @@ impl EventLoop {
         }
     }
 
+    /// Lets go of the ports and sockets nothing declares any more.
+    pub(super) fn endpoints_prune(&mut self) {
+        let services = &self.services;
+        self.endpoints.prune(
+            |n, i| {
+                services
+                    .instances(Some(n))
+                    .is_ok_and(|v| v.iter().any(|(_, x)| x.index == i))
+            },
+            |n| services.spec(n).cloned(),
+        );
+    }
+
     /// `Reload` (and SIGHUP): reads the config again; an invalid one
     /// changes nothing.
     /// A reload's new config, evaluated and checked: reconciles the
@@ -505,6 +552,7 @@ impl EventLoop {
         );
         self.apply_svc(cmds);
         self.monitor_refresh();
+        self.endpoints_prune();
         self.fire_simple("reloaded", "archon", 0);
         Reply::Ok(vec![
             list("added", &sum.added),

@@ -309,6 +309,8 @@ const KEYS: &[&str] = &[
     "autostart",
     "monitor",
     "limits",
+    "ports",
+    "sockets",
 ];
 
 /// Reads one `service "name" { ... }` body. Problems go to `errs`, each
@@ -571,6 +573,14 @@ fn parse_service(
                 Ok(l) => s.limits = Some(l),
                 Err(e) => bad("limits", &e),
             },
+            "ports" => match super::net::parse_ports(&v) {
+                Ok(p) => s.ports = p,
+                Err(e) => bad("ports", &e),
+            },
+            "sockets" => match super::net::parse_sockets(&v) {
+                Ok(p) => s.sockets = p,
+                Err(e) => bad("sockets", &e),
+            },
             "monitor" => match super::settings::parse_monitor(&v) {
                 Ok(m) => s.monitor = m,
                 Err(e) => bad("monitor", &e),
@@ -640,6 +650,29 @@ fn parse_service(
         errs.push(format!(
             "{at}: startsecs and watchdog are for long-running services, not a oneshot"
         ));
+    }
+    let passed = s.passed_fd_names();
+    let mut names: Vec<&str> = s
+        .ports
+        .iter()
+        .map(|p| p.name.as_str())
+        .chain(s.sockets.iter().map(|k| k.name.as_str()))
+        .collect();
+    names.sort_unstable();
+    if names.windows(2).any(|w| w[0] == w[1]) {
+        errs.push(format!("{at}: a port and a socket have the same name"));
+    }
+    if let Readiness::Fd(n) = s.ready {
+        if !passed.is_empty() && (n as usize) < 3 + passed.len() {
+            errs.push(format!(
+                "{at}: ready = {{ fd = {n} }} is one of the fds passed from 3 on ({}); use {} or above",
+                passed.join(", "),
+                3 + passed.len()
+            ));
+        }
+    }
+    if passed.len() > crate::platform::MAX_EXTRA_FDS - 1 {
+        errs.push(format!("{at}: too many ports and sockets to pass"));
     }
     if s.oneshot && s.replicas > 1 {
         errs.push(format!(

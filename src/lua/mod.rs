@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod hooks;
+mod net;
 mod settings;
 
 use crate::protocol::worker::{FrameReader, FromWorker, ToWorker, MAX_FRAME};

@@ -111,11 +111,11 @@ mod signals;
 mod types;
 
 pub use posix::{
-    bind_listener, cmsg_buffer, ensure_stdio_open, euid, exit_now, foreground_tty, getpid,
-    has_children, is_executable, is_fd_exhaustion, is_pipe_or_tty, is_socket, kill_all, kill_group,
-    lookup_group, lookup_user, nofile_soft, pipe, process_group, raise_nofile, read_fd,
-    reap_blocking, reap_one, reap_pid, recv_with_fds, resolve_program, send_nonblocking,
-    send_with_fds, take_inherited_fd, to_cstrings, uid, user_groups, write_fd,
+    bind_listener, bind_service_socket, cmsg_buffer, ensure_stdio_open, euid, exit_now,
+    foreground_tty, getpid, has_children, is_executable, is_fd_exhaustion, is_pipe_or_tty,
+    is_socket, kill_all, kill_group, lookup_group, lookup_user, nofile_soft, pipe, process_group,
+    raise_nofile, read_fd, reap_blocking, reap_one, reap_pid, recv_with_fds, resolve_program,
+    send_nonblocking, send_with_fds, take_inherited_fd, to_cstrings, uid, user_groups, write_fd,
 };
 pub use signals::{sig, signal_name, signal_number};
 pub use sys::{
@@ -126,8 +126,8 @@ pub use sys::{
     set_process_name, spawn, trim_heap, ExitWatch, ProcStats, SignalSource,
 };
 pub use types::{
-    ExecError, HandleExit, OwnUsage, ProcHandle, ProcNode, RawExit, RawSample, RebootCmd, Received,
-    Rlimit, SpawnSpec, MAX_EXTRA_FDS,
+    BindSpec, ExecError, HandleExit, OwnUsage, ProcHandle, ProcNode, RawExit, RawSample, RebootCmd,
+    Received, Rlimit, SpawnSpec, MAX_EXTRA_FDS,
 };
 
 /// Linux only: the scheduling attributes `prioritise` sets, for tests.

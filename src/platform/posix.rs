@@ -570,6 +570,53 @@ pub fn bind_listener(path: &Path, mode: u32) -> Result<std::os::unix::net::UnixL
     Ok(std::os::unix::net::UnixListener::from(fd))
 }
 
+/// A socket bound for services to inherit (`BindSpec`): close-on-exec in
+/// archon (the spawn clears it in the child) and blocking, as systemd
+/// passes sockets. TCP gets SO_REUSEADDR (a restarted archon rebinds past
+/// TIME_WAIT) and `backlog`; a Unix socket's stale file is replaced only
+/// when it is a socket, and it is chmod and chown'd before listen.
+pub fn bind_service_socket(spec: &super::types::BindSpec, backlog: u32) -> Result<OwnedFd, String> {
+    use super::types::BindSpec;
+    use nix::sys::socket::{listen, Backlog};
+    let backlog = Backlog::new(backlog.min(65535) as i32).unwrap_or(Backlog::MAXCONN);
+    match spec {
+        BindSpec::Tcp(addr) => {
+            let l = std::net::TcpListener::bind(addr)
+                .map_err(|e| format!("cannot bind tcp {addr}: {e}"))?;
+            let fd = OwnedFd::from(l);
+            listen(&fd, backlog).map_err(|e| format!("listen {addr}: {e}"))?;
+            Ok(fd)
+        }
+        BindSpec::Udp(addr) => std::net::UdpSocket::bind(addr)
+            .map(OwnedFd::from)
+            .map_err(|e| format!("cannot bind udp {addr}: {e}")),
+        BindSpec::Unix {
+            path,
+            mode,
+            uid,
+            gid,
+        } => {
+            use std::os::unix::fs::FileTypeExt;
+            if let Ok(m) = std::fs::symlink_metadata(path) {
+                if !m.file_type().is_socket() {
+                    return Err(format!("{} exists and is not a socket", path.display()));
+                }
+                let _ = std::fs::remove_file(path);
+            }
+            let l = bind_listener(path, *mode)?;
+            l.set_nonblocking(false)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            if uid.is_some() || gid.is_some() {
+                std::os::unix::fs::chown(path, *uid, *gid)
+                    .map_err(|e| format!("cannot chown {}: {e}", path.display()))?;
+            }
+            let fd = OwnedFd::from(l);
+            listen(&fd, backlog).map_err(|e| format!("listen {}: {e}", path.display()))?;
+            Ok(fd)
+        }
+    }
+}
+
 /// The child side of `spawn`, for both backends: moves the spec's fds into
 /// place and closes the rest (`close_above` closes every fd from its
 /// argument up), writes `archon: why` to the child's stderr.

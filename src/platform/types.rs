@@ -149,6 +149,19 @@ pub struct SpawnSpec {
     pub fail_with: Option<(i32, CString)>,
 }
 
+/// A socket archon binds for services (`bind_service_socket`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindSpec<'a> {
+    Tcp(std::net::SocketAddr),
+    Udp(std::net::SocketAddr),
+    Unix {
+        path: &'a std::path::Path,
+        mode: u32,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    },
+}
+
 /// The most extra fds a child may get (the child moves them with a
 /// fixed-size table: it cannot allocate).
 pub const MAX_EXTRA_FDS: usize = 256;

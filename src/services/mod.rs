@@ -5,6 +5,7 @@
 
 pub mod machine;
 pub mod manager;
+pub mod net;
 pub mod spec;
 pub mod wire;
 

@@ -144,6 +144,10 @@ pub struct ServiceSpec {
     pub monitor: Monitor,
     /// Limits that stop or restart the instance (`limits = {...}`).
     pub limits: Option<Limits>,
+    /// Named ports of each instance (`ports`), sorted by name.
+    pub ports: Vec<super::net::PortSpec>,
+    /// Sockets archon binds for the service (`sockets`), sorted by name.
+    pub sockets: Vec<super::net::SocketSpec>,
 }
 
 /// What a service may use before archon acts (pm2's max_memory_restart,
@@ -202,6 +206,17 @@ pub enum Monitor {
 }
 
 impl ServiceSpec {
+    /// The names of the fds passed from 3 on (`LISTEN_FDNAMES`): the ports
+    /// archon binds, then the sockets, each sorted by name.
+    pub fn passed_fd_names(&self) -> Vec<&str> {
+        self.ports
+            .iter()
+            .filter(|p| p.bind == super::net::PortBind::Archon)
+            .map(|p| p.name.as_str())
+            .chain(self.sockets.iter().map(|s| s.name.as_str()))
+            .collect()
+    }
+
     pub fn new(name: &str, file: &str, line: usize) -> Self {
         Self::new_in(name, std::rc::Rc::from(file), line)
     }
@@ -246,6 +261,8 @@ impl ServiceSpec {
             autostart: true,
             monitor: Monitor::Inherit,
             limits: None,
+            ports: Vec::new(),
+            sockets: Vec::new(),
         }
     }
 

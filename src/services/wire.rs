@@ -19,6 +19,9 @@
 //! [monitor, off]  [monitor, interval_ms, all|cpu,memory, history, pss 0|1]
 //! (no monitor record: archon's --monitor)
 //! [limits, memory|"", rss|pss, cpu|"", runtime_ms|"", sustain_ms, restart|stop|event]
+//! [port, name, auto|N, address, archon|service]...
+//! [socket, name, tcp|udp, address, backlog]...
+//! [socket, name, unix, path, backlog, mode|"", uid|"", gid|""]...
 //! ```
 
 use super::spec::{
@@ -29,7 +32,7 @@ use crate::monitor::{Collect, Profile};
 use crate::protocol::worker::Record;
 use std::rc::Rc;
 
-fn b(s: impl AsRef<str>) -> Vec<u8> {
+pub(super) fn b(s: impl AsRef<str>) -> Vec<u8> {
     s.as_ref().as_bytes().to_vec()
 }
 
@@ -37,7 +40,7 @@ fn flag(v: bool) -> Vec<u8> {
     b(if v { "1" } else { "0" })
 }
 
-fn rec<I: IntoIterator<Item = Vec<u8>>>(head: &str, rest: I) -> Record {
+pub(super) fn rec<I: IntoIterator<Item = Vec<u8>>>(head: &str, rest: I) -> Record {
     std::iter::once(b(head)).chain(rest).collect()
 }
 
@@ -193,6 +196,7 @@ pub fn encode(s: &ServiceSpec, out: &mut Vec<Record>) {
             ],
         )),
     }
+    super::net::encode(s, out);
     if let Some(l) = &s.limits {
         let o = |v: Option<String>| b(v.unwrap_or_default());
         out.push(rec(
@@ -212,11 +216,11 @@ pub fn encode(s: &ServiceSpec, out: &mut Vec<Record>) {
     }
 }
 
-fn text(f: &[u8]) -> Result<String, String> {
+pub(super) fn text(f: &[u8]) -> Result<String, String> {
     String::from_utf8(f.to_vec()).map_err(|_| "a text field is not UTF-8".to_string())
 }
 
-fn num<T: std::str::FromStr>(f: &[u8]) -> Result<T, String> {
+pub(super) fn num<T: std::str::FromStr>(f: &[u8]) -> Result<T, String> {
     text(f)?
         .parse()
         .map_err(|_| format!("bad number {:?}", String::from_utf8_lossy(f)))
@@ -443,6 +447,8 @@ pub fn decode(records: &[Record]) -> Result<Vec<ServiceSpec>, String> {
                     },
                 });
             }
+            b"port" => s.ports.push(super::net::decode_port(args)?),
+            b"socket" => s.sockets.push(super::net::decode_socket(args)?),
             other => {
                 return Err(format!(
                     "unknown setting record {:?}",
@@ -521,6 +527,40 @@ mod tests {
             history: 7,
             pss: true,
         });
+        {
+            use crate::services::net::{PortBind, PortSpec, SocketKind, SocketSpec};
+            s.ports = vec![
+                PortSpec {
+                    name: "admin".into(),
+                    port: Some(9100),
+                    address: "::1".into(),
+                    bind: PortBind::Service,
+                },
+                PortSpec {
+                    name: "http".into(),
+                    port: None,
+                    address: "0.0.0.0".into(),
+                    bind: PortBind::Archon,
+                },
+            ];
+            s.sockets = vec![
+                SocketSpec {
+                    name: "ctl".into(),
+                    kind: SocketKind::Unix {
+                        path: "/run/a,b.sock".into(),
+                        mode: Some(0o660),
+                        uid: None,
+                        gid: Some(33),
+                    },
+                    backlog: 5,
+                },
+                SocketSpec {
+                    name: "dns".into(),
+                    kind: SocketKind::Udp("[::]:53".into()),
+                    backlog: 128,
+                },
+            ];
+        }
         let mut other = ServiceSpec::new("db", "a.lua", 9);
         other.cmd = vec!["db".into()];
         other.ready = Readiness::Fd(3);

@@ -1,0 +1,344 @@
+//! Ports and pre-bound sockets against the real binary, with real clients
+//! (curl, socat) and a server written for systemd's socket activation
+//! (`fixtures/sd_server.py`), which is also run under systemd's own
+//! `systemd-socket-activate` where that is installed, as the reference.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg(target_os = "linux")]
+
+mod util;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use util::*;
+
+fn server() -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd_server.py");
+    p.to_str().unwrap().to_string()
+}
+
+/// The variables instance `i` of the server wrote (its latest process).
+fn env_of(dir: &Path, i: u32) -> HashMap<String, String> {
+    std::fs::read_to_string(dir.join(format!("env.{i}")))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Waits until instance `i` has written its variables from a process
+/// other than `not_pid`.
+fn wait_env(dir: &Path, i: u32, not_pid: &str) -> HashMap<String, String> {
+    let mut env = HashMap::new();
+    wait_for(&format!("instance {i} to start serving"), || {
+        env = env_of(dir, i);
+        env.get("pid").is_some_and(|p| p != not_pid)
+    });
+    env
+}
+
+fn curl(url: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", url])
+        .output()
+        .expect("curl is needed for these tests");
+    assert!(
+        out.status.success(),
+        "curl {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    temp_dir(&format!("{name}-out"))
+}
+
+#[test]
+fn auto_ports_are_bound_passed_as_systemd_does_and_stable_across_restarts() {
+    let out = out_dir("net-auto");
+    let lua = format!(
+        r#"service "api" {{ cmd = {{ "python3", {}, {} }}, replicas = 2,
+              backoff = {{ initial = 1 }}, ports = {{ http = "auto" }} }}"#,
+        lua_str(&server()),
+        lua_str(out.to_str().unwrap())
+    );
+    let d = with_config("net-auto", &lua, &["--ports", "41100-41199"]);
+    let e0 = wait_env(&out, 0, "");
+    let e1 = wait_env(&out, 1, "");
+    // systemd's protocol: one fd from 3, named, for this very process.
+    for e in [&e0, &e1] {
+        assert_eq!(e["LISTEN_FDS"], "1", "{e:?}");
+        assert_eq!(e["LISTEN_FDNAMES"], "http", "{e:?}");
+        assert_eq!(e["LISTEN_PID"], e["pid"], "{e:?}");
+        assert_eq!(e["kinds"], "http=inet/stream", "{e:?}");
+        assert_eq!(e["PORT"], e["PORT_HTTP"], "{e:?}");
+        let port: u16 = e["PORT"].parse().unwrap();
+        assert!((41100..=41199).contains(&port), "{e:?}");
+    }
+    assert_ne!(e0["PORT"], e1["PORT"], "two instances, two ports");
+    let url = format!("http://127.0.0.1:{}/", e0["PORT"]);
+    assert_eq!(
+        curl(&url),
+        format!("name=http instance=0 pid={}\n", e0["pid"])
+    );
+
+    // Killed, and restarted a second later: a client that connects while
+    // no process runs waits in archon's backlog, and is served by the new
+    // process on the same port.
+    let old: i32 = e0["pid"].parse().unwrap();
+    unsafe_kill(old);
+    wait_for("the old process to be gone", || pid_gone(old));
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", e0["PORT"].parse().unwrap()))
+        .expect("the port refused a connection during the restart");
+    c.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    c.read_to_string(&mut reply).unwrap();
+    let e0b = wait_env(&out, 0, &e0["pid"]);
+    assert_eq!(e0b["PORT"], e0["PORT"], "the port is the instance's");
+    assert!(
+        reply.ends_with(&format!("name=http instance=0 pid={}\n", e0b["pid"])),
+        "{reply}"
+    );
+    drop(d);
+}
+
+fn unsafe_kill(pid: i32) {
+    let st = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn a_port_the_service_binds_itself_is_let_go_before_the_spawn() {
+    let out = out_dir("net-self");
+    let lua = format!(
+        r#"service "own" {{ cmd = {{ "python3", {}, {}, "--bind" }},
+              backoff = {{ initial = 0.1 }},
+              ports = {{ http = {{ port = "auto", address = "127.0.0.1", bind = "service" }} }} }}"#,
+        lua_str(&server()),
+        lua_str(out.to_str().unwrap())
+    );
+    let d = with_config("net-self", &lua, &["--ports", "41200-41299"]);
+    let e = wait_env(&out, 0, "");
+    // Nothing passed: the program bound the port itself.
+    assert_eq!(e["LISTEN_FDS"], "", "{e:?}");
+    assert_eq!(e["kinds"], "self=inet/stream", "{e:?}");
+    assert_eq!(
+        curl(&format!("http://127.0.0.1:{}/", e["PORT"])),
+        format!("name=self instance=0 pid={}\n", e["pid"])
+    );
+    // Restarted, it gets the same port (archon held it in between).
+    unsafe_kill(e["pid"].parse().unwrap());
+    let e2 = wait_env(&out, 0, &e["pid"]);
+    assert_eq!(e2["PORT"], e["PORT"]);
+    drop(d);
+}
+
+#[test]
+fn sockets_tcp_udp_and_unix_with_mode_are_passed_by_name() {
+    let out = out_dir("net-socks");
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tcp = probe.local_addr().unwrap().port();
+    drop(probe);
+    let udp_probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp = udp_probe.local_addr().unwrap().port();
+    drop(udp_probe);
+    let path = out.join("ctl.sock");
+    let lua = format!(
+        r#"service "multi" {{ cmd = {{ "python3", {}, {} }},
+              ports = {{ admin = "auto" }},
+              sockets = {{ web = {{ tcp = "127.0.0.1:{tcp}", backlog = 64 }},
+                          dns = {{ udp = "127.0.0.1:{udp}" }},
+                          ctl = {{ unix = {}, mode = "0600" }} }} }}"#,
+        lua_str(&server()),
+        lua_str(out.to_str().unwrap()),
+        lua_str(path.to_str().unwrap())
+    );
+    let d = with_config("net-socks", &lua, &["--ports", "41300-41399"]);
+    let e = wait_env(&out, 0, "");
+    // Ports first, then sockets, each by name.
+    assert_eq!(e["LISTEN_FDS"], "4", "{e:?}");
+    assert_eq!(e["LISTEN_FDNAMES"], "admin:ctl:dns:web", "{e:?}");
+    assert_eq!(
+        e["kinds"], "admin=inet/stream,ctl=unix/stream,dns=inet/dgram,web=inet/stream",
+        "{e:?}"
+    );
+    assert_eq!(e["PORT_ADMIN"], e["PORT"]);
+    let dump = d.ask("DumpConfig");
+    for row in [
+        "Setting,multi,port,admin,auto,0.0.0.0,archon".to_string(),
+        format!(
+            "Setting,multi,socket,ctl,unix,{},128,0600,,",
+            path.display()
+        ),
+        format!("Setting,multi,socket,dns,udp,127.0.0.1:{udp},128"),
+        format!("Setting,multi,socket,web,tcp,127.0.0.1:{tcp},64"),
+    ] {
+        assert!(dump.contains(&row), "{row} not in {dump:?}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let pid = &e["pid"];
+    assert_eq!(
+        curl(&format!("http://127.0.0.1:{tcp}/")),
+        format!("name=web instance=0 pid={pid}\n")
+    );
+    // socat over the Unix socket and UDP.
+    let via_unix = Command::new("socat")
+        .args(["-t", "10", "-", &format!("UNIX-CONNECT:{}", path.display())])
+        .stdin_bytes(b"GET / HTTP/1.0\r\n\r\n");
+    assert!(
+        via_unix.ends_with(&format!("name=ctl instance=0 pid={pid}\n")),
+        "{via_unix}"
+    );
+    let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    u.send_to(b"hello\n", ("127.0.0.1", udp)).unwrap();
+    let mut buf = [0u8; 256];
+    let n = u.recv(&mut buf).expect("no reply over UDP");
+    assert_eq!(
+        String::from_utf8_lossy(&buf[..n]),
+        format!("dns {pid}: hello\n")
+    );
+    drop(d);
+}
+
+trait StdinBytes {
+    fn stdin_bytes(&mut self, input: &[u8]) -> String;
+}
+
+impl StdinBytes for Command {
+    /// Runs with `input` on stdin; returns stdout.
+    fn stdin_bytes(&mut self, input: &[u8]) -> String {
+        let mut child = self
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("socat is needed for these tests");
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+#[test]
+fn a_taken_port_fails_the_start_clearly_and_archon_keeps_answering() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = holder.local_addr().unwrap().port();
+    let lua = format!(
+        r#"service "fixed" {{ cmd = {{ "sleep", "100" }}, backoff = {{ initial = 0.05 }},
+              budget = {{ restarts = 2, window = 60 }},
+              ports = {{ http = {{ port = {taken}, address = "127.0.0.1" }} }} }}
+           service "many" {{ cmd = {{ "sleep", "100" }}, replicas = 3, budget = false,
+              backoff = {{ initial = 0.05 }}, ports = {{ http = {{ port = "auto", address = "127.0.0.1" }} }} }}"#
+    );
+    let d = with_config("net-taken", &lua, &["--ports", "41400-41401"]);
+    wait_for("fixed to fail for good", || {
+        d.ask("Status,fixed").iter().any(|l| l.contains(",failed,"))
+    });
+    assert!(
+        d.log()
+            .contains(&format!("port http: cannot bind tcp 127.0.0.1:{taken}")),
+        "{}",
+        d.log()
+    );
+    // Two ports in the range, three instances: two run, one cannot start.
+    wait_for("the third replica to say why", || {
+        d.log().contains("port http: no free port in 41400-41401")
+    });
+    let running = d
+        .ask("Status,many")
+        .iter()
+        .filter(|l| l.contains(",running,"))
+        .count();
+    assert_eq!(running, 2, "{:?}", d.ask("Status,many"));
+    assert!(d.ask("Version")[0].starts_with("Ok,archon"));
+    drop(holder);
+}
+
+#[test]
+fn bad_port_and_socket_settings_are_refused_where_written() {
+    assert_refused("ports", r#"{ ["a-b"] = "auto" }"#, "ports are named");
+    assert_refused("ports", r#"{ http = 70000 }"#, "from 1 to 65535");
+    assert_refused(
+        "ports",
+        r#"{ http = { port = "auto", bind = "x" } }"#,
+        "bind is",
+    );
+    assert_refused(
+        "ports",
+        r#"{ http = { port = 1, address = "nope" } }"#,
+        "IP address",
+    );
+    assert_refused(
+        "ports",
+        r#"{ a = { port = 9000 }, b = { port = 9000 } }"#,
+        "same number",
+    );
+    assert_refused("sockets", r#"{ s = { tcp = "x" } }"#, "is not an address");
+    assert_refused(
+        "sockets",
+        r#"{ s = { tcp = "127.0.0.1:1", udp = "127.0.0.1:1" } }"#,
+        "exactly one",
+    );
+    assert_refused(
+        "sockets",
+        r#"{ s = { unix = "rel.sock" } }"#,
+        "absolute path",
+    );
+    assert_refused(
+        "sockets",
+        r#"{ s = { tcp = "127.0.0.1:1", mode = "0600" } }"#,
+        "for unix sockets",
+    );
+}
+
+#[test]
+fn the_server_behaves_the_same_under_systemd_socket_activate() {
+    let Ok(path) = which("systemd-socket-activate") else {
+        eprintln!("SKIPPED: systemd-socket-activate is not installed (package systemd): the reference run is left out");
+        return;
+    };
+    let out = out_dir("net-ref");
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let mut child = Command::new(path)
+        .args([
+            "-l",
+            &format!("127.0.0.1:{port}"),
+            "--fdname=web",
+            "python3",
+        ])
+        .arg(server())
+        .arg(&out)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // systemd-socket-activate starts the program on the first connection.
+    let reply = curl(&format!("http://127.0.0.1:{port}/"));
+    let e = wait_env(&out, 0, "");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = Command::new("kill").arg(&e["pid"]).status();
+    assert_eq!(e["LISTEN_FDS"], "1", "{e:?}");
+    assert_eq!(e["LISTEN_FDNAMES"], "web", "{e:?}");
+    assert_eq!(e["LISTEN_PID"], e["pid"], "{e:?}");
+    assert_eq!(reply, format!("name=web instance=0 pid={}\n", e["pid"]));
+}
+
+fn which(name: &str) -> Result<PathBuf, ()> {
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+        .ok_or(())
+}
