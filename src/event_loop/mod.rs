@@ -18,6 +18,7 @@ mod monitor;
 mod notify;
 mod output;
 mod ports;
+mod probes;
 mod requests;
 mod sources;
 mod stream;
@@ -163,6 +164,8 @@ pub struct EventLoop {
     monitoring: monitor::Monitoring,
     /// Services' ports and sockets, bound and held.
     endpoints: ports::Endpoints,
+    /// Startup, readiness and liveness probes.
+    probes: probes::Probes,
     /// `--metrics`: the scrape endpoint, and whether its listener had more
     /// than a pass's budget.
     metrics: Option<metrics::Server>,
@@ -354,6 +357,7 @@ impl EventLoop {
             pass: 0,
             monitoring: Default::default(),
             endpoints: ports::Endpoints::new(port_range),
+            probes: Default::default(),
             metrics,
             metrics_again: false,
             tree_cache: None,
@@ -424,6 +428,7 @@ impl EventLoop {
                 self.services.next_deadline(),
                 self.check_due.first().map(|c| c.0),
                 self.monitoring.next_due(),
+                self.probes.next_due(),
                 self.metrics.as_ref().and_then(|m| m.next_deadline()),
                 self.stalls.first().map(|s| s.0),
                 self.worker_deadline(),
@@ -484,6 +489,7 @@ impl EventLoop {
                     Source::Exits => self.exits_event(),
                     Source::MetricsListener => self.metrics_accept(),
                     Source::MetricsConn(c) => self.metrics_conn(c),
+                    Source::Probe(p) => self.probe_event(p),
                 }
             }
             if std::mem::take(&mut self.chld_pending) {
@@ -497,6 +503,7 @@ impl EventLoop {
             self.apply_svc(cmds);
             if !self.shutting_down {
                 self.run_due_checks();
+                self.run_due_probes();
             }
             self.flush_hooks();
             self.apply_hook_actions();
@@ -809,6 +816,8 @@ impl EventLoop {
         if let Some((svc_entry, kind)) = self.checks.remove(&id) {
             self.check_ended(svc_entry, kind, exit == Exit::Code(0));
         }
+        self.probe_exec_exited(id, exit == Exit::Code(0));
+        self.probes_gone(id);
         if let Some((name, index)) = self.services.owner(id) {
             self.endpoints.exited(&name, index);
         }

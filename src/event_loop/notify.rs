@@ -74,11 +74,7 @@ impl EventLoop {
             };
             for line in text.lines() {
                 match line.split_once('=') {
-                    Some(("READY", "1")) => {
-                        let now = self.now();
-                        let cmds = self.services.ready(entry, now.mono, now.wall);
-                        self.apply_svc(cmds);
-                    }
+                    Some(("READY", "1")) => self.own_readiness(entry),
                     Some(("STATUS", s)) => {
                         log::info!("service {name}.{index} status: {s}");
                         self.services.set_status_text(entry, s);

@@ -307,9 +307,7 @@ impl EventLoop {
                     if data.contains(&b'\n') {
                         let entry = *entry;
                         self.close_pipe(token);
-                        let now = self.now();
-                        let cmds = self.services.ready(entry, now.mono, now.wall);
-                        self.apply_svc(cmds);
+                        self.own_readiness(entry);
                         return;
                     }
                 }

@@ -31,6 +31,8 @@ pub(super) enum Source {
     MetricsConn(u64),
     /// A service's output or readiness pipe.
     Pipe(u64),
+    /// A TCP or HTTP probe's connection, by probe id.
+    Probe(u64),
 }
 
 const SHIFT: u32 = 56;
@@ -53,6 +55,7 @@ impl Source {
             Source::Exits => (12, 0),
             Source::MetricsListener => (13, 0),
             Source::MetricsConn(id) => (14, id),
+            Source::Probe(id) => (15, id),
         };
         Token(((tag << SHIFT) | (value & VALUE)) as usize)
     }
@@ -75,6 +78,7 @@ impl Source {
             12 => Source::Exits,
             13 => Source::MetricsListener,
             14 => Source::MetricsConn(value),
+            15 => Source::Probe(value),
             _ => return None,
         })
     }
@@ -103,6 +107,7 @@ mod tests {
             Source::Exits,
             Source::MetricsListener,
             Source::MetricsConn(9),
+            Source::Probe(11),
         ] {
             assert_eq!(Source::of(s.token()), Some(s), "{s:?}");
         }

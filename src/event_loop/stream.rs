@@ -66,7 +66,8 @@ impl Cursor {
             Cursor::Services { only, from } => {
                 let at = from.as_ref().map(|(n, p)| (n.as_str(), *p));
                 let next = svcs.instances_from(only.as_deref(), at, ROWS_PER_STEP, |name, i| {
-                    out.extend_from_slice(service_row(name, i, now).as_bytes())
+                    let breaker = svcs.spec(name).and_then(|s| i.breaker(s));
+                    out.extend_from_slice(service_row(name, i, breaker, now).as_bytes())
                 });
                 match next {
                     Ok(Some(n)) => {
@@ -100,7 +101,12 @@ impl Cursor {
 }
 
 /// One `Service` row.
-fn service_row(name: &str, i: &crate::services::Instance, now: Clock) -> String {
+fn service_row(
+    name: &str,
+    i: &crate::services::Instance,
+    breaker: Option<&str>,
+    now: Clock,
+) -> String {
     let row = [
         "Service".to_string(),
         name.to_string(),
@@ -119,6 +125,7 @@ fn service_row(name: &str, i: &crate::services::Instance, now: Clock) -> String 
             .map(|e| e.describe())
             .unwrap_or_default(),
         i.status_text.clone(),
+        breaker.unwrap_or_default().to_string(),
     ];
     encode_record(&row)
 }
@@ -182,6 +189,50 @@ fn setting_rows(s: &ServiceSpec, services: &Services, out: &mut String) {
             ]);
         }
         put_all("socket", &f.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    for w in crate::services::probe::Which::ALL {
+        let Some(p) = s.probe(w) else { continue };
+        use crate::services::probe::{PortRef, ProbeKind};
+        let port = |p: &PortRef| match p {
+            PortRef::Named(n) => n.clone(),
+            PortRef::Number(n) => n.to_string(),
+        };
+        let mut f = vec![
+            fmt_millis(p.interval_ms),
+            fmt_millis(p.failing_interval_ms),
+            fmt_millis(p.timeout_ms),
+            p.failure_threshold.to_string(),
+            p.success_threshold.to_string(),
+            fmt_millis(p.initial_delay_ms),
+        ];
+        match &p.kind {
+            ProbeKind::Exec(argv) => {
+                f.push("exec".into());
+                f.extend(argv.iter().cloned());
+            }
+            ProbeKind::Tcp { port: n, host } => f.extend(["tcp".into(), port(n), host.clone()]),
+            ProbeKind::Http {
+                path,
+                port: n,
+                host,
+                status,
+                body,
+            } => {
+                f.extend(["http".into(), path.clone(), port(n), host.clone()]);
+                f.push(format!("{}-{}", status.0, status.1));
+                f.push(body.clone().unwrap_or_default());
+            }
+        }
+        put_all(
+            w.as_str(),
+            &f.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+    }
+    if let Some(b) = &s.breaker {
+        put_all(
+            "breaker",
+            &[&b.failures.to_string(), &fmt_millis(b.cooldown_ms)],
+        );
     }
     let mut put = |k: &str, v: String| put_all(k, &[v.as_str()]);
     put("declared", format!("{}:{}", s.file, s.line));

@@ -161,6 +161,7 @@ impl EventLoop {
                 if matches!(spec.ready, Readiness::Command { .. }) {
                     self.check_due.insert((now.mono, id, CheckKind::Ready));
                 }
+                self.probes_spawned(id, &spec, index);
                 if let Some(h) = &spec.health {
                     self.check_due
                         .insert((now.mono + h.interval_ms, id, CheckKind::Health));
@@ -448,48 +449,66 @@ impl EventLoop {
                 self.check_due.insert((now.mono + interval, entry, kind));
                 continue;
             }
-            // A check sees the instance's PORT variables (not its fds).
             let index = self.services.owner(entry).map_or(0, |o| o.1);
-            let net: Vec<(String, String)> = self
-                .endpoints
-                .ports_of(&name, index)
-                .iter()
-                .enumerate()
-                .flat_map(|(i, (n, _, p))| {
-                    let first = (i == 0).then(|| ("PORT".to_string(), p.to_string()));
-                    first
-                        .into_iter()
-                        .chain([(crate::services::net::port_var(n), p.to_string())])
-                })
-                .collect();
-            let parts = self
-                .service_envp(&spec, index, false, &net)
-                .and_then(|(envp, path)| {
-                    let (program, argv_c) = exec_parts(&argv, path.as_deref(), None)?;
-                    Ok((program, argv_c, envp))
-                });
-            match parts.and_then(|(program, argv_c, envp)| {
-                let dn = self.dev_null.as_raw_fd();
-                let spawn_spec = platform::SpawnSpec::new(
-                    program,
-                    argv_c,
-                    envp,
-                    [dn, dn, dn],
-                    self.nofile,
-                    self.ignored_signals.clone(),
-                );
-                platform::spawn(&spawn_spec).map_err(SpawnFail::Os)
-            }) {
-                Ok(sp) => {
-                    let id = self.track(Kind::Run, sp, argv, None, now);
+            match self.spawn_check(&spec, index, &argv) {
+                Ok(id) => {
                     self.checks.insert(id, (entry, kind));
                 }
-                Err(_) => {
+                Err(()) => {
                     log::warn!("service {name}: cannot run its {kind:?} check");
                     self.check_ended(entry, kind, false);
                 }
             }
         }
+    }
+
+    /// An instance's `PORT` and `PORT_<NAME>` variables, for its checks
+    /// and probe commands (its fds are its own).
+    pub(super) fn port_env(&self, name: &str, index: u32) -> Vec<(String, String)> {
+        self.endpoints
+            .ports_of(name, index)
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (n, _, p))| {
+                let first = (i == 0).then(|| ("PORT".to_string(), p.to_string()));
+                first
+                    .into_iter()
+                    .chain([(crate::services::net::port_var(n), p.to_string())])
+            })
+            .collect()
+    }
+
+    /// Starts a check or probe command of instance `index` of `spec`
+    /// (its environment and ports, stdio on /dev/null), tracked as a
+    /// `Run`: its entry id.
+    pub(super) fn spawn_check(
+        &mut self,
+        spec: &ServiceSpec,
+        index: u32,
+        argv: &[String],
+    ) -> Result<u64, ()> {
+        let net = self.port_env(&spec.name, index);
+        let parts = self
+            .service_envp(spec, index, false, &net)
+            .and_then(|(envp, path)| {
+                let (program, argv_c) = exec_parts(argv, path.as_deref(), None)?;
+                Ok((program, argv_c, envp))
+            });
+        let spawned = parts.and_then(|(program, argv_c, envp)| {
+            let dn = self.dev_null.as_raw_fd();
+            let spawn_spec = platform::SpawnSpec::new(
+                program,
+                argv_c,
+                envp,
+                [dn, dn, dn],
+                self.nofile,
+                self.ignored_signals.clone(),
+            );
+            platform::spawn(&spawn_spec).map_err(SpawnFail::Os)
+        });
+        let sp = spawned.map_err(|_| ())?;
+        let now = self.now();
+        Ok(self.track(Kind::Run, sp, argv.to_vec(), None, now))
     }
 
     /// A check finished (or could not start).
@@ -502,10 +521,7 @@ impl EventLoop {
             return;
         };
         match kind {
-            CheckKind::Ready if ok => {
-                let cmds = self.services.ready(entry, now.mono, now.wall);
-                self.apply_svc(cmds);
-            }
+            CheckKind::Ready if ok => self.own_readiness(entry),
             CheckKind::Ready => {
                 if let Readiness::Command { interval_ms, .. } = spec.ready {
                     self.check_due.insert((now.mono + interval_ms, entry, kind));

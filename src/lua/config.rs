@@ -311,6 +311,10 @@ const KEYS: &[&str] = &[
     "limits",
     "ports",
     "sockets",
+    "startup",
+    "readiness",
+    "liveness",
+    "breaker",
 ];
 
 /// Reads one `service "name" { ... }` body. Problems go to `errs`, each
@@ -333,6 +337,9 @@ fn parse_service(
     };
     let mut bad = |key: &str, what: &str| errs.push(format!("{at}: {key}: {what}"));
     let mut env_files: Vec<String> = Vec::new();
+    // Read after the loop: a probe may name one of `ports`.
+    let mut probes: Vec<(crate::services::probe::Which, Value)> = Vec::new();
+    let mut breaker: Option<Value> = None;
     for pair in t.clone().pairs::<Value, Value>() {
         let Ok((k, v)) = pair else { continue };
         let key = match &k {
@@ -573,6 +580,10 @@ fn parse_service(
                 Ok(l) => s.limits = Some(l),
                 Err(e) => bad("limits", &e),
             },
+            "startup" => probes.push((crate::services::probe::Which::Startup, v)),
+            "readiness" => probes.push((crate::services::probe::Which::Readiness, v)),
+            "liveness" => probes.push((crate::services::probe::Which::Liveness, v)),
+            "breaker" => breaker = Some(v),
             "ports" => match super::net::parse_ports(&v) {
                 Ok(p) => s.ports = p,
                 Err(e) => bad("ports", &e),
@@ -623,6 +634,53 @@ fn parse_service(
                 &format!("unknown setting (known: {})", KEYS.join(", ")),
             ),
         }
+    }
+    for (which, v) in probes {
+        use crate::services::probe::Which;
+        match super::probes::parse_probe(&v, which, &s.ports) {
+            Ok(p) => match which {
+                Which::Startup => s.startup = Some(p),
+                Which::Readiness => s.readiness = Some(p),
+                Which::Liveness => s.liveness = Some(p),
+            },
+            Err(e) => bad(which.as_str(), &e),
+        }
+    }
+    s.breaker = match breaker {
+        None => s.liveness.as_ref().map(|_| Default::default()),
+        Some(v) => match super::probes::parse_breaker(&v) {
+            Ok(b) => b,
+            Err(e) => {
+                bad("breaker", &e);
+                None
+            }
+        },
+    };
+    if let Some(p) = &s.startup {
+        // The start timeout must not cut a startup probe's own budget
+        // short (Kubernetes has only the probe).
+        let budget = p.initial_delay_ms
+            + u64::from(p.failure_threshold)
+                * (p.interval_ms.max(p.failing_interval_ms) + p.timeout_ms)
+            + 1000;
+        if s.start_timeout_ms == ServiceSpec::new("", "", 0).start_timeout_ms {
+            s.start_timeout_ms = s.start_timeout_ms.max(budget);
+        }
+    }
+    if s.breaker.is_some() && s.liveness.is_none() {
+        bad(
+            "breaker",
+            "it counts liveness restarts: give a liveness probe",
+        );
+    }
+    if s.health.is_some() && s.readiness.is_some() {
+        bad(
+            "health",
+            "health is the older form of readiness: give one of them",
+        );
+    }
+    if s.oneshot && (s.startup.is_some() || s.readiness.is_some() || s.liveness.is_some()) {
+        bad("oneshot", "probes are for long-running services");
     }
     // After `env`, whatever the order the table gives: a file's variables
     // win over `env`, as systemd's EnvironmentFile= over Environment=.
@@ -781,6 +839,18 @@ fn read_env_file(spec: &str) -> Result<Vec<(String, String)>, String> {
         vars.push((k.to_string(), unquoted.to_string()));
     }
     Ok(vars)
+}
+
+/// Every key of `t` is one of `keys` (else which is not, and the list).
+pub(super) fn known_keys(t: &mlua::Table, keys: &[&str]) -> Result<(), String> {
+    for pair in t.clone().pairs::<Value, Value>() {
+        let (k, _) = pair.map_err(|e| e.to_string())?;
+        let k = text(&k).unwrap_or_default();
+        if !keys.contains(&k.as_str()) {
+            return Err(format!("unknown key {k:?} ({})", keys.join(", ")));
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn text(v: &Value) -> Option<String> {

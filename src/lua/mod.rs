@@ -12,6 +12,7 @@
 pub mod config;
 pub mod hooks;
 mod net;
+mod probes;
 mod settings;
 
 use crate::protocol::worker::{FrameReader, FromWorker, ToWorker, MAX_FRAME};

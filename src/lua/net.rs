@@ -27,14 +27,7 @@ fn named_entries(v: &Value, what: &str) -> Result<Vec<(String, Value)>, String> 
 }
 
 fn check_keys(t: &mlua::Table, keys: &[&str], at: &str) -> Result<(), String> {
-    for pair in t.clone().pairs::<Value, Value>() {
-        let (k, _) = pair.map_err(|e| e.to_string())?;
-        let k = text(&k).unwrap_or_default();
-        if !keys.contains(&k.as_str()) {
-            return Err(format!("{at}: unknown key {k:?} ({})", keys.join(", ")));
-        }
-    }
-    Ok(())
+    super::config::known_keys(t, keys).map_err(|e| format!("{at}: {e}"))
 }
 
 fn port_number(v: &Value, at: &str) -> Result<Option<u16>, String> {

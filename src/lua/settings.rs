@@ -14,13 +14,7 @@ pub(super) fn parse_limits(v: &Value) -> Result<crate::services::spec::Limits, S
         return Err("expected a table { memory = ..., cpu = ..., runtime = ... }".into());
     };
     const KEYS: [&str; 6] = ["memory", "measure", "cpu", "runtime", "sustain", "action"];
-    for pair in t.clone().pairs::<Value, Value>() {
-        let (k, _) = pair.map_err(|e| e.to_string())?;
-        let k = text(&k).unwrap_or_default();
-        if !KEYS.contains(&k.as_str()) {
-            return Err(format!("unknown key {k:?} ({})", KEYS.join(", ")));
-        }
-    }
+    super::config::known_keys(t, &KEYS)?;
     let get = |k: &str| t.raw_get::<Value>(k).unwrap_or(Value::Nil);
     let memory = match get("memory") {
         Value::Nil => None,

@@ -101,6 +101,11 @@ pub enum Event {
     LimitExceeded {
         restart: bool,
     },
+    /// Its startup or liveness probe failed: stop it, and restart it
+    /// through the backoff, the budget and the circuit breaker.
+    LivenessFailed,
+    /// Its liveness probe passed: the breaker's count starts again.
+    Alive,
     Exited(Exit),
     Stop,
     /// Stop, then start again once stopped (a restart or a changed spec).
@@ -167,6 +172,11 @@ pub struct Instance {
     force_restart: bool,
     /// What the service last said about itself (systemd's STATUS=).
     pub status_text: String,
+    /// The stop under way is a failed probe's (restart reason `health`).
+    liveness_stop: bool,
+    /// Probe-caused restarts in a row without a liveness pass between
+    /// them: the circuit breaker opens at its `failures`.
+    pub strikes: u32,
 }
 
 impl Instance {
@@ -194,12 +204,33 @@ impl Instance {
             limit_stop: None,
             force_restart: false,
             status_text: String::new(),
+            liveness_stop: false,
+            strikes: 0,
         }
     }
 
     /// A limit is stopping it, to restart it.
     pub fn limit_restart_pending(&self) -> bool {
-        self.limit_stop == Some(true)
+        self.limit_stop == Some(true) && !self.liveness_stop
+    }
+
+    /// A failed probe is stopping it, to restart it.
+    pub fn probe_restart_pending(&self) -> bool {
+        self.liveness_stop
+    }
+
+    /// The circuit breaker's state: `closed`, `open` (waiting out the
+    /// cool-down, no process) or `half-open` (the one try after it); None
+    /// without a breaker.
+    pub fn breaker(&self, spec: &ServiceSpec) -> Option<&'static str> {
+        let b = spec.breaker?;
+        Some(if self.strikes < b.failures {
+            "closed"
+        } else if self.state == SvcState::Backoff {
+            "open"
+        } else {
+            "half-open"
+        })
     }
 
     pub fn is_live(&self) -> bool {
@@ -243,7 +274,7 @@ impl Instance {
                 self.timed_out = false;
                 self.watchdog_fired = false;
                 self.early_exit = false;
-                if spec.ready == Readiness::Exec && !spec.oneshot {
+                if spec.ready == Readiness::Exec && !spec.oneshot && !spec.probes_gate_ready() {
                     self.start_deadline = None;
                     self.ready_now(spec, mono, wall);
                 } else {
@@ -294,6 +325,15 @@ impl Instance {
                     fx.push(kill);
                 }
             }
+            (S::Starting | S::Running | S::Unhealthy, Event::LivenessFailed) => {
+                if let Some(kill) = self.begin_stop(spec, wall) {
+                    self.limit_stop = Some(true);
+                    self.liveness_stop = true;
+                    self.restart_after_stop = false;
+                    fx.push(kill);
+                }
+            }
+            (S::Starting | S::Running | S::Unhealthy, Event::Alive) => self.strikes = 0,
             (S::Stopping, Event::Exited(exit)) => {
                 if self.timed_out {
                     // The start timed out: a failure, with restart policy.
@@ -363,6 +403,7 @@ impl Instance {
                 self.restart_after_stop = false;
                 // Asked to stop: it stops, whatever the limit wanted.
                 self.limit_stop = None;
+                self.liveness_stop = false;
             }
             (S::Backoff, Event::Tick) => {
                 if self.next_attempt.is_some_and(|t| t <= mono) {
@@ -449,6 +490,10 @@ impl Instance {
         let up_ms = self.started_at.map_or(0, |t| mono.saturating_sub(t));
         let timed_out = std::mem::take(&mut self.timed_out);
         let forced = std::mem::take(&mut self.force_restart);
+        let probe_failed = std::mem::take(&mut self.liveness_stop);
+        if probe_failed {
+            self.strikes = self.strikes.saturating_add(1);
+        }
         // Gone before startsecs: a failed start, whatever it exited with.
         self.early_exit = self.state == S::Starting
             && !spec.oneshot
@@ -495,6 +540,16 @@ impl Instance {
         }
         self.recent.push_back(mono);
         self.restarts += 1;
+        if let Some(b) = spec
+            .breaker
+            .filter(|b| probe_failed && self.strikes >= b.failures)
+        {
+            // The breaker opens: no process and no probing for the
+            // cool-down, then one try (half-open).
+            self.next_attempt = Some(mono + b.cooldown_ms);
+            self.set(S::Backoff, wall);
+            return Vec::new();
+        }
         if up_ms >= spec.backoff.reset_after_ms {
             self.delay_ms = 0;
             self.set(S::Starting, wall);

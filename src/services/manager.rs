@@ -467,6 +467,17 @@ impl Services {
         self.step_entry(entry, Event::LimitExceeded { restart }, mono, wall)
     }
 
+    /// A startup or liveness probe failed for an entry's process: a
+    /// graceful stop, then a restart (backoff, budget, breaker).
+    pub fn liveness_failed(&mut self, entry: u64, mono: u64, wall: u64) -> Vec<Cmd> {
+        self.step_entry(entry, Event::LivenessFailed, mono, wall)
+    }
+
+    /// A liveness probe passed for an entry's process.
+    pub fn alive(&mut self, entry: u64, mono: u64, wall: u64) -> Vec<Cmd> {
+        self.step_entry(entry, Event::Alive, mono, wall)
+    }
+
     /// A health check's verdict on an entry's process.
     pub fn health(&mut self, entry: u64, healthy: bool, mono: u64, wall: u64) -> Vec<Cmd> {
         let ev = if healthy {
@@ -509,7 +520,7 @@ impl Services {
             .map(|x| {
                 if x.limit_restart_pending() {
                     3
-                } else if x.watchdog_fired || x.timed_out {
+                } else if x.probe_restart_pending() || x.watchdog_fired || x.timed_out {
                     2
                 } else if matches!(exit, Exit::Signal(..)) {
                     1

@@ -6,6 +6,7 @@
 pub mod machine;
 pub mod manager;
 pub mod net;
+pub mod probe;
 pub mod spec;
 pub mod wire;
 

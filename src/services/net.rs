@@ -72,9 +72,13 @@ impl SocketKind {
 }
 
 /// A port or socket name: it becomes part of an environment variable's
-/// name and an entry of `LISTEN_FDNAMES` (which `:` separates).
+/// name and an entry of `LISTEN_FDNAMES` (which `:` separates), and does
+/// not start with a digit (a probe's `port` is a name or a number).
 pub fn valid_name(n: &str) -> bool {
-    !n.is_empty() && n.len() <= 32 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    !n.is_empty()
+        && n.len() <= 32
+        && !n.as_bytes()[0].is_ascii_digit()
+        && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// `PORT_<NAME>`: the name upper-cased.
@@ -236,6 +240,7 @@ mod tests {
     fn names_ranges_and_addresses() {
         assert!(valid_name("http") && valid_name("a_1"));
         assert!(!valid_name("") && !valid_name("a:b") && !valid_name("a-b"));
+        assert!(!valid_name("8080"));
         assert!(!valid_name(&"x".repeat(33)));
         assert_eq!(port_var("admin_api"), "PORT_ADMIN_API");
         assert_eq!(host_port("::1", 80), "[::1]:80");

@@ -148,6 +148,13 @@ pub struct ServiceSpec {
     pub ports: Vec<super::net::PortSpec>,
     /// Sockets archon binds for the service (`sockets`), sorted by name.
     pub sockets: Vec<super::net::SocketSpec>,
+    /// Kubernetes-style probes (`startup`, `readiness`, `liveness`).
+    pub startup: Option<super::probe::Probe>,
+    pub readiness: Option<super::probe::Probe>,
+    pub liveness: Option<super::probe::Probe>,
+    /// The circuit breaker over liveness restarts (on by default with a
+    /// liveness probe; `breaker = false` turns it off).
+    pub breaker: Option<super::probe::Breaker>,
 }
 
 /// What a service may use before archon acts (pm2's max_memory_restart,
@@ -206,6 +213,22 @@ pub enum Monitor {
 }
 
 impl ServiceSpec {
+    /// The probe of that kind, if configured.
+    pub fn probe(&self, which: super::probe::Which) -> Option<&super::probe::Probe> {
+        use super::probe::Which;
+        match which {
+            Which::Startup => self.startup.as_ref(),
+            Which::Readiness => self.readiness.as_ref(),
+            Which::Liveness => self.liveness.as_ref(),
+        }
+    }
+
+    /// Whether probes decide when it is ready (a startup or readiness
+    /// probe): then `ready = "exec"` does not make it running at once.
+    pub fn probes_gate_ready(&self) -> bool {
+        self.startup.is_some() || self.readiness.is_some()
+    }
+
     /// The names of the fds passed from 3 on (`LISTEN_FDNAMES`): the ports
     /// archon binds, then the sockets, each sorted by name.
     pub fn passed_fd_names(&self) -> Vec<&str> {
@@ -263,6 +286,10 @@ impl ServiceSpec {
             limits: None,
             ports: Vec::new(),
             sockets: Vec::new(),
+            startup: None,
+            readiness: None,
+            liveness: None,
+            breaker: None,
         }
     }
 

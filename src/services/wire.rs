@@ -22,6 +22,8 @@
 //! [port, name, auto|N, address, archon|service]...
 //! [socket, name, tcp|udp, address, backlog]...
 //! [socket, name, unix, path, backlog, mode|"", uid|"", gid|""]...
+//! [probe, startup|readiness|liveness, ...] [breaker, failures, cooldown_ms]
+//! (services::probe::encode)
 //! ```
 
 use super::spec::{
@@ -197,6 +199,7 @@ pub fn encode(s: &ServiceSpec, out: &mut Vec<Record>) {
         )),
     }
     super::net::encode(s, out);
+    super::probe::encode(s, out);
     if let Some(l) = &s.limits {
         let o = |v: Option<String>| b(v.unwrap_or_default());
         out.push(rec(
@@ -449,6 +452,8 @@ pub fn decode(records: &[Record]) -> Result<Vec<ServiceSpec>, String> {
             }
             b"port" => s.ports.push(super::net::decode_port(args)?),
             b"socket" => s.sockets.push(super::net::decode_socket(args)?),
+            b"probe" => super::probe::decode_probe(args, s)?,
+            b"breaker" => s.breaker = Some(super::probe::decode_breaker(args)?),
             other => {
                 return Err(format!(
                     "unknown setting record {:?}",
@@ -560,6 +565,31 @@ mod tests {
                     backlog: 128,
                 },
             ];
+        }
+        {
+            use crate::services::probe::{Breaker, PortRef, Probe, ProbeKind};
+            s.startup = Some(Probe::new(ProbeKind::Exec(vec![
+                "test".into(),
+                "-e".into(),
+            ])));
+            let mut r = Probe::new(ProbeKind::Http {
+                path: "/h?a,b".into(),
+                port: PortRef::Named("http".into()),
+                host: "::1".into(),
+                status: (200, 204),
+                body: Some("ok, fine".into()),
+            });
+            r.success_threshold = 2;
+            r.failing_interval_ms = 300;
+            s.readiness = Some(r);
+            s.liveness = Some(Probe::new(ProbeKind::Tcp {
+                port: PortRef::Number(8080),
+                host: "127.0.0.1".into(),
+            }));
+            s.breaker = Some(Breaker {
+                failures: 2,
+                cooldown_ms: 1500,
+            });
         }
         let mut other = ServiceSpec::new("db", "a.lua", 9);
         other.cmd = vec!["db".into()];

@@ -1,0 +1,539 @@
+//! Probes in the loop: each instance's startup, readiness and liveness
+//! probes, run when due (at most `PROBES_PER_PASS` started a pass, the
+//! periodic ones with a +-10 % jitter so instances started together do
+//! not probe together), without blocking: an exec probe is a tracked
+//! process killed at its timeout, a TCP or HTTP probe a non-blocking
+//! connection in the poll set with a deadline. Results go through the
+//! thresholds (`services::probe::Tally`) to the state machine: startup
+//! gates the others, readiness gates `running`, a failing startup or
+//! liveness probe restarts the instance.
+
+use super::*;
+use crate::services::probe::{http_request, http_verdict, PortRef, ProbeKind, Tally, Which};
+use crate::services::spec::ServiceSpec;
+use std::collections::BTreeSet;
+
+/// Probes started in one pass at most.
+const PROBES_PER_PASS: usize = 64;
+
+/// One instance's process under probes.
+pub(super) struct Probing {
+    service: String,
+    index: u32,
+    /// Its startup probe passed (or it has none).
+    started: bool,
+    /// Its own readiness (`ready = ...`) came (or it is `exec`).
+    mech_ready: bool,
+    /// `Ready` went to the state machine.
+    ready_sent: bool,
+    tally: [Tally; 3],
+    /// Probes run, for the jitter.
+    seq: u64,
+}
+
+enum Running {
+    /// A command: the tracked process.
+    Exec(u64),
+    /// A connection; with `Http`, the request and the reply so far.
+    Net {
+        stream: mio::net::TcpStream,
+        http: Option<Http>,
+        connected: bool,
+    },
+}
+
+struct Http {
+    request: Vec<u8>,
+    sent: usize,
+    reply: Vec<u8>,
+    status: (u16, u16),
+    body: Option<String>,
+}
+
+struct InFlight {
+    entry: u64,
+    which: Which,
+    deadline: u64,
+    run: Running,
+}
+
+#[derive(Default)]
+pub(super) struct Probes {
+    by_entry: HashMap<u64, Probing>,
+    /// Probes due: (mono ms, entry, which).
+    due: BTreeSet<(u64, u64, Which)>,
+    inflight: HashMap<u64, InFlight>,
+    /// (deadline, probe id) of what is in flight.
+    deadlines: BTreeSet<(u64, u64)>,
+    /// Exec probes' tracked process -> probe id.
+    exec_of: HashMap<u64, u64>,
+    next_id: u64,
+}
+
+impl Probes {
+    pub(super) fn next_due(&self) -> Option<u64> {
+        [
+            self.due.first().map(|d| d.0),
+            self.deadlines.first().map(|d| d.0),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
+fn idx(w: Which) -> usize {
+    match w {
+        Which::Startup => 0,
+        Which::Readiness => 1,
+        Which::Liveness => 2,
+    }
+}
+
+/// `interval` +- 10 %, by a hash of the entry and the probe's count.
+fn jittered(interval: u64, entry: u64, seq: u64) -> u64 {
+    let spread = interval / 5;
+    if spread == 0 {
+        return interval;
+    }
+    let h = (entry ^ seq.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33;
+    interval - interval / 10 + h % (spread + 1)
+}
+
+impl EventLoop {
+    /// A service process was spawned: its probes start (the first startup
+    /// probe, else readiness and liveness, after their initial delay).
+    pub(super) fn probes_spawned(&mut self, entry: u64, spec: &ServiceSpec, index: u32) {
+        if spec.startup.is_none() && spec.readiness.is_none() && spec.liveness.is_none() {
+            return;
+        }
+        let now = self.now().mono;
+        self.probes.by_entry.insert(
+            entry,
+            Probing {
+                service: spec.name.clone(),
+                index,
+                started: spec.startup.is_none(),
+                mech_ready: spec.ready == crate::services::spec::Readiness::Exec,
+                ready_sent: false,
+                tally: Default::default(),
+                seq: 0,
+            },
+        );
+        match &spec.startup {
+            Some(p) => {
+                self.probes
+                    .due
+                    .insert((now + p.initial_delay_ms, entry, Which::Startup));
+            }
+            None => self.schedule_after_startup(entry, spec, now),
+        }
+    }
+
+    fn schedule_after_startup(&mut self, entry: u64, spec: &ServiceSpec, now: u64) {
+        if let Some(p) = &spec.readiness {
+            self.probes
+                .due
+                .insert((now + p.initial_delay_ms, entry, Which::Readiness));
+        }
+        if let Some(p) = &spec.liveness {
+            // Spread over the first interval: liveness gates nothing.
+            let first = now + p.initial_delay_ms + jittered(p.interval_ms, entry, 0) / 2;
+            self.probes.due.insert((first, entry, Which::Liveness));
+        }
+    }
+
+    /// The instance's own readiness came (notify, fd, command): ready now,
+    /// or, when probes decide, once they pass.
+    pub(super) fn own_readiness(&mut self, entry: u64) {
+        if !self.probes_hold_ready(entry) {
+            let now = self.now();
+            let cmds = self.services.ready(entry, now.mono, now.wall);
+            self.apply_svc(cmds);
+        }
+    }
+
+    /// True when probes decide the readiness (it is remembered for them).
+    fn probes_hold_ready(&mut self, entry: u64) -> bool {
+        let gated = self
+            .services
+            .owner(entry)
+            .and_then(|(n, _)| self.services.spec(&n))
+            .is_some_and(|s| s.probes_gate_ready());
+        let Some(p) = self.probes.by_entry.get_mut(&entry).filter(|_| gated) else {
+            return false;
+        };
+        p.mech_ready = true;
+        self.probe_gates(entry);
+        true
+    }
+
+    /// The process is gone: its probes end, what is in flight is dropped
+    /// (a probe command is killed).
+    pub(super) fn probes_gone(&mut self, entry: u64) {
+        if self.probes.by_entry.remove(&entry).is_none() {
+            return;
+        }
+        self.probes.due.retain(|d| d.1 != entry);
+        let ids: Vec<u64> = self
+            .probes
+            .inflight
+            .iter()
+            .filter(|(_, f)| f.entry == entry)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.probe_drop(id);
+        }
+    }
+
+    /// Ends probe `id` without a result: its connection closed, its
+    /// command killed.
+    fn probe_drop(&mut self, id: u64) -> Option<InFlight> {
+        let mut f = self.probes.inflight.remove(&id)?;
+        self.probes.deadlines.remove(&(f.deadline, id));
+        match &mut f.run {
+            Running::Exec(proc_id) => {
+                self.probes.exec_of.remove(proc_id);
+                let now = self.now();
+                if let Ok(fx) = self.sup.stop_with(*proc_id, sig::KILL, 0, None, now) {
+                    self.apply(fx);
+                }
+            }
+            Running::Net { stream, .. } => {
+                let _ = self.poll.registry().deregister(stream);
+            }
+        }
+        Some(f)
+    }
+
+    /// Starts the probes that are due, and fails those past their timeout.
+    pub(super) fn run_due_probes(&mut self) {
+        let now = self.now().mono;
+        while let Some(&(deadline, id)) = self.probes.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            if let Some(f) = self.probe_drop(id) {
+                self.probe_result(f.entry, f.which, false);
+            }
+        }
+        for _ in 0..PROBES_PER_PASS {
+            let Some(&(due, entry, which)) = self.probes.due.first() else {
+                return;
+            };
+            if due > now {
+                return;
+            }
+            self.probes.due.pop_first();
+            self.probe_start(entry, which, now);
+        }
+    }
+
+    fn probe_start(&mut self, entry: u64, which: Which, now: u64) {
+        let Some(p) = self.probes.by_entry.get(&entry) else {
+            return;
+        };
+        let (name, index) = (p.service.clone(), p.index);
+        let Some(spec) = self.services.spec(&name).cloned() else {
+            return;
+        };
+        let Some(probe) = spec.probe(which).cloned() else {
+            return;
+        };
+        if self.services.state_of(entry) == Some(crate::services::SvcState::Stopping) {
+            return;
+        }
+        let id = self.probes.next_id;
+        self.probes.next_id += 1;
+        let run = match &probe.kind {
+            ProbeKind::Exec(argv) => match self.spawn_check(&spec, index, argv) {
+                Ok(proc_id) => {
+                    // Its own process group: the kill at the timeout
+                    // reaches what it started.
+                    self.sup.set_group(proc_id, true);
+                    self.probes.exec_of.insert(proc_id, id);
+                    Some(Running::Exec(proc_id))
+                }
+                Err(()) => None,
+            },
+            ProbeKind::Tcp { port, host } => {
+                self.probe_connect(&name, index, port, host, id)
+                    .map(|stream| Running::Net {
+                        stream,
+                        http: None,
+                        connected: false,
+                    })
+            }
+            ProbeKind::Http {
+                path,
+                port,
+                host,
+                status,
+                body,
+            } => {
+                let n = self.probe_port(&name, index, port);
+                n.and_then(|n| {
+                    let stream = self.probe_connect(&name, index, port, host, id)?;
+                    Some(Running::Net {
+                        stream,
+                        http: Some(Http {
+                            request: http_request(path, host, n),
+                            sent: 0,
+                            reply: Vec::new(),
+                            status: *status,
+                            body: body.clone(),
+                        }),
+                        connected: false,
+                    })
+                })
+            }
+        };
+        let Some(run) = run else {
+            log::debug!(
+                "service {name}.{index}: its {} probe could not start",
+                which.as_str()
+            );
+            self.probe_result(entry, which, false);
+            return;
+        };
+        let deadline = now + probe.timeout_ms;
+        self.probes.deadlines.insert((deadline, id));
+        self.probes.inflight.insert(
+            id,
+            InFlight {
+                entry,
+                which,
+                deadline,
+                run,
+            },
+        );
+    }
+
+    fn probe_port(&self, name: &str, index: u32, port: &PortRef) -> Option<u16> {
+        match port {
+            PortRef::Number(n) => Some(*n),
+            PortRef::Named(want) => self
+                .endpoints
+                .ports_of(name, index)
+                .iter()
+                .find(|(n, _, _)| n == want)
+                .map(|p| p.2),
+        }
+    }
+
+    fn probe_connect(
+        &mut self,
+        name: &str,
+        index: u32,
+        port: &PortRef,
+        host: &str,
+        id: u64,
+    ) -> Option<mio::net::TcpStream> {
+        let port = self.probe_port(name, index, port)?;
+        let ip: std::net::IpAddr = host.parse().ok()?;
+        let mut stream = mio::net::TcpStream::connect((ip, port).into()).ok()?;
+        self.poll
+            .registry()
+            .register(
+                &mut stream,
+                Source::Probe(id).token(),
+                mio::Interest::READABLE | mio::Interest::WRITABLE,
+            )
+            .ok()?;
+        Some(stream)
+    }
+
+    /// A probe's connection is ready: connected (a TCP probe passes), the
+    /// request written, the reply read and judged.
+    pub(super) fn probe_event(&mut self, id: u64) {
+        let Some(f) = self.probes.inflight.get_mut(&id) else {
+            return;
+        };
+        let Running::Net {
+            stream,
+            http,
+            connected,
+        } = &mut f.run
+        else {
+            return;
+        };
+        if !*connected {
+            match stream.take_error() {
+                Ok(None) => {}
+                _ => return self.probe_done(id, false),
+            }
+            match stream.peer_addr() {
+                Ok(_) => *connected = true,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(_) => return self.probe_done(id, false),
+            }
+        }
+        let Some(h) = http else {
+            return self.probe_done(id, true);
+        };
+        while h.sent < h.request.len() {
+            match io::Write::write(stream, &h.request[h.sent..]) {
+                Ok(0) => return self.probe_done(id, false),
+                Ok(n) => h.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.probe_done(id, false),
+            }
+        }
+        let mut buf = [0u8; 4096];
+        let mut ended = false;
+        // Bounded: the reply is read up to MAX_REPLY, in at most 16 reads a
+        // pass (the rest on the next readiness).
+        for _ in 0..16 {
+            let room = crate::services::probe::MAX_REPLY - h.reply.len();
+            if room == 0 {
+                ended = true;
+                break;
+            }
+            match io::Read::read(stream, &mut buf[..room.min(4096)]) {
+                Ok(0) => {
+                    ended = true;
+                    break;
+                }
+                Ok(n) => h.reply.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        if let Some(ok) = http_verdict(&h.reply, ended, h.status, h.body.as_deref()) {
+            self.probe_done(id, ok);
+        }
+    }
+
+    /// A tracked process ended: if it was a probe command, its result.
+    pub(super) fn probe_exec_exited(&mut self, proc_id: u64, ok: bool) {
+        let Some(id) = self.probes.exec_of.remove(&proc_id) else {
+            return;
+        };
+        if let Some(f) = self.probes.inflight.remove(&id) {
+            self.probes.deadlines.remove(&(f.deadline, id));
+            self.probe_result(f.entry, f.which, ok);
+        }
+    }
+
+    fn probe_done(&mut self, id: u64, ok: bool) {
+        if let Some(f) = self.probe_drop(id) {
+            self.probe_result(f.entry, f.which, ok);
+        }
+    }
+
+    /// One result: the tally, the next probe, and what a changed verdict
+    /// does.
+    fn probe_result(&mut self, entry: u64, which: Which, ok: bool) {
+        let now = self.now();
+        let Some(p) = self.probes.by_entry.get_mut(&entry) else {
+            return;
+        };
+        let Some(spec) = self.services.spec(&p.service).cloned() else {
+            return;
+        };
+        let Some(probe) = spec.probe(which) else {
+            return;
+        };
+        let verdict = p.tally[idx(which)].record(ok, probe);
+        p.seq += 1;
+        let interval = if ok {
+            probe.interval_ms
+        } else {
+            probe.failing_interval_ms
+        };
+        let next = now.mono + jittered(interval, entry, p.seq);
+        let (name, index) = (p.service.clone(), p.index);
+        if verdict.is_some() {
+            log::info!(
+                "service {name}.{index}: {} probe {}",
+                which.as_str(),
+                if ok { "passes" } else { "fails" }
+            );
+        }
+        // Startup stops once passed; the others go on.
+        if !(which == Which::Startup && verdict == Some(true)) {
+            self.probes.due.insert((next, entry, which));
+        }
+        match (which, verdict) {
+            (Which::Startup, Some(true)) => {
+                if let Some(p) = self.probes.by_entry.get_mut(&entry) {
+                    p.started = true;
+                }
+                self.schedule_after_startup(entry, &spec, now.mono);
+                self.probe_gates(entry);
+            }
+            (Which::Startup | Which::Liveness, Some(false)) => {
+                log::warn!(
+                    "service {name}.{index}: {} probe failed {} times in a row; restarting it",
+                    which.as_str(),
+                    probe.failure_threshold
+                );
+                self.probes_gone(entry);
+                let cmds = self.services.liveness_failed(entry, now.mono, now.wall);
+                self.apply_svc(cmds);
+            }
+            (Which::Liveness, Some(true)) => {
+                let cmds = self.services.alive(entry, now.mono, now.wall);
+                self.apply_svc(cmds);
+            }
+            (Which::Readiness, Some(true)) => self.probe_gates(entry),
+            (Which::Readiness, Some(false)) => {
+                if self
+                    .probes
+                    .by_entry
+                    .get(&entry)
+                    .is_some_and(|p| p.ready_sent)
+                {
+                    let cmds = self.services.health(entry, false, now.mono, now.wall);
+                    self.apply_svc(cmds);
+                }
+            }
+            (_, None) => {}
+        }
+    }
+
+    /// Ready once its startup probe passed, its own readiness came and
+    /// its readiness probe passes; back to running after being unhealthy.
+    fn probe_gates(&mut self, entry: u64) {
+        let now = self.now();
+        let Some(p) = self.probes.by_entry.get_mut(&entry) else {
+            return;
+        };
+        let has_readiness = self
+            .services
+            .spec(&p.service)
+            .is_some_and(|s| s.readiness.is_some());
+        let passing = !has_readiness || p.tally[idx(Which::Readiness)].verdict == Some(true);
+        if !(p.started && p.mech_ready && passing) {
+            return;
+        }
+        let cmds = if std::mem::replace(&mut p.ready_sent, true) {
+            self.services.health(entry, true, now.mono, now.wall)
+        } else {
+            self.services.ready(entry, now.mono, now.wall)
+        };
+        self.apply_svc(cmds);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::jittered;
+
+    #[test]
+    fn the_jitter_stays_within_a_tenth() {
+        for e in 0..200 {
+            for s in 0..5 {
+                let j = jittered(1000, e, s);
+                assert!((900..=1100).contains(&j), "{j}");
+            }
+        }
+        assert_eq!(jittered(3, 1, 1), 3);
+    }
+}

@@ -1,0 +1,270 @@
+//! Startup, readiness and liveness probes (exec, TCP, HTTP) and the
+//! circuit breaker, against the real binary and a real HTTP server
+//! (`fixtures/sd_server.py`, healthy while a file exists). Conditions are
+//! waited on with deadlines; no test sleeps to synchronise.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg(target_os = "linux")]
+
+mod util;
+
+use std::path::{Path, PathBuf};
+use util::*;
+
+fn server() -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd_server.py");
+    p.to_str().unwrap().to_string()
+}
+
+/// The `Service` row of instance 0 of `name`, as fields.
+fn row(d: &Daemon, name: &str) -> Vec<String> {
+    d.ask(&format!("Status,{name}"))
+        .iter()
+        .find(|l| l.starts_with("Service,"))
+        .map(|l| l.split(',').map(String::from).collect())
+        .unwrap_or_default()
+}
+
+fn state(d: &Daemon, name: &str) -> String {
+    row(d, name).get(3).cloned().unwrap_or_default()
+}
+
+fn wait_state(d: &Daemon, name: &str, want: &str) -> Vec<String> {
+    let mut r = Vec::new();
+    wait_for(&format!("{name} to be {want}"), || {
+        r = row(d, name);
+        r.get(3).is_some_and(|s| s == want)
+    });
+    r
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    temp_dir(&format!("{name}-out"))
+}
+
+fn touch(p: &Path) {
+    std::fs::write(p, b"").unwrap();
+}
+
+#[test]
+fn an_http_readiness_probe_gates_running_and_failing_makes_unhealthy_without_restart() {
+    let out = out_dir("probe-ready");
+    let lua = format!(
+        r#"service "api" {{ cmd = {{ "python3", {}, {} }}, ports = {{ http = "auto" }},
+              readiness = {{ http = "/healthz", interval = 0.1, timeout = 2,
+                             failure_threshold = 2, success_threshold = 2, body = "ok" }} }}"#,
+        lua_str(&server()),
+        lua_str(out.to_str().unwrap())
+    );
+    let d = with_config("probe-ready", &lua, &["--ports", "41500-41599"]);
+    // Serving, but 503: it stays `starting`.
+    wait_for("the server to start", || out.join("env.0").exists());
+    let mut c = d.conn();
+    assert_eq!(c.request("Subscribe"), vec!["Ok".to_string()]);
+    assert_eq!(state(&d, "api"), "starting");
+    touch(&out.join("healthy.0"));
+    let r = wait_state(&d, "api", "running");
+    let pid = r[4].clone();
+    // Failing: unhealthy, the same process (readiness never restarts).
+    std::fs::remove_file(out.join("healthy.0")).unwrap();
+    let r = wait_state(&d, "api", "unhealthy");
+    assert_eq!(r[4], pid);
+    touch(&out.join("healthy.0"));
+    let r = wait_state(&d, "api", "running");
+    assert_eq!((r[4].as_str(), r[6].as_str()), (pid.as_str(), "0"));
+    // The subscriber saw each change.
+    let mut states = Vec::new();
+    while states.last().map(String::as_str) != Some("running") || states.len() < 3 {
+        let l = c.line().expect("the subscription closed");
+        let f: Vec<&str> = l.split(',').collect();
+        if f[0] == "ServiceEvent" && f[2] == "api" {
+            states.push(f[4].to_string());
+        }
+    }
+    assert_eq!(states, ["running", "unhealthy", "running"]);
+    assert_eq!(r.get(11).map(String::as_str), Some(""), "no breaker: {r:?}");
+}
+
+#[test]
+fn a_failing_liveness_probe_restarts_through_the_backoff_as_health() {
+    let out = out_dir("probe-live");
+    let alive = out.join("alive");
+    touch(&alive);
+    let lua = format!(
+        r#"service "w" {{ cmd = {{ "sleep", "1000" }}, backoff = {{ initial = 0.05 }},
+              breaker = false,
+              liveness = {{ exec = {{ "test", "-e", {} }}, interval = 0.1, failure_threshold = 2 }} }}"#,
+        lua_str(alive.to_str().unwrap())
+    );
+    let d = with_config("probe-live", &lua, &[]);
+    let r = wait_state(&d, "w", "running");
+    let pid = r[4].clone();
+    std::fs::remove_file(&alive).unwrap();
+    wait_for("a restart after the liveness failures", || {
+        let r = row(&d, "w");
+        r.get(6).is_some_and(|n| n != "0") && r.get(4).is_some_and(|p| !p.is_empty() && *p != pid)
+    });
+    touch(&alive);
+    let r = wait_state(&d, "w", "running");
+    assert_ne!(r[4], pid);
+    assert!(
+        d.log().contains("liveness probe failed 2 times in a row"),
+        "{}",
+        d.log()
+    );
+}
+
+#[test]
+fn a_probe_command_past_its_timeout_is_killed_and_counts_as_a_failure() {
+    let out = out_dir("probe-hang");
+    let marker = out.join("probe.pids");
+    // The probe writes its pid, then hangs far past its timeout.
+    let lua = format!(
+        r#"service "h" {{ cmd = {{ "sleep", "1000" }}, backoff = {{ initial = 0.05 }}, breaker = false,
+              liveness = {{ exec = {{ "sh", "-c", "echo $$ >> {} && exec sleep 1000" }},
+                            interval = 0.1, timeout = 0.2, failure_threshold = 2 }} }}"#,
+        marker.display()
+    );
+    let d = with_config("probe-hang", &lua, &[]);
+    wait_for("the liveness failures to restart it", || {
+        row(&d, "h").get(6).is_some_and(|n| n != "0")
+    });
+    let pids: Vec<i32> = std::fs::read_to_string(&marker)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert!(pids.len() >= 2, "{pids:?}");
+    // Every probe process that had its time is gone (killed, not left).
+    for p in &pids[..2] {
+        wait_for(&format!("probe process {p} to be killed"), || pid_gone(*p));
+    }
+    drop(d);
+}
+
+#[test]
+fn a_startup_probe_gates_readiness_and_liveness() {
+    let out = out_dir("probe-start");
+    let started = out.join("started");
+    let start_log = out.join("start.log");
+    let live_log = out.join("live.log");
+    let lua = format!(
+        r#"service "s" {{ cmd = {{ "sleep", "1000" }},
+              startup = {{ exec = {{ "sh", "-c", "echo s >> {} && test -e {}" }},
+                          interval = 0.1, failure_threshold = 1000 }},
+              liveness = {{ exec = {{ "sh", "-c", "echo x >> {}" }}, interval = 0.1 }} }}"#,
+        start_log.display(),
+        started.display(),
+        live_log.display()
+    );
+    let d = with_config("probe-start", &lua, &[]);
+    wait_state(&d, "s", "starting");
+    // The startup probe has failed five times; liveness has not run.
+    wait_for("five startup probes", || {
+        std::fs::read_to_string(&start_log).is_ok_and(|s| s.lines().count() >= 5)
+    });
+    assert!(!live_log.exists(), "liveness ran before startup passed");
+    assert_eq!(state(&d, "s"), "starting");
+    touch(&started);
+    wait_state(&d, "s", "running");
+    wait_for("liveness to run", || live_log.exists());
+    let r = row(&d, "s");
+    assert_eq!(
+        r[11], "closed",
+        "a liveness probe brings the breaker: {r:?}"
+    );
+}
+
+#[test]
+fn the_circuit_breaker_opens_after_liveness_restarts_and_closes_on_a_pass() {
+    let out = out_dir("probe-breaker");
+    let alive = out.join("alive");
+    let lua = format!(
+        r#"service "b" {{ cmd = {{ "sleep", "1000" }}, backoff = {{ initial = 0.05 }},
+              budget = false, breaker = {{ failures = 2, cooldown = 1.5 }},
+              liveness = {{ exec = {{ "test", "-e", {} }}, interval = 0.1, failure_threshold = 1 }} }}"#,
+        lua_str(alive.to_str().unwrap())
+    );
+    let d = with_config("probe-breaker", &lua, &[]);
+    // Two liveness restarts, then open: backoff, no process, long delay.
+    let r = wait_state(&d, "b", "backoff");
+    let open = {
+        let mut r = r;
+        wait_for("the breaker to open", || {
+            r = row(&d, "b");
+            r.get(11).is_some_and(|b| b == "open")
+        });
+        r
+    };
+    assert_eq!(open[4], "", "no process while open: {open:?}");
+    assert_eq!(open[6], "2", "{open:?}");
+    // The cool-down passes: one try (half-open), which passes now.
+    touch(&alive);
+    wait_for("the half-open try to pass and close the breaker", || {
+        let r = row(&d, "b");
+        r.get(3).is_some_and(|s| s == "running") && r.get(11).is_some_and(|b| b == "closed")
+    });
+}
+
+#[test]
+fn a_tcp_liveness_probe_follows_the_port() {
+    let out = out_dir("probe-tcp");
+    let lua = format!(
+        r#"service "t" {{ cmd = {{ "python3", {}, {} }}, ports = {{ http = "auto" }},
+              liveness = {{ tcp = "http", interval = 0.1, failure_threshold = 2 }},
+              readiness = {{ http = "/", interval = 0.1 }} }}"#,
+        lua_str(&server()),
+        lua_str(out.to_str().unwrap())
+    );
+    let d = with_config("probe-tcp", &lua, &["--ports", "41600-41699"]);
+    let r = wait_state(&d, "t", "running");
+    assert_eq!(r[6], "0");
+    assert_eq!(r[11], "closed");
+    let dump = d.ask("DumpConfig");
+    assert!(
+        dump.iter()
+            .any(|l| l == "Setting,t,liveness,0.100,0.100,1.000,2,1,0.000,tcp,http,127.0.0.1"),
+        "{dump:?}"
+    );
+    assert!(
+        dump.iter().any(|l| l
+            == "Setting,t,readiness,0.100,0.100,1.000,3,1,0.000,http,/,http,127.0.0.1,200-399,"),
+        "{dump:?}"
+    );
+}
+
+#[test]
+fn bad_probe_settings_are_refused_where_written() {
+    assert_refused("readiness", r#"{ http = "/h" }"#, "no ports");
+    assert_refused("readiness", r#"{ tcp = "web" }"#, "no port named");
+    assert_refused(
+        "liveness",
+        r#"{ exec = { "true" }, http = "/" }"#,
+        "exactly one",
+    );
+    assert_refused(
+        "liveness",
+        r#"{ exec = { "true" }, success_threshold = 2 }"#,
+        "1 for startup and liveness",
+    );
+    assert_refused(
+        "readiness",
+        r#"{ exec = { "true" }, interval = 0 }"#,
+        "interval",
+    );
+    assert_refused(
+        "readiness",
+        r#"{ exec = { "true" }, colour = 1 }"#,
+        "unknown key",
+    );
+    assert_refused(
+        "readiness",
+        r#"{ http = "no slash", port = 80 }"#,
+        "a path from /",
+    );
+    assert_refused(
+        "readiness",
+        r#"{ http = "/", port = 80, status = 700 }"#,
+        "status",
+    );
+    assert_refused("breaker", r#"{ failures = 2 }"#, "give a liveness probe");
+}
