@@ -175,6 +175,7 @@ impl Policy {
             | Request::Status(_)
             | Request::StatusService(_)
             | Request::Tree
+            | Request::Lookup(_)
             | Request::Stats { .. }
             | Request::Subscribe
             | Request::DumpConfig => read,

@@ -170,22 +170,7 @@ fn bad_requests_get_http_errors_and_idle_connections_block_nothing() {
 }
 
 /// Kills the Prometheus server even when the test fails.
-struct Prometheus(std::process::Child);
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use KillOnDrop as Prometheus;
 
 /// The value of a Prometheus instant query, if it has one.
 fn query(prom: &str, q: &str) -> Option<f64> {

@@ -307,27 +307,25 @@ fn the_server_behaves_the_same_under_systemd_socket_activate() {
         return;
     };
     let out = out_dir("net-ref");
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = probe.local_addr().unwrap().port();
-    drop(probe);
-    let mut child = Command::new(path)
-        .args([
-            "-l",
-            &format!("127.0.0.1:{port}"),
-            "--fdname=web",
-            "python3",
-        ])
-        .arg(server())
-        .arg(&out)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // systemd-socket-activate starts the program on the first connection.
+    let port = free_port();
+    // It execs the program in place on the first connection: killing it
+    // (when dropped, also when the test fails) kills the server.
+    let _child = KillOnDrop(
+        Command::new(path)
+            .args([
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "--fdname=web",
+                "python3",
+            ])
+            .arg(server())
+            .arg(&out)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let reply = curl(&format!("http://127.0.0.1:{port}/"));
     let e = wait_env(&out, 0, "");
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = Command::new("kill").arg(&e["pid"]).status();
     assert_eq!(e["LISTEN_FDS"], "1", "{e:?}");
     assert_eq!(e["LISTEN_FDNAMES"], "web", "{e:?}");
     assert_eq!(e["LISTEN_PID"], e["pid"], "{e:?}");
@@ -341,4 +339,109 @@ fn which(name: &str) -> Result<PathBuf, ()> {
         .map(|d| Path::new(d).join(name))
         .find(|p| p.is_file())
         .ok_or(())
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    curl(&format!("http://127.0.0.1:{port}{path}"))
+}
+
+fn agent(port: u16, line: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    s.write_all(line.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn the_registry_lists_running_instances_and_an_instance_drains_before_its_stop() {
+    let out = out_dir("net-reg");
+    let metrics = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let lua = format!(
+        r#"service "api" {{ cmd = {{ "python3", {}, {} }}, replicas = 2, drain = 30,
+              ports = {{ http = {{ port = "auto", address = "127.0.0.1" }} }},
+              hostnames = {{ "API.example.test", "www.example.test" }} }}
+           service "other" {{ cmd = {{ "sleep", "1000" }} }}"#,
+        lua_str(&server()),
+        lua_str(out.to_str().unwrap())
+    );
+    let d = with_config(
+        "net-reg",
+        &lua,
+        &[
+            "--ports",
+            "41500-41549",
+            "--metrics",
+            &format!("127.0.0.1:{metrics}"),
+        ],
+    );
+    let mut rows = Vec::new();
+    wait_for("both instances listed", || {
+        rows = d.ask("Lookup,api.example.test");
+        rows.len() == 3
+    });
+    let e0 = wait_env(&out, 0, "");
+    let e1 = wait_env(&out, 1, "");
+    assert_eq!(
+        rows,
+        [
+            format!("Upstream,api.example.test,api,0,127.0.0.1:{}", e0["PORT"]),
+            format!("Upstream,api.example.test,api,1,127.0.0.1:{}", e1["PORT"]),
+            "Ok".to_string()
+        ]
+    );
+    // Case does not matter; an undeclared or malformed name is an error.
+    assert_eq!(d.ask("Lookup,WWW.EXAMPLE.TEST").len(), 3);
+    assert!(d.ask("Lookup,nope.test")[0].starts_with("Error,no-such-service,"));
+    assert!(d.ask("Lookup,a b")[0].starts_with("Error,bad-request,"));
+    let json = http_get(metrics, "/registry");
+    assert_eq!(
+        json,
+        format!(
+            "{{\"api.example.test\":[\"127.0.0.1:{0}\",\"127.0.0.1:{1}\"],\"www.example.test\":[\"127.0.0.1:{0}\",\"127.0.0.1:{1}\"]}}\n",
+            e0["PORT"], e1["PORT"]
+        )
+    );
+    let traefik = http_get(metrics, "/registry/traefik");
+    assert!(
+        traefik.contains("\"rule\":\"Host(`api.example.test`)\""),
+        "{traefik}"
+    );
+    assert!(
+        traefik.contains(&format!("{{\"url\":\"http://127.0.0.1:{}\"}}", e0["PORT"])),
+        "{traefik}"
+    );
+    assert_eq!(
+        agent(metrics, &format!("agent api.example.test {}\n", e0["PORT"])),
+        "up ready 100%\n"
+    );
+    assert_eq!(agent(metrics, "agent api.example.test 1\n"), "down\n");
+
+    // Stopping instance 0: out of the registry at once, `drain` for the
+    // agent, and no stop signal yet (its process still serves).
+    assert_eq!(last(&d.ask("Stop,api.0")), "Ok");
+    let rows = d.ask("Lookup,api.example.test");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows[0].ends_with(&format!(":{}", e1["PORT"])), "{rows:?}");
+    assert_eq!(
+        agent(metrics, &format!("agent api.example.test {}\n", e0["PORT"])),
+        "drain\n"
+    );
+    assert!(pid_alive(e0["pid"].parse().unwrap()));
+    assert_eq!(
+        curl(&format!("http://127.0.0.1:{}/", e0["PORT"])),
+        format!("name=http instance=0 pid={}\n", e0["pid"])
+    );
+    assert!(d.ask("Status,api.0")[0].contains(",stopping,"));
+    assert!(
+        d.log()
+            .contains("leaves the registry; its stop signal in 30s"),
+        "{}",
+        d.log()
+    );
 }

@@ -39,6 +39,8 @@ commands (protocol verb in brackets):
   status [ID | NAME]                           the process and service tables [Status]
   status --tree                                archon's process tree: each process's parent and
                                                owner, services' descendants, adopted orphans [Tree]
+  lookup HOSTNAME                              the instances serving a hostname now, for a
+                                               reverse proxy: service, instance, host:port [Lookup]
   stats [ID | NAME[.N]] [--history]            what monitored processes cost: the last sample (or
                                                every kept one) and averages, maxima, totals [Stats]
   top [-d SECONDS] [-n COUNT] [NAME[.N]]       a live table of monitored processes, busiest first,
@@ -322,6 +324,13 @@ fn build_request(cmd: &str, args: &[String]) -> Result<Request, String> {
                 Request::MonitorFd
             } else {
                 Request::MonitorPid(pid)
+            }
+        }
+        "lookup" => {
+            max(1)?;
+            match args.first() {
+                Some(h) => Request::Lookup(h.to_ascii_lowercase()),
+                None => return Err("lookup needs a HOSTNAME".into()),
             }
         }
         "stats" => {
@@ -741,6 +750,9 @@ fn print_rows(out: &mut String, rows: &[Vec<String>], procs: &[archon::protocol:
                 let next = get(8).parse::<f64>().unwrap_or(now);
                 last = format!("{last} (retry in {})", human(next - now));
             }
+            if matches!(get(11), "open" | "half-open") {
+                last = format!("{last} (breaker {})", get(11));
+            }
             outln!(
                 out,
                 "{:<width$} {:<10} {:>8} {:>9} {:>8}  {}",
@@ -752,6 +764,10 @@ fn print_rows(out: &mut String, rows: &[Vec<String>], procs: &[archon::protocol:
                 if last.is_empty() { "-" } else { &last }
             );
         }
+    }
+    for r in rows.iter().filter(|r| r[0] == "Upstream") {
+        let get = |i: usize| r.get(i).map_or("", |s| s.as_str());
+        outln!(out, "{} {}.{} {}", get(1), get(2), get(3), get(4));
     }
     for r in rows.iter().filter(|r| r[0] == "Setting") {
         let values: Vec<String> = r.iter().skip(3).map(|v| shell_word(v)).collect();

@@ -172,10 +172,27 @@ enum Asked {
     Bad,
     NotFound,
     NotAllowed,
-    Metrics { head: bool, accept: Option<String> },
+    Metrics {
+        head: bool,
+        accept: Option<String>,
+    },
+    /// `GET /registry` (JSON) or `/registry/traefik`.
+    Registry {
+        head: bool,
+        traefik: bool,
+    },
+    /// A line of HAProxy's agent check (`agent-send "agent <host> <port>\n"`).
+    Agent(String),
 }
 
 fn parse_request(input: &[u8]) -> Asked {
+    if let Some(rest) = input.strip_prefix(b"agent ") {
+        return match rest.iter().position(|&b| b == b'\n') {
+            Some(n) => Asked::Agent(String::from_utf8_lossy(&rest[..n]).into_owned()),
+            None if input.len() >= MAX_REQUEST => Asked::TooLarge,
+            None => Asked::Partial,
+        };
+    }
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(input) {
@@ -197,6 +214,10 @@ fn parse_request(input: &[u8]) -> Asked {
                 ("GET" | "HEAD", "/metrics") => Asked::Metrics {
                     head: method == "HEAD",
                     accept,
+                },
+                ("GET" | "HEAD", "/registry" | "/registry/traefik") => Asked::Registry {
+                    head: method == "HEAD",
+                    traefik: path.ends_with("/traefik"),
                 },
                 ("GET" | "HEAD", _) => Asked::NotFound,
                 _ => Asked::NotAllowed,
@@ -286,6 +307,9 @@ impl EventLoop {
         }
         if c.out.is_none() {
             let mut buf = [0u8; 2048];
+            // A client that half-closes after its request (`nc -N`, an
+            // agent check) still gets its answer.
+            let mut eof = false;
             loop {
                 let room = MAX_REQUEST - c.input.len();
                 if room == 0 {
@@ -294,8 +318,8 @@ impl EventLoop {
                 let n = buf.len().min(room);
                 match c.stream.read(&mut buf[..n]) {
                     Ok(0) => {
-                        self.metrics_close(id);
-                        return;
+                        eof = true;
+                        break;
                     }
                     Ok(k) => c.input.extend_from_slice(&buf[..k]),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -307,6 +331,10 @@ impl EventLoop {
                 }
             }
             let asked = parse_request(&c.input);
+            if eof && matches!(asked, Asked::Partial) {
+                self.metrics_close(id);
+                return;
+            }
             let answer = match asked {
                 Asked::Partial => None,
                 Asked::TooLarge => Some(plain(
@@ -315,7 +343,26 @@ impl EventLoop {
                     "request too large\n",
                 )),
                 Asked::Bad => Some(plain("400 Bad Request", "", "bad request\n")),
-                Asked::NotFound => Some(plain("404 Not Found", "", "not found: try /metrics\n")),
+                Asked::NotFound => Some(plain(
+                    "404 Not Found",
+                    "",
+                    "not found: try /metrics or /registry\n",
+                )),
+                Asked::Agent(line) => Some(self.agent_reply(&line).into_bytes()),
+                Asked::Registry { head, traefik } => {
+                    let body = if traefik {
+                        self.registry_traefik()
+                    } else {
+                        self.registry_json()
+                    };
+                    Some(response(
+                        "200 OK",
+                        "application/json",
+                        "",
+                        body.as_bytes(),
+                        head,
+                    ))
+                }
                 Asked::NotAllowed => Some(plain(
                     "405 Method Not Allowed",
                     "Allow: GET, HEAD\r\n",

@@ -19,6 +19,7 @@ mod notify;
 mod output;
 mod ports;
 mod probes;
+mod registry;
 mod requests;
 mod sources;
 mod stream;
@@ -166,6 +167,8 @@ pub struct EventLoop {
     endpoints: ports::Endpoints,
     /// Startup, readiness and liveness probes.
     probes: probes::Probes,
+    /// Stops held back while their instances drain.
+    drains: registry::Drains,
     /// `--metrics`: the scrape endpoint, and whether its listener had more
     /// than a pass's budget.
     metrics: Option<metrics::Server>,
@@ -358,6 +361,7 @@ impl EventLoop {
             monitoring: Default::default(),
             endpoints: ports::Endpoints::new(port_range),
             probes: Default::default(),
+            drains: Default::default(),
             metrics,
             metrics_again: false,
             tree_cache: None,
@@ -429,6 +433,7 @@ impl EventLoop {
                 self.check_due.first().map(|c| c.0),
                 self.monitoring.next_due(),
                 self.probes.next_due(),
+                self.drains.next_due(),
                 self.metrics.as_ref().and_then(|m| m.next_deadline()),
                 self.stalls.first().map(|s| s.0),
                 self.worker_deadline(),
@@ -505,6 +510,7 @@ impl EventLoop {
                 self.run_due_checks();
                 self.run_due_probes();
             }
+            self.drains_due();
             self.flush_hooks();
             self.apply_hook_actions();
             // After the hooks' actions: a limit's stop waits for what its
@@ -818,6 +824,7 @@ impl EventLoop {
         }
         self.probe_exec_exited(id, exit == Exit::Code(0));
         self.probes_gone(id);
+        self.drain_gone(id);
         if let Some((name, index)) = self.services.owner(id) {
             self.endpoints.exited(&name, index);
         }

@@ -76,7 +76,11 @@ impl EventLoop {
         if self.shutting_down
             && !matches!(
                 req,
-                Request::Status(_) | Request::Tree | Request::Version | Request::Subscribe
+                Request::Status(_)
+                    | Request::Tree
+                    | Request::Lookup(_)
+                    | Request::Version
+                    | Request::Subscribe
             )
         {
             return Some(Reply::error(
@@ -142,6 +146,7 @@ impl EventLoop {
                 None
             }
             Request::Tree => Some(Reply::Encoded(self.tree_rows())),
+            Request::Lookup(h) => Some(self.lookup_rows(&h)),
             Request::Stats { target, history } => Some(self.stats_rows(target.as_deref(), history)),
             Request::Logs {
                 target,

@@ -228,6 +228,13 @@ fn setting_rows(s: &ServiceSpec, services: &Services, out: &mut String) {
             &f.iter().map(String::as_str).collect::<Vec<_>>(),
         );
     }
+    if !s.hostnames.is_empty() {
+        put_all(
+            "hostnames",
+            &s.hostnames.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+    }
+    put_all("drain", &[&fmt_millis(s.drain_ms)]);
     if let Some(b) = &s.breaker {
         put_all(
             "breaker",

@@ -32,12 +32,14 @@ impl EventLoop {
                     signal,
                     grace_ms,
                 } => {
-                    let now = self.now();
-                    let fx = self
-                        .sup
-                        .stop_with(entry, signal, grace_ms, None, now)
-                        .unwrap_or_default();
-                    self.apply(fx);
+                    if !self.drain_first(entry, signal, grace_ms) {
+                        let now = self.now();
+                        let fx = self
+                            .sup
+                            .stop_with(entry, signal, grace_ms, None, now)
+                            .unwrap_or_default();
+                        self.apply(fx);
+                    }
                 }
                 Cmd::Changed {
                     name,

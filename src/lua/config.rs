@@ -315,6 +315,8 @@ const KEYS: &[&str] = &[
     "readiness",
     "liveness",
     "breaker",
+    "hostnames",
+    "drain",
 ];
 
 /// Reads one `service "name" { ... }` body. Problems go to `errs`, each
@@ -584,6 +586,18 @@ fn parse_service(
             "readiness" => probes.push((crate::services::probe::Which::Readiness, v)),
             "liveness" => probes.push((crate::services::probe::Which::Liveness, v)),
             "breaker" => breaker = Some(v),
+            "hostnames" => match strings(&v) {
+                Some(h) if h.iter().all(|h| crate::services::net::valid_hostname(h)) => {
+                    s.hostnames = h.iter().map(|h| h.to_ascii_lowercase()).collect();
+                    s.hostnames.sort();
+                    s.hostnames.dedup();
+                }
+                _ => bad(
+                    "hostnames",
+                    "expected a list of host names such as { \"api.example.test\" }",
+                ),
+            },
+            "drain" => set_ms(&v, &mut s.drain_ms, "drain", &mut bad),
             "ports" => match super::net::parse_ports(&v) {
                 Ok(p) => s.ports = p,
                 Err(e) => bad("ports", &e),
@@ -671,6 +685,12 @@ fn parse_service(
         bad(
             "breaker",
             "it counts liveness restarts: give a liveness probe",
+        );
+    }
+    if !s.hostnames.is_empty() && s.ports.is_empty() {
+        bad(
+            "hostnames",
+            "the registry gives instances' ports: give ports",
         );
     }
     if s.health.is_some() && s.readiness.is_some() {

@@ -109,6 +109,8 @@ pub enum Request {
     StatusService(String),
     /// `Tree`: archon's process tree from /proc.
     Tree,
+    /// `Lookup,<hostname>`: the instances serving it now.
+    Lookup(String),
     /// `Stats[,<target>[,history]]`: what monitored processes cost; the
     /// target is a service, `name.n`, or a process id.
     Stats {
@@ -179,13 +181,14 @@ impl PowerAction {
 }
 
 /// Every verb of v1, as spelled on the wire.
-pub const VERBS: [&str; 22] = [
+pub const VERBS: [&str; 23] = [
     "Run",
     "StartDaemon",
     "MonitorFD",
     "MonitorPid",
     "Status",
     "Tree",
+    "Lookup",
     "Stats",
     "Stop",
     "Signal",
@@ -432,6 +435,13 @@ pub fn parse_request(line: &[u8]) -> ParseResult<Request> {
         }
         "Subscribe" => arity(verb, args, 0, 0).map(|_| Request::Subscribe),
         "Tree" => arity(verb, args, 0, 0).map(|_| Request::Tree),
+        "Lookup" => {
+            arity(verb, args, 1, 1)?;
+            if !crate::services::net::valid_hostname(&args[0]) {
+                return bad(format!("Lookup: {:?} is not a host name", args[0]));
+            }
+            Ok(Request::Lookup(args[0].to_ascii_lowercase()))
+        }
         "Stats" => {
             arity(verb, args, 0, 2)?;
             let target = match args.first() {
@@ -495,6 +505,7 @@ impl Request {
             Request::Signal { .. } | Request::SignalService { .. } => "Signal",
             Request::Subscribe => "Subscribe",
             Request::Tree => "Tree",
+            Request::Lookup(_) => "Lookup",
             Request::Stats { .. } => "Stats",
             Request::Logs { .. } => "Logs",
             Request::Version => "Version",
@@ -548,6 +559,7 @@ impl Request {
             }
             Request::Subscribe => f.push("Subscribe".into()),
             Request::Tree => f.push("Tree".into()),
+            Request::Lookup(h) => f.extend(["Lookup".into(), h.clone()]),
             Request::Stats { target, history } => {
                 f.push("Stats".into());
                 if let Some(t) = target {
@@ -742,7 +754,7 @@ impl ReplyLine {
             })),
             Some(
                 "Service" | "ServiceEvent" | "LimitEvent" | "Setting" | "Log" | "Tree" | "Sample"
-                | "Aggregate",
+                | "Aggregate" | "Upstream",
             ) => Ok(ReplyLine::Row(f)),
             _ => Err(format!(
                 "unrecognised reply: {}",

@@ -81,6 +81,20 @@ pub fn valid_name(n: &str) -> bool {
         && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
+/// A DNS host name (letters, digits, `-`, dots between labels; a leading
+/// `*.` for a wildcard is not taken).
+pub fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 /// `PORT_<NAME>`: the name upper-cased.
 pub fn port_var(name: &str) -> String {
     format!("PORT_{}", name.to_ascii_uppercase())
@@ -149,6 +163,12 @@ pub(super) fn encode(s: &super::spec::ServiceSpec, out: &mut Vec<crate::protocol
                 }),
             ],
         ));
+    }
+    if !s.hostnames.is_empty() {
+        out.push(rec("hostnames", s.hostnames.iter().map(b)));
+    }
+    if s.drain_ms > 0 {
+        out.push(rec("drain", [b(s.drain_ms.to_string())]));
     }
     for k in &s.sockets {
         let mut r = rec(
@@ -241,6 +261,8 @@ mod tests {
         assert!(valid_name("http") && valid_name("a_1"));
         assert!(!valid_name("") && !valid_name("a:b") && !valid_name("a-b"));
         assert!(!valid_name("8080"));
+        assert!(valid_hostname("api.example.test") && valid_hostname("localhost"));
+        assert!(!valid_hostname("a..b") && !valid_hostname("-a.b") && !valid_hostname("a b"));
         assert!(!valid_name(&"x".repeat(33)));
         assert_eq!(port_var("admin_api"), "PORT_ADMIN_API");
         assert_eq!(host_port("::1", 80), "[::1]:80");

@@ -155,6 +155,12 @@ pub struct ServiceSpec {
     /// The circuit breaker over liveness restarts (on by default with a
     /// liveness probe; `breaker = false` turns it off).
     pub breaker: Option<super::probe::Breaker>,
+    /// Hostnames its instances serve, for reverse proxies (`Lookup`, the
+    /// registry): lower-case, sorted.
+    pub hostnames: Vec<String>,
+    /// How long an instance is out of the registry before its stop
+    /// signal (`drain`, ms).
+    pub drain_ms: u64,
 }
 
 /// What a service may use before archon acts (pm2's max_memory_restart,
@@ -290,6 +296,8 @@ impl ServiceSpec {
             readiness: None,
             liveness: None,
             breaker: None,
+            hostnames: Vec::new(),
+            drain_ms: 0,
         }
     }
 

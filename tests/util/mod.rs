@@ -397,3 +397,26 @@ pub fn assert_refused(key: &str, value: &str, says: &str) {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A free TCP port on 127.0.0.1 (bound and let go: another process could
+/// take it before the caller, which then fails loudly).
+#[allow(dead_code)] // not every test binary uses it
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed (and reaped) when this is dropped, also when
+/// the test fails.
+#[allow(dead_code)]
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
