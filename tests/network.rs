@@ -2,6 +2,9 @@
 //! (curl, socat) and a server written for systemd's socket activation
 //! (`fixtures/sd_server.py`), which is also run under systemd's own
 //! `systemd-socket-activate` where that is installed, as the reference.
+//!
+//! Port ranges given to archon here are below Linux's ephemeral range
+//! (32768 and up), where other tests' client sockets never land.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg(target_os = "linux")]
 
@@ -65,7 +68,7 @@ fn auto_ports_are_bound_passed_as_systemd_does_and_stable_across_restarts() {
         lua_str(&server()),
         lua_str(out.to_str().unwrap())
     );
-    let d = with_config("net-auto", &lua, &["--ports", "41100-41199"]);
+    let d = with_config("net-auto", &lua, &["--ports", "29100-29199"]);
     let e0 = wait_env(&out, 0, "");
     let e1 = wait_env(&out, 1, "");
     // systemd's protocol: one fd from 3, named, for this very process.
@@ -76,7 +79,7 @@ fn auto_ports_are_bound_passed_as_systemd_does_and_stable_across_restarts() {
         assert_eq!(e["kinds"], "http=inet/stream", "{e:?}");
         assert_eq!(e["PORT"], e["PORT_HTTP"], "{e:?}");
         let port: u16 = e["PORT"].parse().unwrap();
-        assert!((41100..=41199).contains(&port), "{e:?}");
+        assert!((29100..=29199).contains(&port), "{e:?}");
     }
     assert_ne!(e0["PORT"], e1["PORT"], "two instances, two ports");
     let url = format!("http://127.0.0.1:{}/", e0["PORT"]);
@@ -123,7 +126,7 @@ fn a_port_the_service_binds_itself_is_let_go_before_the_spawn() {
         lua_str(&server()),
         lua_str(out.to_str().unwrap())
     );
-    let d = with_config("net-self", &lua, &["--ports", "41200-41299"]);
+    let d = with_config("net-self", &lua, &["--ports", "29200-29299"]);
     let e = wait_env(&out, 0, "");
     // Nothing passed: the program bound the port itself.
     assert_eq!(e["LISTEN_FDS"], "", "{e:?}");
@@ -159,7 +162,7 @@ fn sockets_tcp_udp_and_unix_with_mode_are_passed_by_name() {
         lua_str(out.to_str().unwrap()),
         lua_str(path.to_str().unwrap())
     );
-    let d = with_config("net-socks", &lua, &["--ports", "41300-41399"]);
+    let d = with_config("net-socks", &lua, &["--ports", "29300-29399"]);
     let e = wait_env(&out, 0, "");
     // Ports first, then sockets, each by name.
     assert_eq!(e["LISTEN_FDS"], "4", "{e:?}");
@@ -239,7 +242,7 @@ fn a_taken_port_fails_the_start_clearly_and_archon_keeps_answering() {
            service "many" {{ cmd = {{ "sleep", "100" }}, replicas = 3, budget = false,
               backoff = {{ initial = 0.05 }}, ports = {{ http = {{ port = "auto", address = "127.0.0.1" }} }} }}"#
     );
-    let d = with_config("net-taken", &lua, &["--ports", "41400-41401"]);
+    let d = with_config("net-taken", &lua, &["--ports", "29400-29401"]);
     wait_for("fixed to fail for good", || {
         d.ask("Status,fixed").iter().any(|l| l.contains(",failed,"))
     });
@@ -251,7 +254,7 @@ fn a_taken_port_fails_the_start_clearly_and_archon_keeps_answering() {
     );
     // Two ports in the range, three instances: two run, one cannot start.
     wait_for("the third replica to say why", || {
-        d.log().contains("port http: no free port in 41400-41401")
+        d.log().contains("port http: no free port in 29400-29401")
     });
     let running = d
         .ask("Status,many")
@@ -375,7 +378,7 @@ fn the_registry_lists_running_instances_and_an_instance_drains_before_its_stop()
         &lua,
         &[
             "--ports",
-            "41500-41549",
+            "29500-29549",
             "--metrics",
             &format!("127.0.0.1:{metrics}"),
         ],

@@ -55,7 +55,7 @@ fn an_http_readiness_probe_gates_running_and_failing_makes_unhealthy_without_res
         lua_str(&server()),
         lua_str(out.to_str().unwrap())
     );
-    let d = with_config("probe-ready", &lua, &["--ports", "41500-41599"]);
+    let d = with_config("probe-ready", &lua, &["--ports", "29600-29699"]);
     // Serving, but 503: it stays `starting`.
     wait_for("the server to start", || out.join("env.0").exists());
     let mut c = d.conn();
@@ -180,11 +180,16 @@ fn the_circuit_breaker_opens_after_liveness_restarts_and_closes_on_a_pass() {
     let alive = out.join("alive");
     let lua = format!(
         r#"service "b" {{ cmd = {{ "sleep", "1000" }}, backoff = {{ initial = 0.05 }},
-              budget = false, breaker = {{ failures = 2, cooldown = 1.5 }},
+              budget = false, breaker = {{ failures = 2, cooldown = 3 }},
               liveness = {{ exec = {{ "test", "-e", {} }}, interval = 0.1, failure_threshold = 1 }} }}"#,
         lua_str(alive.to_str().unwrap())
     );
-    let d = with_config("probe-breaker", &lua, &[]);
+    let metrics = free_port();
+    let d = with_config(
+        "probe-breaker",
+        &lua,
+        &["--metrics", &format!("127.0.0.1:{metrics}")],
+    );
     // Two liveness restarts, then open: backoff, no process, long delay.
     let r = wait_state(&d, "b", "backoff");
     let open = {
@@ -197,6 +202,11 @@ fn the_circuit_breaker_opens_after_liveness_restarts_and_closes_on_a_pass() {
     };
     assert_eq!(open[4], "", "no process while open: {open:?}");
     assert_eq!(open[6], "2", "{open:?}");
+    // The metrics say so too (a rendering is reused for a second: wait).
+    wait_for("the breaker in /metrics", || {
+        scrape(metrics)
+            .contains("archon_service_breaker{service=\"b\",replica=\"0\",state=\"open\"} 1")
+    });
     // The cool-down passes: one try (half-open), which passes now.
     touch(&alive);
     wait_for("the half-open try to pass and close the breaker", || {
@@ -215,7 +225,7 @@ fn a_tcp_liveness_probe_follows_the_port() {
         lua_str(&server()),
         lua_str(out.to_str().unwrap())
     );
-    let d = with_config("probe-tcp", &lua, &["--ports", "41600-41699"]);
+    let d = with_config("probe-tcp", &lua, &["--ports", "29700-29799"]);
     let r = wait_state(&d, "t", "running");
     assert_eq!(r[6], "0");
     assert_eq!(r[11], "closed");
@@ -267,4 +277,15 @@ fn bad_probe_settings_are_refused_where_written() {
         "status",
     );
     assert_refused("breaker", r#"{ failures = 2 }"#, "give a liveness probe");
+}
+
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
 }

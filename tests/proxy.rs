@@ -81,7 +81,7 @@ fn a_real_proxy_sends_requests_only_to_healthy_instances_and_none_fail_in_a_roll
         &lua,
         &[
             "--ports",
-            "41900-41999",
+            "29900-29999",
             "--metrics",
             &format!("127.0.0.1:{metrics}"),
         ],

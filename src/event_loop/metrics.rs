@@ -528,11 +528,29 @@ impl EventLoop {
         );
         w.sample(&[], self.metrics.as_ref().map_or(0, |m| m.scrapes) as f64);
 
-        // (service, instance, state, entry) of every instance.
+        // (service, instance, state, entry) of every instance, and the
+        // circuit breakers' states.
         let mut inst: Vec<(String, String, SvcState, Option<u64>)> = Vec::new();
+        let mut breakers: Vec<(String, String, &'static str)> = Vec::new();
         if let Ok(v) = self.services.instances(None) {
             for (n, i) in v {
                 inst.push((n.to_string(), i.index.to_string(), i.state, i.entry));
+                if let Some(b) = self.services.spec(n).and_then(|s| i.breaker(s)) {
+                    breakers.push((n.to_string(), i.index.to_string(), b));
+                }
+            }
+        }
+        if !breakers.is_empty() {
+            w.family(
+                "archon_service_breaker",
+                MKind::Gauge,
+                "1 for the state of the instance's circuit breaker (closed, open, half-open).",
+            );
+            for (n, i, b) in &breakers {
+                for s in ["closed", "open", "half-open"] {
+                    let v = if *b == s { 1.0 } else { 0.0 };
+                    w.sample(&[("service", n), ("replica", i), ("state", s)], v);
+                }
             }
         }
         use crate::services::SvcState;
@@ -602,6 +620,14 @@ impl EventLoop {
                 );
             }
         }
+        w.family(
+            "archon_probes",
+            MKind::Counter,
+            "Probe results (startup, readiness, liveness) since start.",
+        );
+        let (passed, failed) = self.probes.results;
+        w.sample(&[("result", "pass")], passed as f64);
+        w.sample(&[("result", "fail")], failed as f64);
         w.family(
             "archon_service_limit_events",
             MKind::Counter,

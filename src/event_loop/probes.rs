@@ -29,6 +29,10 @@ pub(super) struct Probing {
     tally: [Tally; 3],
     /// Probes run, for the jitter.
     seq: u64,
+    /// Its ports by name (fixed for the process's life), and each HTTP
+    /// probe's request, made once.
+    ports: Vec<(String, u16)>,
+    requests: [Option<std::rc::Rc<[u8]>>; 3],
 }
 
 enum Running {
@@ -43,7 +47,7 @@ enum Running {
 }
 
 struct Http {
-    request: Vec<u8>,
+    request: std::rc::Rc<[u8]>,
     sent: usize,
     reply: Vec<u8>,
     status: (u16, u16),
@@ -68,6 +72,8 @@ pub(super) struct Probes {
     /// Exec probes' tracked process -> probe id.
     exec_of: HashMap<u64, u64>,
     next_id: u64,
+    /// Results so far: (passed, failed), for metrics.
+    pub(super) results: (u64, u64),
 }
 
 impl Probes {
@@ -108,6 +114,25 @@ impl EventLoop {
             return;
         }
         let now = self.now().mono;
+        let ports: Vec<(String, u16)> = self
+            .endpoints
+            .ports_of(&spec.name, index)
+            .iter()
+            .map(|(n, _, p)| (n.to_string(), *p))
+            .collect();
+        let port_of = |r: &PortRef| match r {
+            PortRef::Number(n) => Some(*n),
+            PortRef::Named(want) => ports.iter().find(|(n, _)| n == want).map(|p| p.1),
+        };
+        let mut requests: [Option<std::rc::Rc<[u8]>>; 3] = Default::default();
+        for w in Which::ALL {
+            if let Some(ProbeKind::Http {
+                path, port, host, ..
+            }) = spec.probe(w).map(|p| &p.kind)
+            {
+                requests[idx(w)] = port_of(port).map(|n| http_request(path, host, n).into());
+            }
+        }
         self.probes.by_entry.insert(
             entry,
             Probing {
@@ -118,6 +143,8 @@ impl EventLoop {
                 ready_sent: false,
                 tally: Default::default(),
                 seq: 0,
+                ports,
+                requests,
             },
         );
         match &spec.startup {
@@ -200,9 +227,8 @@ impl EventLoop {
                     self.apply(fx);
                 }
             }
-            Running::Net { stream, .. } => {
-                let _ = self.poll.registry().deregister(stream);
-            }
+            // Closing the socket (with `f`) takes it out of the poll set.
+            Running::Net { .. } => {}
         }
         Some(f)
     }
@@ -234,31 +260,46 @@ impl EventLoop {
         let Some(p) = self.probes.by_entry.get(&entry) else {
             return;
         };
-        let (name, index) = (p.service.clone(), p.index);
-        let Some(spec) = self.services.spec(&name).cloned() else {
-            return;
-        };
-        let Some(probe) = spec.probe(which).cloned() else {
+        // Only the probe is cloned here (a spec is big): 1 000 probes a
+        // second must not copy 1 000 specs.
+        let Some(probe) = self
+            .services
+            .spec(&p.service)
+            .and_then(|s| s.probe(which))
+            .cloned()
+        else {
             return;
         };
         if self.services.state_of(entry) == Some(crate::services::SvcState::Stopping) {
             return;
         }
+        let port_of = |r: &PortRef| match r {
+            PortRef::Number(n) => Some(*n),
+            PortRef::Named(want) => p.ports.iter().find(|(n, _)| n == want).map(|x| x.1),
+        };
         let id = self.probes.next_id;
         self.probes.next_id += 1;
         let run = match &probe.kind {
-            ProbeKind::Exec(argv) => match self.spawn_check(&spec, index, argv) {
-                Ok(proc_id) => {
-                    // Its own process group: the kill at the timeout
-                    // reaches what it started.
-                    self.sup.set_group(proc_id, true);
-                    self.probes.exec_of.insert(proc_id, id);
-                    Some(Running::Exec(proc_id))
+            ProbeKind::Exec(argv) => {
+                let (name, index) = (p.service.clone(), p.index);
+                let spawned = match self.services.spec(&name).cloned() {
+                    Some(spec) => self.spawn_check(&spec, index, argv),
+                    None => Err(()),
+                };
+                match spawned {
+                    Ok(proc_id) => {
+                        // Its own process group: the kill at the timeout
+                        // reaches what it started.
+                        self.sup.set_group(proc_id, true);
+                        self.probes.exec_of.insert(proc_id, id);
+                        Some(Running::Exec(proc_id))
+                    }
+                    Err(()) => None,
                 }
-                Err(()) => None,
-            },
+            }
             ProbeKind::Tcp { port, host } => {
-                self.probe_connect(&name, index, port, host, id)
+                let port = port_of(port);
+                port.and_then(|n| self.probe_connect(host, n, id))
                     .map(|stream| Running::Net {
                         stream,
                         http: None,
@@ -266,37 +307,38 @@ impl EventLoop {
                     })
             }
             ProbeKind::Http {
-                path,
                 port,
                 host,
                 status,
                 body,
+                ..
             } => {
-                let n = self.probe_port(&name, index, port);
-                n.and_then(|n| {
-                    let stream = self.probe_connect(&name, index, port, host, id)?;
-                    Some(Running::Net {
-                        stream,
-                        http: Some(Http {
-                            request: http_request(path, host, n),
-                            sent: 0,
-                            reply: Vec::new(),
-                            status: *status,
-                            body: body.clone(),
-                        }),
-                        connected: false,
-                    })
-                })
+                let request = p.requests[idx(which)].clone();
+                let port = port_of(port);
+                match (request, port) {
+                    (Some(request), Some(n)) => {
+                        self.probe_connect(host, n, id).map(|stream| Running::Net {
+                            stream,
+                            http: Some(Http {
+                                request,
+                                sent: 0,
+                                reply: Vec::new(),
+                                status: *status,
+                                body: body.clone(),
+                            }),
+                            connected: false,
+                        })
+                    }
+                    _ => None,
+                }
             }
         };
         let Some(run) = run else {
-            log::debug!(
-                "service {name}.{index}: its {} probe could not start",
-                which.as_str()
-            );
+            log::debug!("id={entry}: its {} probe could not start", which.as_str());
             self.probe_result(entry, which, false);
             return;
         };
+        let net = matches!(run, Running::Net { .. });
         let deadline = now + probe.timeout_ms;
         self.probes.deadlines.insert((deadline, id));
         self.probes.inflight.insert(
@@ -308,29 +350,14 @@ impl EventLoop {
                 run,
             },
         );
-    }
-
-    fn probe_port(&self, name: &str, index: u32, port: &PortRef) -> Option<u16> {
-        match port {
-            PortRef::Number(n) => Some(*n),
-            PortRef::Named(want) => self
-                .endpoints
-                .ports_of(name, index)
-                .iter()
-                .find(|(n, _, _)| n == want)
-                .map(|p| p.2),
+        if net {
+            // On loopback the handshake is done within connect(): go on at
+            // once instead of a wake-up for the first edge.
+            self.probe_io(id, true);
         }
     }
 
-    fn probe_connect(
-        &mut self,
-        name: &str,
-        index: u32,
-        port: &PortRef,
-        host: &str,
-        id: u64,
-    ) -> Option<mio::net::TcpStream> {
-        let port = self.probe_port(name, index, port)?;
+    fn probe_connect(&mut self, host: &str, port: u16, id: u64) -> Option<mio::net::TcpStream> {
         let ip: std::net::IpAddr = host.parse().ok()?;
         let mut stream = mio::net::TcpStream::connect((ip, port).into()).ok()?;
         self.poll
@@ -347,6 +374,12 @@ impl EventLoop {
     /// A probe's connection is ready: connected (a TCP probe passes), the
     /// request written, the reply read and judged.
     pub(super) fn probe_event(&mut self, id: u64) {
+        self.probe_io(id, false);
+    }
+
+    /// `fresh`: right after connect(), before any edge: connected only if
+    /// the socket has a peer.
+    fn probe_io(&mut self, id: u64, fresh: bool) {
         let Some(f) = self.probes.inflight.get_mut(&id) else {
             return;
         };
@@ -359,15 +392,20 @@ impl EventLoop {
             return;
         };
         if !*connected {
+            // An edge on a connecting socket: connected, or failed (its
+            // error). The write below tells a spurious one (NotConnected).
             match stream.take_error() {
                 Ok(None) => {}
                 _ => return self.probe_done(id, false),
             }
-            match stream.peer_addr() {
-                Ok(_) => *connected = true,
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
-                Err(_) => return self.probe_done(id, false),
+            if fresh {
+                match stream.peer_addr() {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                    Err(_) => return self.probe_done(id, false),
+                }
             }
+            *connected = true;
         }
         let Some(h) = http else {
             return self.probe_done(id, true);
@@ -376,6 +414,10 @@ impl EventLoop {
             match io::Write::write(stream, &h.request[h.sent..]) {
                 Ok(0) => return self.probe_done(id, false),
                 Ok(n) => h.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                    *connected = false;
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return self.probe_done(id, false),
@@ -434,13 +476,21 @@ impl EventLoop {
         let Some(p) = self.probes.by_entry.get_mut(&entry) else {
             return;
         };
-        let Some(spec) = self.services.spec(&p.service).cloned() else {
+        let Some(probe) = self
+            .services
+            .spec(&p.service)
+            .and_then(|s| s.probe(which))
+            .cloned()
+        else {
             return;
         };
-        let Some(probe) = spec.probe(which) else {
-            return;
-        };
+        let probe = &probe;
         let verdict = p.tally[idx(which)].record(ok, probe);
+        if ok {
+            self.probes.results.0 += 1;
+        } else {
+            self.probes.results.1 += 1;
+        }
         p.seq += 1;
         let interval = if ok {
             probe.interval_ms
@@ -465,7 +515,9 @@ impl EventLoop {
                 if let Some(p) = self.probes.by_entry.get_mut(&entry) {
                     p.started = true;
                 }
-                self.schedule_after_startup(entry, &spec, now.mono);
+                if let Some(spec) = self.services.spec(&name).cloned() {
+                    self.schedule_after_startup(entry, &spec, now.mono);
+                }
                 self.probe_gates(entry);
             }
             (Which::Startup | Which::Liveness, Some(false)) => {

@@ -16,6 +16,8 @@ mod fixed_bench;
 mod fresh_bench;
 #[path = "monitor_bench.rs"]
 mod monitor_bench;
+#[path = "probe_bench.rs"]
+mod probe_bench;
 
 struct Row {
     name: &'static str,
@@ -1061,6 +1063,14 @@ pub fn main() {
         print_table(&rows);
         return;
     }
+    if std::env::args().any(|a| a == "--probes-only") {
+        // Issue 15's rows: probes, a rolling restart behind a proxy, a
+        // held socket's restarts.
+        let mut rows = Vec::new();
+        probe_bench::probe_rows(&mut rows, quick);
+        print_table(&rows);
+        return;
+    }
     if std::env::args().any(|a| a == "--services-only") {
         let mut rows = Vec::new();
         services_bench(&mut rows, 1000, 200, 2, 5);
@@ -1398,6 +1408,9 @@ pub fn main() {
 
     // 12. Monitoring, metrics and limits (issue 14).
     monitor_bench::monitor_rows(&mut rows, quick);
+
+    // 13. Probes, a proxy in front, held sockets (issue 15).
+    probe_bench::probe_rows(&mut rows, quick);
     let _ = std::fs::remove_dir_all(cprogs::dir());
 
     print_table(&rows);

@@ -12,14 +12,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// CPU time of a process (or `thread-self`), ns, from schedstat.
-fn cpu_ns(who: &str) -> u64 {
+pub(super) fn cpu_ns(who: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{who}/schedstat"))
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

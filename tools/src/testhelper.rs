@@ -318,6 +318,33 @@ pub fn main() {
                 }
                 w.flush().unwrap();
             }
+            "http-serve" => {
+                use std::os::fd::FromRawFd;
+                assert_eq!(
+                    std::env::var("LISTEN_PID").ok(),
+                    Some(std::process::id().to_string())
+                );
+                // SAFETY: fd 3 is the listening socket archon passed.
+                let l = unsafe { std::net::TcpListener::from_raw_fd(3) };
+                let inst = std::env::var("ARCHON_INSTANCE").unwrap_or_default();
+                let body = format!("instance={inst} pid={}\n", std::process::id());
+                let reply = format!(
+                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                for c in l.incoming() {
+                    let Ok(mut c) = c else { continue };
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match c.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = c.write_all(reply.as_bytes());
+                }
+            }
             "readline" => {
                 let mut line = String::new();
                 std::io::stdin().read_line(&mut line).unwrap();

@@ -6,7 +6,9 @@
 //! `--entrypoint-only` (archon as a container's init against tini),
 //! `--fixed-only` (issue 16's other fixed costs: memory with one service,
 //! cold start, a query on a fresh connection), `--monitor-only` (issue 14:
-//! sampling cost, /metrics with 1 000 services, a memory limit's latency).
+//! sampling cost, /metrics with 1 000 services, a memory limit's latency),
+//! `--probes-only` (issue 15: HTTP probes, a rolling restart behind
+//! HAProxy, restarts on a held socket).
 //!
 //! Linux only (the proc connector, PID namespaces, sched_setaffinity,
 //! prctl): elsewhere it says so and exits 2.

@@ -18,6 +18,9 @@
 //!   connect PATH N (N connections to the Unix socket PATH, each sending
 //!                 "Status", kept open and never read; prints how many
 //!                 connect()s succeeded)
+//!   http-serve   (forever: answer each connection on fd 3, the socket
+//!                 archon passed with LISTEN_FDS, "HTTP/1.0 200 OK" and the
+//!                 instance and pid, one request per connection)
 //!   -- (stop; the rest is data)
 //!
 //! Without `exit`, it exits 0 after the last action.
