@@ -181,7 +181,8 @@ fn the_circuit_breaker_opens_after_liveness_restarts_and_closes_on_a_pass() {
     let lua = format!(
         r#"service "b" {{ cmd = {{ "sleep", "1000" }}, backoff = {{ initial = 0.05 }},
               budget = false, breaker = {{ failures = 2, cooldown = 3 }},
-              liveness = {{ exec = {{ "test", "-e", {} }}, interval = 0.1, failure_threshold = 1 }} }}"#,
+              liveness = {{ exec = {{ "test", "-e", {} }}, interval = 0.1, failure_threshold = 1 }} }}
+           on("breaker", "b", function(ev) archon.log("warn", "hook saw breaker " .. ev.state) end)"#,
         lua_str(alive.to_str().unwrap())
     );
     let metrics = free_port();
@@ -190,6 +191,8 @@ fn the_circuit_breaker_opens_after_liveness_restarts_and_closes_on_a_pass() {
         &lua,
         &["--metrics", &format!("127.0.0.1:{metrics}")],
     );
+    let mut sub = d.conn();
+    assert_eq!(sub.request("Subscribe"), vec!["Ok".to_string()]);
     // Two liveness restarts, then open: backoff, no process, long delay.
     let r = wait_state(&d, "b", "backoff");
     let open = {
@@ -213,6 +216,23 @@ fn the_circuit_breaker_opens_after_liveness_restarts_and_closes_on_a_pass() {
         let r = row(&d, "b");
         r.get(3).is_some_and(|s| s == "running") && r.get(11).is_some_and(|b| b == "closed")
     });
+    // Subscribers saw each change of the breaker, in order.
+    let mut seen = Vec::new();
+    while seen.last().map(String::as_str) != Some("closed") {
+        let l = sub.line().expect("the subscription closed");
+        let f: Vec<&str> = l.split(',').collect();
+        if f[0] == "BreakerEvent" {
+            assert_eq!((f[2], f[3]), ("b", "0"), "{l}");
+            seen.push(f[4].to_string());
+        }
+    }
+    assert_eq!(seen, ["open", "half-open", "closed"]);
+    // And a hook, for each.
+    for s in ["open", "half-open", "closed"] {
+        wait_for(&format!("the hook to see {s}"), || {
+            d.log().contains(&format!("hook saw breaker {s}"))
+        });
+    }
 }
 
 #[test]

@@ -74,6 +74,8 @@ pub(super) struct Probes {
     next_id: u64,
     /// Results so far: (passed, failed), for metrics.
     pub(super) results: (u64, u64),
+    /// Each instance's circuit breaker state last announced.
+    breakers: HashMap<(String, u32), &'static str>,
 }
 
 impl Probes {
@@ -533,6 +535,8 @@ impl EventLoop {
             (Which::Liveness, Some(true)) => {
                 let cmds = self.services.alive(entry, now.mono, now.wall);
                 self.apply_svc(cmds);
+                // A pass closes a half-open breaker without a state change.
+                self.breaker_check(&name, index);
             }
             (Which::Readiness, Some(true)) => self.probe_gates(entry),
             (Which::Readiness, Some(false)) => {
@@ -571,6 +575,47 @@ impl EventLoop {
             self.services.ready(entry, now.mono, now.wall)
         };
         self.apply_svc(cmds);
+    }
+}
+
+impl EventLoop {
+    /// After a state change of an instance: when its circuit breaker's
+    /// state changed, a `BreakerEvent` row for subscribers and a
+    /// `breaker` hook event (its first `closed` is not announced).
+    pub(super) fn breaker_check(&mut self, name: &str, index: u32) {
+        let state = self.services.instances(Some(name)).ok().and_then(|v| {
+            let (_, i) = v.into_iter().find(|(_, i)| i.index == index)?;
+            i.breaker(self.services.spec(name)?)
+        });
+        let key = (name.to_string(), index);
+        let prev = match state {
+            Some(s) => self.probes.breakers.insert(key, s),
+            None => self.probes.breakers.remove(&key),
+        };
+        let Some(s) = state.filter(|s| prev != Some(s) && !(prev.is_none() && *s == "closed"))
+        else {
+            return;
+        };
+        let now = self.now();
+        log::warn!("service {name}.{index}: circuit breaker {s}");
+        if !self.subscribers.is_empty() {
+            let row = [
+                "BreakerEvent".to_string(),
+                super::stream::fmt_millis(now.wall),
+                name.to_string(),
+                index.to_string(),
+                s.to_string(),
+            ];
+            self.announce(&crate::protocol::encode_record(&row));
+        }
+        self.fire(crate::protocol::worker::HookEvent {
+            kind: "breaker",
+            service: name.to_string(),
+            instance: index,
+            state: s.to_string(),
+            time: super::hook::wall_secs(now.wall),
+            ..Default::default()
+        });
     }
 }
 

@@ -51,6 +51,7 @@ impl EventLoop {
                     delay_ms,
                 } => {
                     self.service_changed(&name, index, old, state, pid, restarts, delay_ms);
+                    self.breaker_check(&name, index);
                     if old == SvcState::Starting && state == SvcState::Stopping {
                         self.warn_start_timeout(&name, index);
                     }

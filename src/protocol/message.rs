@@ -754,7 +754,7 @@ impl ReplyLine {
             })),
             Some(
                 "Service" | "ServiceEvent" | "LimitEvent" | "Setting" | "Log" | "Tree" | "Sample"
-                | "Aggregate" | "Upstream",
+                | "Aggregate" | "Upstream" | "BreakerEvent",
             ) => Ok(ReplyLine::Row(f)),
             _ => Err(format!(
                 "unrecognised reply: {}",

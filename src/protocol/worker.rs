@@ -56,6 +56,7 @@ pub const EVENTS: &[&str] = &[
     "started",
     "shutdown",
     "limit_exceeded",
+    "breaker",
 ];
 
 /// One event, as hooks see it.
