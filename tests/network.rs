@@ -448,3 +448,34 @@ fn the_registry_lists_running_instances_and_an_instance_drains_before_its_stop()
         d.log()
     );
 }
+
+#[test]
+fn socket_activation_starts_the_service_on_its_first_connection_and_after_a_stop() {
+    let out = out_dir("net-act");
+    let port = free_port();
+    let lua = format!(
+        r#"service "lazy" {{ cmd = {{ "python3", {}, {} }}, autostart = "socket",
+              sockets = {{ web = {{ tcp = "127.0.0.1:{port}" }} }} }}"#,
+        lua_str(&server()),
+        lua_str(out.to_str().unwrap())
+    );
+    let d = with_config("net-act", &lua, &[]);
+    // Nothing runs until a client comes; archon already listens.
+    let st = d.ask("Status,lazy");
+    assert!(st[0].contains(",stopped,"), "{st:?}");
+    assert!(!out.join("env.0").exists());
+    let first = curl(&format!("http://127.0.0.1:{port}/"));
+    let e = wait_env(&out, 0, "");
+    assert_eq!(first, format!("name=web instance=0 pid={}\n", e["pid"]));
+    assert_eq!(e["LISTEN_FDNAMES"], "web");
+    assert!(d.log().contains("a connection on its sockets starts it"));
+    // Stopped, it waits for the next connection again.
+    assert_eq!(last(&d.ask("Stop,lazy")), "Ok");
+    wait_for("lazy to stop", || {
+        d.ask("Status,lazy")[0].contains(",stopped,")
+    });
+    let again = curl(&format!("http://127.0.0.1:{port}/"));
+    let e2 = wait_env(&out, 0, &e["pid"]);
+    assert_eq!(again, format!("name=web instance=0 pid={}\n", e2["pid"]));
+    assert_refused("autostart", r#""socket""#, "give sockets");
+}

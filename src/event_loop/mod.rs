@@ -6,6 +6,7 @@
 //! Every fd is non-blocking; reads drain until WouldBlock; no call here waits
 //! on a client or a child.
 
+mod activation;
 mod client;
 mod clients;
 mod hook;
@@ -169,6 +170,8 @@ pub struct EventLoop {
     probes: probes::Probes,
     /// Stops held back while their instances drain.
     drains: registry::Drains,
+    /// Socket-activated services waiting for a connection.
+    activation: activation::Activation,
     /// `--metrics`: the scrape endpoint, and whether its listener had more
     /// than a pass's budget.
     metrics: Option<metrics::Server>,
@@ -362,6 +365,7 @@ impl EventLoop {
             endpoints: ports::Endpoints::new(port_range),
             probes: Default::default(),
             drains: Default::default(),
+            activation: Default::default(),
             metrics,
             metrics_again: false,
             tree_cache: None,
@@ -404,6 +408,7 @@ impl EventLoop {
         self.fire_simple("started", "archon", 0);
         let cmds = self.services.boot(now.mono, now.wall);
         self.apply_svc(cmds);
+        self.activation_refresh();
         self.flush_hooks();
         self.apply_hook_actions();
         // Booting many services leaves the heap fragmented by short-lived
@@ -495,6 +500,7 @@ impl EventLoop {
                     Source::MetricsListener => self.metrics_accept(),
                     Source::MetricsConn(c) => self.metrics_conn(c),
                     Source::Probe(p) => self.probe_event(p),
+                    Source::Activate(a) => self.activation_event(a),
                 }
             }
             if std::mem::take(&mut self.chld_pending) {

@@ -125,6 +125,21 @@ impl Endpoints {
             }
             out.env.push((port_var(&p.name), h.port.to_string()));
         }
+        let socks = self.sockets_of(spec)?;
+        out.fds.extend(socks);
+        if !out.fds.is_empty() {
+            out.env
+                .push(("LISTEN_FDS".into(), out.fds.len().to_string()));
+            out.env
+                .push(("LISTEN_FDNAMES".into(), spec.passed_fd_names().join(":")));
+        }
+        Ok(out)
+    }
+
+    /// The service's sockets, bound now if they are not yet (or were
+    /// declared otherwise), in order.
+    pub(super) fn sockets_of(&mut self, spec: &ServiceSpec) -> Result<Vec<RawFd>, String> {
+        let mut fds = Vec::new();
         for k in &spec.sockets {
             let key = (spec.name.clone(), k.name.clone());
             if self.sockets.get(&key).is_some_and(|(s, _)| s != k) {
@@ -134,16 +149,9 @@ impl Endpoints {
                 let fd = bind_socket(k).map_err(|e| format!("socket {}: {e}", k.name))?;
                 self.sockets.insert(key.clone(), (k.clone(), fd));
             }
-            out.fds
-                .extend(self.sockets.get(&key).map(|(_, f)| f.as_raw_fd()));
+            fds.extend(self.sockets.get(&key).map(|(_, f)| f.as_raw_fd()));
         }
-        if !out.fds.is_empty() {
-            out.env
-                .push(("LISTEN_FDS".into(), out.fds.len().to_string()));
-            out.env
-                .push(("LISTEN_FDNAMES".into(), spec.passed_fd_names().join(":")));
-        }
-        Ok(out)
+        Ok(fds)
     }
 
     /// The instance's process is gone: its `bind = "service"` ports are

@@ -33,6 +33,8 @@ pub(super) enum Source {
     Pipe(u64),
     /// A TCP or HTTP probe's connection, by probe id.
     Probe(u64),
+    /// A socket-activated service's sockets, by arming.
+    Activate(u64),
 }
 
 const SHIFT: u32 = 56;
@@ -56,6 +58,7 @@ impl Source {
             Source::MetricsListener => (13, 0),
             Source::MetricsConn(id) => (14, id),
             Source::Probe(id) => (15, id),
+            Source::Activate(id) => (16, id),
         };
         Token(((tag << SHIFT) | (value & VALUE)) as usize)
     }
@@ -79,6 +82,7 @@ impl Source {
             13 => Source::MetricsListener,
             14 => Source::MetricsConn(value),
             15 => Source::Probe(value),
+            16 => Source::Activate(value),
             _ => return None,
         })
     }
@@ -108,6 +112,7 @@ mod tests {
             Source::MetricsListener,
             Source::MetricsConn(9),
             Source::Probe(11),
+            Source::Activate(12),
         ] {
             assert_eq!(Source::of(s.token()), Some(s), "{s:?}");
         }

@@ -324,7 +324,14 @@ fn setting_rows(s: &ServiceSpec, services: &Services, out: &mut String) {
         crate::platform::signal_name(s.watchdog_signal),
     );
     put("essential", s.essential.to_string());
-    put("autostart", s.autostart.to_string());
+    put(
+        "autostart",
+        if s.socket_activated {
+            "socket".into()
+        } else {
+            s.autostart.to_string()
+        },
+    );
     if let Some(l) = &s.limits {
         let mut v = Vec::new();
         if let Some(m) = l.memory {

@@ -543,6 +543,14 @@ impl EventLoop {
 
     /// Lets go of the ports and sockets nothing declares any more.
     pub(super) fn endpoints_prune(&mut self) {
+        // Armed sockets leave the poll set before any is closed, and are
+        // armed again after.
+        self.activation_disarm_all();
+        self.endpoints_prune_only();
+        self.activation_refresh();
+    }
+
+    fn endpoints_prune_only(&mut self) {
         let services = &self.services;
         self.endpoints.prune(
             |n, i| {

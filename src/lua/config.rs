@@ -612,7 +612,13 @@ fn parse_service(
             },
             "oneshot" => set_bool(&v, &mut s.oneshot, "oneshot", &mut bad),
             "essential" => set_bool(&v, &mut s.essential, "essential", &mut bad),
-            "autostart" => set_bool(&v, &mut s.autostart, "autostart", &mut bad),
+            "autostart" => match &v {
+                Value::String(x) if x.to_str().is_ok_and(|x| x == "socket") => {
+                    s.autostart = false;
+                    s.socket_activated = true;
+                }
+                _ => set_bool(&v, &mut s.autostart, "autostart", &mut bad),
+            },
             "ready" => match &v {
                 Value::String(r) if r.to_str().is_ok_and(|r| r == "exec") => {
                     s.ready = Readiness::Exec
@@ -685,6 +691,12 @@ fn parse_service(
         bad(
             "breaker",
             "it counts liveness restarts: give a liveness probe",
+        );
+    }
+    if s.socket_activated && s.sockets.is_empty() {
+        bad(
+            "autostart",
+            "\"socket\" starts it on a connection to its sockets: give sockets",
         );
     }
     if !s.hostnames.is_empty() && s.ports.is_empty() {

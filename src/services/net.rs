@@ -170,6 +170,9 @@ pub(super) fn encode(s: &super::spec::ServiceSpec, out: &mut Vec<crate::protocol
     if s.drain_ms > 0 {
         out.push(rec("drain", [b(s.drain_ms.to_string())]));
     }
+    if s.socket_activated {
+        out.push(rec("socket_activated", [b("1")]));
+    }
     for k in &s.sockets {
         let mut r = rec(
             "socket",

@@ -161,6 +161,9 @@ pub struct ServiceSpec {
     /// How long an instance is out of the registry before its stop
     /// signal (`drain`, ms).
     pub drain_ms: u64,
+    /// `autostart = "socket"`: started by the first connection (or
+    /// datagram) on its sockets, and watched again once stopped.
+    pub socket_activated: bool,
 }
 
 /// What a service may use before archon acts (pm2's max_memory_restart,
@@ -298,6 +301,7 @@ impl ServiceSpec {
             breaker: None,
             hostnames: Vec::new(),
             drain_ms: 0,
+            socket_activated: false,
         }
     }
 

@@ -22,7 +22,7 @@
 //! [port, name, auto|N, address, archon|service]...
 //! [socket, name, tcp|udp, address, backlog]...
 //! [socket, name, unix, path, backlog, mode|"", uid|"", gid|""]...
-//! [hostnames, names...] [drain, ms]
+//! [hostnames, names...] [drain, ms] [socket_activated, 1]
 //! [probe, startup|readiness|liveness, ...] [breaker, failures, cooldown_ms]
 //! (services::probe::encode)
 //! ```
@@ -454,6 +454,7 @@ pub fn decode(records: &[Record]) -> Result<Vec<ServiceSpec>, String> {
             b"port" => s.ports.push(super::net::decode_port(args)?),
             b"hostnames" => s.hostnames = strings()?,
             b"drain" => s.drain_ms = num(one()?)?,
+            b"socket_activated" => s.socket_activated = bool_of(one()?)?,
             b"socket" => s.sockets.push(super::net::decode_socket(args)?),
             b"probe" => super::probe::decode_probe(args, s)?,
             b"breaker" => s.breaker = Some(super::probe::decode_breaker(args)?),
@@ -595,6 +596,7 @@ mod tests {
             });
             s.hostnames = vec!["a.test".into(), "b.test".into()];
             s.drain_ms = 2500;
+            s.socket_activated = true;
         }
         let mut other = ServiceSpec::new("db", "a.lua", 9);
         other.cmd = vec!["db".into()];
