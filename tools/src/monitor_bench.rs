@@ -27,6 +27,14 @@ pub(super) fn free_port() -> u16 {
         .port()
 }
 
+/// SIGTERM and a wait: archon stops its services (a SIGKILL would leave
+/// them running).
+pub(super) fn stop(child: &mut Child) {
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+}
+
 /// The sum of the `Aggregate` rows' sample counts of `Stats`.
 fn samples_taken(sock: &Path) -> u64 {
     let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
@@ -226,8 +234,7 @@ fn sampling_rows(rows: &mut Vec<Row>, quick: bool, collect: &str) {
         pass: pct <= 1.0,
     });
     if !all {
-        let _ = child.kill();
-        let _ = child.wait();
+        stop(&mut child);
         let _ = std::fs::remove_dir_all(&dir);
         return;
     }
@@ -273,8 +280,7 @@ fn sampling_rows(rows: &mut Vec<Row>, quick: bool, collect: &str) {
         target: "info",
         pass: true,
     });
-    let _ = child.kill();
-    let _ = child.wait();
+    stop(&mut child);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -373,6 +379,5 @@ fn limit_latency_row(rows: &mut Vec<Row>, dir: &Path, quick: bool) {
         target: "info",
         pass: true,
     });
-    let _ = child.kill();
-    let _ = child.wait();
+    stop(&mut child);
 }

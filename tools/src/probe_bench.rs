@@ -43,9 +43,9 @@ struct Bench {
 }
 
 impl Drop for Bench {
+    /// SIGTERM, so archon stops its services (SIGKILL would leave them).
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        super::monitor_bench::stop(&mut self.child);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
