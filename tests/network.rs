@@ -479,3 +479,42 @@ fn socket_activation_starts_the_service_on_its_first_connection_and_after_a_stop
     assert_eq!(again, format!("name=web instance=0 pid={}\n", e2["pid"]));
     assert_refused("autostart", r#""socket""#, "give sockets");
 }
+
+#[test]
+fn a_scale_down_lets_the_removed_instances_port_go() {
+    let lua = r#"service "p" { cmd = { "sleep", "1000" }, replicas = 2,
+          ports = { http = { port = "auto", address = "127.0.0.1", bind = "service" } } }"#;
+    let d = with_config("net-scale", lua, &["--ports", "29800-29849"]);
+    wait_for("two instances running", || {
+        d.ask("Status,p")
+            .iter()
+            .filter(|l| l.contains(",running,"))
+            .count()
+            == 2
+    });
+    // A `bind = "service"` port is archon's while its instance does not
+    // run (sleep binds nothing): stopping instance 1 makes archon hold
+    // its port; scaling instance 1 away lets it go.
+    let held: Vec<u16> = (29800..=29849)
+        .filter(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_err())
+        .collect();
+    assert_eq!(last(&d.ask("Stop,p.1")), "Ok");
+    wait_for("p.1 stopped", || {
+        d.ask("Status,p.1")[0].contains(",stopped,")
+    });
+    let after_stop: Vec<u16> = (29800..=29849)
+        .filter(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_err())
+        .collect();
+    assert_eq!(
+        after_stop.len(),
+        held.len() + 1,
+        "p.1's port is held: {after_stop:?}"
+    );
+    assert_eq!(last(&d.ask("Scale,p,1")), "Ok");
+    wait_for("instance 1's port to be let go", || {
+        (29800..=29849)
+            .filter(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_err())
+            .count()
+            == held.len()
+    });
+}

@@ -238,17 +238,28 @@ fn the_circuit_breaker_opens_after_liveness_restarts_and_closes_on_a_pass() {
 #[test]
 fn a_tcp_liveness_probe_follows_the_port() {
     let out = out_dir("probe-tcp");
+    // Nothing listens on `closed`: a TCP probe of it fails, and restarts.
+    let closed = free_port();
     let lua = format!(
         r#"service "t" {{ cmd = {{ "python3", {}, {} }}, ports = {{ http = "auto" }},
               liveness = {{ tcp = "http", interval = 0.1, failure_threshold = 2 }},
-              readiness = {{ http = "/", interval = 0.1 }} }}"#,
+              readiness = {{ http = "/", interval = 0.1 }} }}
+           service "dead" {{ cmd = {{ "sleep", "1000" }}, breaker = false,
+              backoff = {{ initial = 0.05 }},
+              liveness = {{ tcp = {closed}, interval = 0.1, failure_threshold = 2 }} }}"#,
         lua_str(&server()),
         lua_str(out.to_str().unwrap())
     );
     let d = with_config("probe-tcp", &lua, &["--ports", "29700-29799"]);
     let r = wait_state(&d, "t", "running");
-    assert_eq!(r[6], "0");
     assert_eq!(r[11], "closed");
+    wait_for("dead to be restarted twice by its TCP probe", || {
+        row(&d, "dead")
+            .get(6)
+            .is_some_and(|n| n.parse::<u32>().unwrap_or(0) >= 2)
+    });
+    // Meanwhile the probe of the live port passed every time.
+    assert_eq!(row(&d, "t")[6], "0");
     let dump = d.ask("DumpConfig");
     assert!(
         dump.iter()

@@ -181,7 +181,7 @@ impl EventLoop {
                 HookAction::Scale(name, k) => {
                     if let Reply::Ok(_) = self.service_cmd(&name, |s, n, m, w| s.scale(n, k, m, w))
                     {
-                        self.fire_simple("scaled", &name, k);
+                        self.scaled(&name, k);
                     }
                 }
                 HookAction::Signal(name, sig) => {

@@ -167,18 +167,23 @@ impl Endpoints {
 
     /// Lets go of the ports of instances that no longer exist, and of the
     /// sockets of services no longer declared (or declared otherwise).
-    pub(super) fn prune(
+    /// `only`: look at that service's alone (the others are kept).
+    pub(super) fn prune<'a>(
         &mut self,
+        only: Option<&str>,
         exists: impl Fn(&str, u32) -> bool,
-        spec: impl Fn(&str) -> Option<ServiceSpec>,
+        spec: impl Fn(&str) -> Option<&'a ServiceSpec>,
     ) {
+        let skip = |s: &str| only.is_some_and(|o| o != s);
         self.ports.retain(|(s, i, name), h| {
-            exists(s, *i)
-                && spec(s)
-                    .is_some_and(|sp| sp.ports.iter().any(|p| p.name == *name && *p == h.spec))
+            skip(s)
+                || exists(s, *i)
+                    && spec(s)
+                        .is_some_and(|sp| sp.ports.iter().any(|p| p.name == *name && *p == h.spec))
         });
         self.sockets.retain(|(s, name), (k, _)| {
-            spec(s).is_some_and(|sp| sp.sockets.iter().any(|x| x.name == *name && x == k))
+            skip(s)
+                || spec(s).is_some_and(|sp| sp.sockets.iter().any(|x| x.name == *name && x == k))
         });
     }
 

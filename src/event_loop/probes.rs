@@ -98,6 +98,14 @@ fn idx(w: Which) -> usize {
     }
 }
 
+/// The number a probe's port names, among an instance's ports.
+fn resolve(ports: &[(String, u16)], r: &PortRef) -> Option<u16> {
+    match r {
+        PortRef::Number(n) => Some(*n),
+        PortRef::Named(want) => ports.iter().find(|(n, _)| n == want).map(|p| p.1),
+    }
+}
+
 /// `interval` +- 10 %, by a hash of the entry and the probe's count.
 fn jittered(interval: u64, entry: u64, seq: u64) -> u64 {
     let spread = interval / 5;
@@ -122,17 +130,14 @@ impl EventLoop {
             .iter()
             .map(|(n, _, p)| (n.to_string(), *p))
             .collect();
-        let port_of = |r: &PortRef| match r {
-            PortRef::Number(n) => Some(*n),
-            PortRef::Named(want) => ports.iter().find(|(n, _)| n == want).map(|p| p.1),
-        };
         let mut requests: [Option<std::rc::Rc<[u8]>>; 3] = Default::default();
         for w in Which::ALL {
             if let Some(ProbeKind::Http {
                 path, port, host, ..
             }) = spec.probe(w).map(|p| &p.kind)
             {
-                requests[idx(w)] = port_of(port).map(|n| http_request(path, host, n).into());
+                requests[idx(w)] =
+                    resolve(&ports, port).map(|n| http_request(path, host, n).into());
             }
         }
         self.probes.by_entry.insert(
@@ -258,27 +263,25 @@ impl EventLoop {
         }
     }
 
+    /// The probe `which` of the service entry `entry` belongs to. Only the
+    /// probe is cloned (a spec is big: 1 000 probes a second must not copy
+    /// 1 000 specs).
+    fn entry_probe(&self, entry: u64, which: Which) -> Option<crate::services::probe::Probe> {
+        let p = self.probes.by_entry.get(&entry)?;
+        self.services.spec(&p.service)?.probe(which).cloned()
+    }
+
     fn probe_start(&mut self, entry: u64, which: Which, now: u64) {
-        let Some(p) = self.probes.by_entry.get(&entry) else {
+        let Some(probe) = self.entry_probe(entry, which) else {
             return;
         };
-        // Only the probe is cloned here (a spec is big): 1 000 probes a
-        // second must not copy 1 000 specs.
-        let Some(probe) = self
-            .services
-            .spec(&p.service)
-            .and_then(|s| s.probe(which))
-            .cloned()
-        else {
+        let Some(p) = self.probes.by_entry.get(&entry) else {
             return;
         };
         if self.services.state_of(entry) == Some(crate::services::SvcState::Stopping) {
             return;
         }
-        let port_of = |r: &PortRef| match r {
-            PortRef::Number(n) => Some(*n),
-            PortRef::Named(want) => p.ports.iter().find(|(n, _)| n == want).map(|x| x.1),
-        };
+        let port_of = |r: &PortRef| resolve(&p.ports, r);
         let id = self.probes.next_id;
         self.probes.next_id += 1;
         let run = match &probe.kind {
@@ -475,18 +478,13 @@ impl EventLoop {
     /// does.
     fn probe_result(&mut self, entry: u64, which: Which, ok: bool) {
         let now = self.now();
-        let Some(p) = self.probes.by_entry.get_mut(&entry) else {
-            return;
-        };
-        let Some(probe) = self
-            .services
-            .spec(&p.service)
-            .and_then(|s| s.probe(which))
-            .cloned()
-        else {
+        let Some(probe) = self.entry_probe(entry, which) else {
             return;
         };
         let probe = &probe;
+        let Some(p) = self.probes.by_entry.get_mut(&entry) else {
+            return;
+        };
         let verdict = p.tally[idx(which)].record(ok, probe);
         if ok {
             self.probes.results.0 += 1;

@@ -117,8 +117,7 @@ impl EventLoop {
             Request::Scale { name, replicas } => {
                 let r = self.service_cmd(&name, |s, n, m, w| s.scale(n, replicas, m, w));
                 if matches!(r, Reply::Ok(_)) {
-                    self.monitor_prune();
-                    self.fire_simple("scaled", &name, replicas);
+                    self.scaled(&name, replicas);
                 }
                 Some(r)
             }
@@ -345,6 +344,15 @@ impl EventLoop {
     }
 
     /// Runs a manager call for one service and executes its commands.
+    /// After a scale (a request or a hook's): what the instances that went
+    /// leave behind (histories, ports; a stopped instance is retired
+    /// without a state change, so nothing else would), then the event.
+    pub(super) fn scaled(&mut self, name: &str, replicas: u32) {
+        self.monitor_prune();
+        self.endpoints_prune(Some(name));
+        self.fire_simple("scaled", name, replicas);
+    }
+
     pub(super) fn service_cmd(
         &mut self,
         name: &str,

@@ -58,7 +58,22 @@ impl EventLoop {
                     self.warn_failed_start_or_watchdog(&name, index, old, state);
                     if state == SvcState::Stopped {
                         self.prune_rings();
-                        self.endpoints_prune();
+                        // Only this service's ports, and only once the
+                        // instance is retired (a scale-down, a removal): a
+                        // mass stop of 1 000 instances walks nothing.
+                        let retired = !self
+                            .services
+                            .instances(Some(&name))
+                            .is_ok_and(|v| v.iter().any(|(_, x)| x.index == index));
+                        if retired {
+                            self.endpoints_prune(Some(&name));
+                        } else if self
+                            .services
+                            .spec(&name)
+                            .is_some_and(|s| s.socket_activated)
+                        {
+                            self.activation_refresh();
+                        }
                     }
                     log::info!(
                         "service {name}.{index} {} pid={}",
@@ -541,25 +556,23 @@ impl EventLoop {
         }
     }
 
-    /// Lets go of the ports and sockets nothing declares any more.
-    pub(super) fn endpoints_prune(&mut self) {
+    /// Lets go of the ports and sockets nothing declares any more (of
+    /// service `only`, or of all).
+    pub(super) fn endpoints_prune(&mut self, only: Option<&str>) {
         // Armed sockets leave the poll set before any is closed, and are
         // armed again after.
         self.activation_disarm_all();
-        self.endpoints_prune_only();
-        self.activation_refresh();
-    }
-
-    fn endpoints_prune_only(&mut self) {
         let services = &self.services;
         self.endpoints.prune(
+            only,
             |n, i| {
                 services
                     .instances(Some(n))
                     .is_ok_and(|v| v.iter().any(|(_, x)| x.index == i))
             },
-            |n| services.spec(n).cloned(),
+            |n| services.spec(n),
         );
+        self.activation_refresh();
     }
 
     /// `Reload` (and SIGHUP): reads the config again; an invalid one
@@ -579,7 +592,7 @@ impl EventLoop {
         );
         self.apply_svc(cmds);
         self.monitor_refresh();
-        self.endpoints_prune();
+        self.endpoints_prune(None);
         self.fire_simple("reloaded", "archon", 0);
         Reply::Ok(vec![
             list("added", &sum.added),
