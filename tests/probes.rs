@@ -320,3 +320,73 @@ fn scrape(port: u16) -> String {
     let _ = s.read_to_string(&mut out);
     out
 }
+
+fn bad_http() -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bad_http.py");
+    p.to_str().unwrap().to_string()
+}
+
+fn accepted(out: &Path, mode: &str) -> u64 {
+    std::fs::read_to_string(out.join(format!("accepted.{mode}")))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// HTTP probes against servers that answer nothing, garbage, half a
+/// line, an endless header, or refuse: each probe fails, none ever makes
+/// its instance ready, archon closes every connection it made (its fd
+/// count stays flat over hundreds of probes) and keeps answering; a
+/// good server beside them passes.
+#[test]
+fn http_probes_against_misbehaving_servers_fail_and_leak_nothing() {
+    let out = out_dir("probe-bad");
+    let modes = ["silent", "garbage", "endless", "half", "refuse", "good"];
+    let mut lua = String::new();
+    for m in modes {
+        lua.push_str(&format!(
+            r#"service "{m}" {{ cmd = {{ "python3", {}, "{m}", {} }}, ports = {{ http = "auto" }},
+                 start_timeout = 600,
+                 readiness = {{ http = "/", interval = 0.05, timeout = 0.3, failure_threshold = 1 }} }}
+"#,
+            lua_str(&bad_http()),
+            lua_str(out.to_str().unwrap())
+        ));
+    }
+    let metrics = free_port();
+    let mport = metrics.to_string();
+    let d = with_config(
+        "probe-bad",
+        &lua,
+        &[
+            "--ports",
+            "29700-29799",
+            "--metrics",
+            &format!("127.0.0.1:{mport}"),
+        ],
+    );
+    wait_state(&d, "good", "running");
+    let failed = || {
+        scrape(metrics)
+            .lines()
+            .find(|l| l.starts_with("archon_probes_total{result=\"fail\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0) as u64
+    };
+    let talkers = ["silent", "garbage", "endless", "half"];
+    wait_for("each bad server to be probed", || {
+        talkers.iter().all(|m| accepted(&out, m) >= 3)
+    });
+    let (fds, f0) = (d.fd_count(), failed());
+    wait_for("many more probes to fail", || {
+        talkers.iter().all(|m| accepted(&out, m) >= 20) && failed() >= f0 + 100
+    });
+    // What is in flight at most: one connection per bad instance.
+    let now = d.fd_count();
+    assert!(now <= fds + talkers.len() + 1, "fds {fds} -> {now}");
+    for m in modes {
+        let want = if m == "good" { "running" } else { "starting" };
+        assert_eq!(state(&d, m), want, "{m}");
+    }
+    assert!(d.ask("Version")[0].starts_with("Ok,archon"));
+}

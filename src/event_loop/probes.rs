@@ -9,7 +9,7 @@
 //! liveness probe restarts the instance.
 
 use super::*;
-use crate::services::probe::{http_request, http_verdict, PortRef, ProbeKind, Tally, Which};
+use crate::services::probe::{http_request, http_verdict, PortRef, Probe, ProbeKind, Tally, Which};
 use crate::services::spec::ServiceSpec;
 use std::collections::BTreeSet;
 
@@ -33,6 +33,10 @@ pub(super) struct Probing {
     /// probe's request, made once.
     ports: Vec<(String, u16)>,
     requests: [Option<std::rc::Rc<[u8]>>; 3],
+    /// Its probes as spawned (a changed probe restarts the instance on a
+    /// reload, so these stay true for the process's life): shared, so a
+    /// probe costs no copy of its settings.
+    probes: [Option<std::rc::Rc<Probe>>; 3],
 }
 
 enum Running {
@@ -64,8 +68,10 @@ struct InFlight {
 #[derive(Default)]
 pub(super) struct Probes {
     by_entry: HashMap<u64, Probing>,
-    /// Probes due: (mono ms, entry, which).
-    due: BTreeSet<(u64, u64, Which)>,
+    /// Probes due: (mono ms at the latest, entry, which, mono ms at the
+    /// earliest). A periodic probe may start up to its slack early, so
+    /// that probes due within a few ms share one wake-up.
+    due: BTreeSet<(u64, u64, Which, u64)>,
     inflight: HashMap<u64, InFlight>,
     /// (deadline, probe id) of what is in flight.
     deadlines: BTreeSet<(u64, u64)>,
@@ -79,6 +85,19 @@ pub(super) struct Probes {
 }
 
 impl Probes {
+    /// Probe `id`'s connection, its HTTP exchange and whether it is
+    /// connected, when it is a TCP or HTTP probe in flight.
+    fn net(&mut self, id: u64) -> Option<(&mut mio::net::TcpStream, &mut Option<Http>, &mut bool)> {
+        match &mut self.inflight.get_mut(&id)?.run {
+            Running::Net {
+                stream,
+                http,
+                connected,
+            } => Some((stream, http, connected)),
+            Running::Exec(_) => None,
+        }
+    }
+
     pub(super) fn next_due(&self) -> Option<u64> {
         [
             self.due.first().map(|d| d.0),
@@ -106,14 +125,23 @@ fn resolve(ports: &[(String, u16)], r: &PortRef) -> Option<u16> {
     }
 }
 
-/// `interval` +- 10 %, by a hash of the entry and the probe's count.
+/// How early a periodic probe may start to share a wake-up with others:
+/// a tenth of its interval, at most 10 ms (1 000 probes a second become
+/// about 100 wake-ups of ten, warm caches, instead of 1 000 of one).
+const SLACK_MAX_MS: u64 = 10;
+
+fn slack(interval: u64) -> u64 {
+    (interval / 10).min(SLACK_MAX_MS)
+}
+
+/// When the next probe is due, at the latest, by a hash of the entry and
+/// the probe's count: within `interval - 10 % + slack` and `interval +
+/// 10 %`; with the slack it starts within +-10 % of its interval.
 fn jittered(interval: u64, entry: u64, seq: u64) -> u64 {
-    let spread = interval / 5;
-    if spread == 0 {
-        return interval;
-    }
+    let lo = interval - interval / 10 + slack(interval);
+    let hi = interval + interval / 10;
     let h = (entry ^ seq.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33;
-    interval - interval / 10 + h % (spread + 1)
+    lo + h % (hi - lo + 1)
 }
 
 impl EventLoop {
@@ -152,13 +180,15 @@ impl EventLoop {
                 seq: 0,
                 ports,
                 requests,
+                probes: Which::ALL.map(|w| spec.probe(w).cloned().map(std::rc::Rc::new)),
             },
         );
         match &spec.startup {
             Some(p) => {
+                let first = now + p.initial_delay_ms;
                 self.probes
                     .due
-                    .insert((now + p.initial_delay_ms, entry, Which::Startup));
+                    .insert((first, entry, Which::Startup, first));
             }
             None => self.schedule_after_startup(entry, spec, now),
         }
@@ -166,14 +196,19 @@ impl EventLoop {
 
     fn schedule_after_startup(&mut self, entry: u64, spec: &ServiceSpec, now: u64) {
         if let Some(p) = &spec.readiness {
+            let first = now + p.initial_delay_ms;
             self.probes
                 .due
-                .insert((now + p.initial_delay_ms, entry, Which::Readiness));
+                .insert((first, entry, Which::Readiness, first));
         }
         if let Some(p) = &spec.liveness {
             // Spread over the first interval: liveness gates nothing.
-            let first = now + p.initial_delay_ms + jittered(p.interval_ms, entry, 0) / 2;
-            self.probes.due.insert((first, entry, Which::Liveness));
+            let delay = now + p.initial_delay_ms;
+            let first = delay + jittered(p.interval_ms, entry, 0) / 2;
+            let early = first.saturating_sub(slack(p.interval_ms)).max(delay);
+            self.probes
+                .due
+                .insert((first, entry, Which::Liveness, early));
         }
     }
 
@@ -251,24 +286,28 @@ impl EventLoop {
                 self.probe_result(f.entry, f.which, false);
             }
         }
-        for _ in 0..PROBES_PER_PASS {
-            let Some(&(due, entry, which)) = self.probes.due.first() else {
-                return;
-            };
-            if due > now {
-                return;
-            }
-            self.probes.due.pop_first();
-            self.probe_start(entry, which, now);
+        if self.probes.due.first().is_none_or(|d| d.3 > now) {
+            return;
+        }
+        // What may start now: due by now, or within its slack.
+        let start: Vec<_> = self
+            .probes
+            .due
+            .iter()
+            .take_while(|d| d.0 <= now + SLACK_MAX_MS)
+            .filter(|d| d.3 <= now)
+            .take(PROBES_PER_PASS)
+            .copied()
+            .collect();
+        for d in start {
+            self.probes.due.remove(&d);
+            self.probe_start(d.1, d.2, now);
         }
     }
 
-    /// The probe `which` of the service entry `entry` belongs to. Only the
-    /// probe is cloned (a spec is big: 1 000 probes a second must not copy
-    /// 1 000 specs).
-    fn entry_probe(&self, entry: u64, which: Which) -> Option<crate::services::probe::Probe> {
-        let p = self.probes.by_entry.get(&entry)?;
-        self.services.spec(&p.service)?.probe(which).cloned()
+    /// The probe `which` of the instance process `entry`, as spawned.
+    fn entry_probe(&self, entry: u64, which: Which) -> Option<std::rc::Rc<Probe>> {
+        self.probes.by_entry.get(&entry)?.probes[idx(which)].clone()
     }
 
     fn probe_start(&mut self, entry: u64, which: Which, now: u64) {
@@ -304,7 +343,7 @@ impl EventLoop {
             }
             ProbeKind::Tcp { port, host } => {
                 let port = port_of(port);
-                port.and_then(|n| self.probe_connect(host, n, id))
+                port.and_then(|n| Self::probe_connect(host, n))
                     .map(|stream| Running::Net {
                         stream,
                         http: None,
@@ -322,7 +361,7 @@ impl EventLoop {
                 let port = port_of(port);
                 match (request, port) {
                     (Some(request), Some(n)) => {
-                        self.probe_connect(host, n, id).map(|stream| Running::Net {
+                        Self::probe_connect(host, n).map(|stream| Running::Net {
                             stream,
                             http: Some(Http {
                                 request,
@@ -356,44 +395,62 @@ impl EventLoop {
             },
         );
         if net {
-            // On loopback the handshake is done within connect(): go on at
-            // once instead of a wake-up for the first edge.
-            self.probe_io(id, true);
+            self.probe_first_step(id);
         }
     }
 
-    fn probe_connect(&mut self, host: &str, port: u16, id: u64) -> Option<mio::net::TcpStream> {
+    /// A probe's connection, not yet in the poll set (the first step
+    /// decides what to wait for).
+    fn probe_connect(host: &str, port: u16) -> Option<mio::net::TcpStream> {
         let ip: std::net::IpAddr = host.parse().ok()?;
-        let mut stream = mio::net::TcpStream::connect((ip, port).into()).ok()?;
-        self.poll
+        mio::net::TcpStream::connect((ip, port).into()).ok()
+    }
+
+    /// Right after connect(): on loopback the handshake is done by then,
+    /// so a TCP probe passes and an HTTP probe's request is written at
+    /// once, without a wake-up for the first edge. A connection still
+    /// being made (or a request not all written) waits for writability as
+    /// well; otherwise only the reply is waited for. Nothing is read yet:
+    /// the reply cannot have come before the request, and registering a
+    /// readable socket (edge-triggered) reports it at once.
+    fn probe_first_step(&mut self, id: u64) {
+        let Some((stream, http, connected)) = self.probes.net(id) else {
+            return;
+        };
+        let mut interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
+        match http {
+            // getpeername: connected, or not yet (an error shows on the
+            // edge, through SO_ERROR).
+            None => match stream.peer_addr() {
+                Ok(_) => return self.probe_done(id, true),
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+                Err(_) => return self.probe_done(id, false),
+            },
+            // write(2) on a connection still being made says EAGAIN (or
+            // ENOTCONN), on a refused one its error.
+            Some(h) => match write_request(stream, h) {
+                Wrote::All => {
+                    *connected = true;
+                    interest = mio::Interest::READABLE;
+                }
+                Wrote::Part => *connected = h.sent > 0,
+                Wrote::Failed => return self.probe_done(id, false),
+            },
+        }
+        if self
+            .poll
             .registry()
-            .register(
-                &mut stream,
-                Source::Probe(id).token(),
-                mio::Interest::READABLE | mio::Interest::WRITABLE,
-            )
-            .ok()?;
-        Some(stream)
+            .register(stream, Source::Probe(id).token(), interest)
+            .is_err()
+        {
+            self.probe_done(id, false);
+        }
     }
 
     /// A probe's connection is ready: connected (a TCP probe passes), the
     /// request written, the reply read and judged.
     pub(super) fn probe_event(&mut self, id: u64) {
-        self.probe_io(id, false);
-    }
-
-    /// `fresh`: right after connect(), before any edge: connected only if
-    /// the socket has a peer.
-    fn probe_io(&mut self, id: u64, fresh: bool) {
-        let Some(f) = self.probes.inflight.get_mut(&id) else {
-            return;
-        };
-        let Running::Net {
-            stream,
-            http,
-            connected,
-        } = &mut f.run
-        else {
+        let Some((stream, http, connected)) = self.probes.net(id) else {
             return;
         };
         if !*connected {
@@ -403,57 +460,44 @@ impl EventLoop {
                 Ok(None) => {}
                 _ => return self.probe_done(id, false),
             }
-            if fresh {
-                match stream.peer_addr() {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
-                    Err(_) => return self.probe_done(id, false),
-                }
+            if http.is_none() {
+                return match stream.peer_addr() {
+                    Ok(_) => self.probe_done(id, true),
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+                    Err(_) => self.probe_done(id, false),
+                };
             }
-            *connected = true;
         }
         let Some(h) = http else {
             return self.probe_done(id, true);
         };
-        while h.sent < h.request.len() {
-            match io::Write::write(stream, &h.request[h.sent..]) {
-                Ok(0) => return self.probe_done(id, false),
-                Ok(n) => h.sent += n,
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => {
-                    *connected = false;
-                    return;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return self.probe_done(id, false),
-            }
+        match write_request(stream, h) {
+            Wrote::All => *connected = true,
+            Wrote::Part => return,
+            Wrote::Failed => return self.probe_done(id, false),
         }
         let mut buf = [0u8; 4096];
-        let mut ended = false;
         // Bounded: the reply is read up to MAX_REPLY, in at most 16 reads a
-        // pass (the rest on the next readiness).
+        // pass (the rest on the next readiness); judged after each read, so
+        // a complete answer needs no read for the close.
         for _ in 0..16 {
             let room = crate::services::probe::MAX_REPLY - h.reply.len();
-            if room == 0 {
-                ended = true;
-                break;
-            }
-            match io::Read::read(stream, &mut buf[..room.min(4096)]) {
-                Ok(0) => {
-                    ended = true;
-                    break;
+            let ended = match io::Read::read(stream, &mut buf[..room.min(4096)]) {
+                Ok(0) => true,
+                Ok(n) => {
+                    h.reply.extend_from_slice(&buf[..n]);
+                    n == room
                 }
-                Ok(n) => h.reply.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    ended = true;
-                    break;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => true,
+            };
+            if let Some(ok) = http_verdict(&h.reply, ended, h.status, h.body.as_deref()) {
+                return self.probe_done(id, ok);
             }
-        }
-        if let Some(ok) = http_verdict(&h.reply, ended, h.status, h.body.as_deref()) {
-            self.probe_done(id, ok);
+            if ended {
+                return self.probe_done(id, false);
+            }
         }
     }
 
@@ -498,6 +542,7 @@ impl EventLoop {
             probe.failing_interval_ms
         };
         let next = now.mono + jittered(interval, entry, p.seq);
+        let early = next - slack(interval);
         let (name, index) = (p.service.clone(), p.index);
         if verdict.is_some() {
             log::info!(
@@ -508,7 +553,7 @@ impl EventLoop {
         }
         // Startup stops once passed; the others go on.
         if !(which == Which::Startup && verdict == Some(true)) {
-            self.probes.due.insert((next, entry, which));
+            self.probes.due.insert((next, entry, which, early));
         }
         match (which, verdict) {
             (Which::Startup, Some(true)) => {
@@ -617,6 +662,34 @@ impl EventLoop {
     }
 }
 
+/// How far a request's write got.
+enum Wrote {
+    All,
+    /// Not connected yet, or the socket's buffer full.
+    Part,
+    Failed,
+}
+
+fn write_request(stream: &mut mio::net::TcpStream, h: &mut Http) -> Wrote {
+    while h.sent < h.request.len() {
+        match io::Write::write(stream, &h.request[h.sent..]) {
+            Ok(0) => return Wrote::Failed,
+            Ok(n) => h.sent += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::NotConnected
+                ) =>
+            {
+                return Wrote::Part
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Wrote::Failed,
+        }
+    }
+    Wrote::All
+}
+
 #[cfg(test)]
 mod tests {
     use super::jittered;
@@ -626,7 +699,8 @@ mod tests {
         for e in 0..200 {
             for s in 0..5 {
                 let j = jittered(1000, e, s);
-                assert!((900..=1100).contains(&j), "{j}");
+                assert!((910..=1100).contains(&j), "{j}");
+                assert!(j - super::slack(1000) >= 900, "{j}");
             }
         }
         assert_eq!(jittered(3, 1, 1), 3);

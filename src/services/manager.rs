@@ -495,11 +495,11 @@ impl Services {
 
     /// The state of the instance an entry belongs to.
     pub fn state_of(&self, entry: u64) -> Option<SvcState> {
-        let (n, i) = self.owner(entry)?;
+        let (n, i) = self.by_entry.get(&entry)?;
         self.instances
-            .get(&n)?
+            .get(n)?
             .iter()
-            .find(|x| x.index == i)
+            .find(|x| x.index == *i)
             .map(|x| x.state)
     }
 

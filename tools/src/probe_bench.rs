@@ -176,16 +176,18 @@ fn http_probe_rows(rows: &mut Vec<Row>, quick: bool) {
         target: "<= 1.5",
         pass: per_probe_us / bench_us <= 1.5,
     });
+    // Measured at the rate the probes ran (a little under 1 000 a second:
+    // the jitter's mean is a few % over the interval), stated at 1 000.
     let rate = probes as f64 / took.as_secs_f64();
-    let pct = (c1 - c0) as f64 / took.as_nanos() as f64 * 100.0;
-    let bench_pct = bench_us * rate / 1e6 * 100.0;
+    let pct = (c1 - c0) as f64 / took.as_nanos() as f64 * 100.0 * 1000.0 / rate;
+    let bench_pct = bench_us * 1000.0 / 1e6 * 100.0;
     rows.push(Row {
-        name: "  probes a second, and archon's CPU for them",
+        name: "  archon's CPU for 1 000 probes a second",
         archon: pct,
         baseline: bench_pct,
         unit: "%",
         ratio: pct / bench_pct,
-        target: "<= 5 % at 1000/s",
+        target: "<= 5 %",
         pass: pct <= 5.0 && rate >= 900.0,
     });
     eprintln!("probes: {rate:.0} a second measured over {window} s");
