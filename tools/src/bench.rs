@@ -1014,9 +1014,42 @@ fn echo_conn(s: UnixStream) {
     }
 }
 
+const USAGE: &str = "usage: archon-bench [--quick] [--json FILE] [--entrypoint-only | \
+--fixed-only | --monitor-only | --probes-only | --services-only | --robustness-only | \
+--respawn-only [--hook]]";
+
 pub fn main() {
     if let Some(path) = std::env::args().skip_while(|a| a != "--echo-server").nth(1) {
         return echo_server(&path);
+    }
+    // An unknown option (say --help) must not start a 10-minute run.
+    let known = [
+        "--quick",
+        "--entrypoint-only",
+        "--fixed-only",
+        "--monitor-only",
+        "--probes-only",
+        "--services-only",
+        "--robustness-only",
+        "--respawn-only",
+        "--hook",
+    ];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--json" if i + 1 < args.len() => i += 1,
+            a if known.contains(&a) => {}
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return;
+            }
+            other => {
+                eprintln!("archon-bench: unknown option {other:?}\n{USAGE}");
+                std::process::exit(2);
+            }
+        }
+        i += 1;
     }
     // SAFETY: plain prctl; fine-grained sleeps for `poll_pause`.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1) };
