@@ -266,6 +266,58 @@ fn a_taken_port_fails_the_start_clearly_and_archon_keeps_answering() {
     drop(holder);
 }
 
+/// A Unix socket's file is archon's while it holds the socket: a live
+/// socket of someone else's at the path is not taken over (the start
+/// fails, saying so, and theirs keeps working), a stale one is replaced,
+/// and the file goes when its service is removed or archon exits.
+#[test]
+fn unix_socket_files_go_with_their_service_and_live_ones_are_not_taken() {
+    use std::os::unix::net::{UnixListener, UnixStream};
+    let out = out_dir("net-unixfile");
+    let live = out.join("live.sock");
+    let theirs = UnixListener::bind(&live).unwrap();
+    let stale = out.join("stale.sock");
+    drop(UnixListener::bind(&stale).unwrap());
+    assert!(stale.exists());
+    let cfg_dir = temp_dir("net-unixfile-cfg");
+    let cfg = cfg_dir.join("archon.lua");
+    let service = |name: &str, path: &std::path::Path| {
+        format!(
+            r#"service "{name}" {{ cmd = {{ "sleep", "100" }}, budget = {{ restarts = 0, window = 60 }},
+                 sockets = {{ s = {{ unix = {} }} }} }}
+"#,
+            lua_str(path.to_str().unwrap())
+        )
+    };
+    let both = service("taker", &live) + &service("own", &stale);
+    std::fs::write(&cfg, &both).unwrap();
+    let mut d = Daemon::start_with("net-unixfile", &["--config", cfg.to_str().unwrap()], |_| {});
+    wait_for("taker to fail", || {
+        d.ask("Status,taker").iter().any(|l| l.contains(",failed,"))
+    });
+    assert!(d.log().contains("is in use"), "{}", d.log());
+    // Theirs still answers.
+    let _c = UnixStream::connect(&live).unwrap();
+    theirs.accept().unwrap();
+    // The stale file was replaced by archon's socket, which answers.
+    wait_for("own to run", || {
+        d.ask("Status,own").iter().any(|l| l.contains(",running,"))
+    });
+    assert!(UnixStream::connect(&stale).is_ok());
+    // Removed from the config: its file goes; theirs stays.
+    std::fs::write(&cfg, service("taker", &live)).unwrap();
+    assert!(d.ask("Reload")[0].starts_with("Ok"));
+    wait_for("own's socket file to go", || !stale.exists());
+    assert!(live.exists());
+    // Back, then archon exits: the file goes with it.
+    std::fs::write(&cfg, &both).unwrap();
+    assert!(d.ask("Reload")[0].starts_with("Ok"));
+    wait_for("own's socket file to be back", || stale.exists());
+    d.terminate();
+    assert!(!stale.exists(), "left behind at exit");
+    assert!(live.exists());
+}
+
 #[test]
 fn bad_port_and_socket_settings_are_refused_where_written() {
     assert_refused("ports", r#"{ ["a-b"] = "auto" }"#, "ports are named");

@@ -161,6 +161,9 @@ impl EventLoop {
                 let _ = c.flush(0);
             }
         }
+        // Services' sockets close; Unix sockets' files archon made go.
+        self.activation_disarm_all();
+        self.endpoints.release_all();
         if self.listener.is_some() {
             if let Err(e) = std::fs::remove_file(&self.opts.socket) {
                 log::warn!(

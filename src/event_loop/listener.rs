@@ -3,7 +3,6 @@
 use crate::platform;
 use std::io;
 use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::UnixStream as StdStream;
 use std::path::Path;
 
 /// Makes (mode 0700) or checks the private runtime directory: in a
@@ -49,14 +48,14 @@ pub fn bind(path: &Path, mode: u32) -> Result<mio::net::UnixListener, String> {
         }
     }
     match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => match StdStream::connect(path) {
-            Ok(_) => return Err(format!("another archon is answering on {}", path.display())),
-            Err(_) => {
-                log::info!("removing stale socket path={}", path.display());
-                std::fs::remove_file(path)
-                    .map_err(|e| format!("cannot remove stale {}: {e}", path.display()))?;
+        Ok(meta) if meta.file_type().is_socket() => {
+            if platform::unix_path_answers(path) {
+                return Err(format!("another archon is answering on {}", path.display()));
             }
-        },
+            log::info!("removing stale socket path={}", path.display());
+            std::fs::remove_file(path)
+                .map_err(|e| format!("cannot remove stale {}: {e}", path.display()))?;
+        }
         Ok(_) => return Err(format!("{} exists and is not a socket", path.display())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("cannot inspect {}: {e}", path.display())),

@@ -28,7 +28,34 @@ pub(super) struct Endpoints {
     /// (service, instance, port name) -> the port.
     ports: HashMap<(String, u32, String), Held>,
     /// (service, socket name) -> the socket.
-    sockets: HashMap<(String, String), (SocketSpec, OwnedFd)>,
+    sockets: HashMap<(String, String), Bound>,
+}
+
+/// A service's socket as bound. A Unix socket's file goes with it (when
+/// the service is removed, its socket declared otherwise, or archon
+/// exits), if it is still the node archon made: a file some other
+/// process put there since is left alone.
+struct Bound {
+    spec: SocketSpec,
+    fd: OwnedFd,
+    /// The Unix socket's path, device and inode.
+    node: Option<(std::path::PathBuf, u64, u64)>,
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        let Some((path, dev, ino)) = &self.node else {
+            return;
+        };
+        let ours =
+            std::fs::symlink_metadata(path).is_ok_and(|m| m.dev() == *dev && m.ino() == *ino);
+        if ours {
+            if let Err(e) = std::fs::remove_file(path) {
+                log::warn!("cannot remove socket path={} error={e}", path.display());
+            }
+        }
+    }
 }
 
 /// What a spawn passes: environment variables and the fds, in order (the
@@ -142,14 +169,30 @@ impl Endpoints {
         let mut fds = Vec::new();
         for k in &spec.sockets {
             let key = (spec.name.clone(), k.name.clone());
-            if self.sockets.get(&key).is_some_and(|(s, _)| s != k) {
+            if self.sockets.get(&key).is_some_and(|b| b.spec != *k) {
                 self.sockets.remove(&key);
             }
             if !self.sockets.contains_key(&key) {
                 let fd = bind_socket(k).map_err(|e| format!("socket {}: {e}", k.name))?;
-                self.sockets.insert(key.clone(), (k.clone(), fd));
+                let node = match &k.kind {
+                    SocketKind::Unix { path, .. } => {
+                        use std::os::unix::fs::MetadataExt;
+                        std::fs::symlink_metadata(path)
+                            .ok()
+                            .map(|m| (path.into(), m.dev(), m.ino()))
+                    }
+                    _ => None,
+                };
+                self.sockets.insert(
+                    key.clone(),
+                    Bound {
+                        spec: k.clone(),
+                        fd,
+                        node,
+                    },
+                );
             }
-            fds.extend(self.sockets.get(&key).map(|(_, f)| f.as_raw_fd()));
+            fds.extend(self.sockets.get(&key).map(|b| b.fd.as_raw_fd()));
         }
         Ok(fds)
     }
@@ -181,10 +224,17 @@ impl Endpoints {
                     && spec(s)
                         .is_some_and(|sp| sp.ports.iter().any(|p| p.name == *name && *p == h.spec))
         });
-        self.sockets.retain(|(s, name), (k, _)| {
+        self.sockets.retain(|(s, name), b| {
             skip(s)
-                || spec(s).is_some_and(|sp| sp.sockets.iter().any(|x| x.name == *name && x == k))
+                || spec(s)
+                    .is_some_and(|sp| sp.sockets.iter().any(|x| x.name == *name && *x == b.spec))
         });
+    }
+
+    /// Lets go of every port and socket (archon is exiting).
+    pub(super) fn release_all(&mut self) {
+        self.ports.clear();
+        self.sockets.clear();
     }
 
     /// An instance's ports: (name, address, port), by name.

@@ -115,7 +115,8 @@ pub use posix::{
     foreground_tty, getpid, has_children, is_executable, is_fd_exhaustion, is_pipe_or_tty,
     is_socket, kill_all, kill_group, lookup_group, lookup_user, nofile_soft, pipe, process_group,
     raise_nofile, read_fd, reap_blocking, reap_one, reap_pid, recv_with_fds, resolve_program,
-    send_nonblocking, send_with_fds, take_inherited_fd, to_cstrings, uid, user_groups, write_fd,
+    send_nonblocking, send_with_fds, take_inherited_fd, to_cstrings, uid, unix_path_answers,
+    user_groups, write_fd,
 };
 pub use signals::{sig, signal_name, signal_number};
 pub use sys::{

@@ -570,11 +570,36 @@ pub fn bind_listener(path: &Path, mode: u32) -> Result<std::os::unix::net::UnixL
     Ok(std::os::unix::net::UnixListener::from(fd))
 }
 
+/// Whether something is bound and listening at the Unix socket `path`
+/// (a stale file left by a dead process refuses). Without blocking: a
+/// full backlog (EAGAIN) or a socket of another type (EPROTOTYPE) counts
+/// as alive.
+pub fn unix_path_answers(path: &Path) -> bool {
+    use nix::errno::Errno;
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let Ok(addr) = UnixAddr::new(path) else {
+        return false;
+    };
+    let Ok(fd) = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    ) else {
+        return false;
+    };
+    !matches!(
+        connect(fd.as_raw_fd(), &addr),
+        Err(Errno::ECONNREFUSED | Errno::ENOENT | Errno::ENOTDIR)
+    )
+}
+
 /// A socket bound for services to inherit (`BindSpec`): close-on-exec in
 /// archon (the spawn clears it in the child) and blocking, as systemd
 /// passes sockets. TCP gets SO_REUSEADDR (a restarted archon rebinds past
-/// TIME_WAIT) and `backlog`; a Unix socket's stale file is replaced only
-/// when it is a socket, and it is chmod and chown'd before listen.
+/// TIME_WAIT) and `backlog`; a Unix socket's file is replaced only when it
+/// is a stale socket (nothing answers on it), and it is chmod and chown'd
+/// before listen.
 pub fn bind_service_socket(spec: &super::types::BindSpec, backlog: u32) -> Result<OwnedFd, String> {
     use super::types::BindSpec;
     use nix::sys::socket::{listen, Backlog};
@@ -600,6 +625,12 @@ pub fn bind_service_socket(spec: &super::types::BindSpec, backlog: u32) -> Resul
             if let Ok(m) = std::fs::symlink_metadata(path) {
                 if !m.file_type().is_socket() {
                     return Err(format!("{} exists and is not a socket", path.display()));
+                }
+                if unix_path_answers(path) {
+                    return Err(format!(
+                        "{} is in use: something accepts connections on it",
+                        path.display()
+                    ));
                 }
                 let _ = std::fs::remove_file(path);
             }
