@@ -419,7 +419,8 @@ fn the_registry_lists_running_instances_and_an_instance_drains_before_its_stop()
     };
     let lua = format!(
         r#"service "api" {{ cmd = {{ "python3", {}, {} }}, replicas = 2, drain = 30,
-              ports = {{ http = {{ port = "auto", address = "127.0.0.1" }} }},
+              ports = {{ http = {{ port = "auto", address = "127.0.0.1" }},
+                        admin = {{ port = "auto", address = "127.0.0.1" }} }},
               hostnames = {{ "API.example.test", "www.example.test" }} }}
            service "other" {{ cmd = {{ "sleep", "1000" }} }}"#,
         lua_str(&server()),
@@ -442,11 +443,19 @@ fn the_registry_lists_running_instances_and_an_instance_drains_before_its_stop()
     });
     let e0 = wait_env(&out, 0, "");
     let e1 = wait_env(&out, 1, "");
+    // Proxies get the port named http, not the first by name (admin).
+    assert_ne!(e0["PORT_HTTP"], e0["PORT_ADMIN"]);
     assert_eq!(
         rows,
         [
-            format!("Upstream,api.example.test,api,0,127.0.0.1:{}", e0["PORT"]),
-            format!("Upstream,api.example.test,api,1,127.0.0.1:{}", e1["PORT"]),
+            format!(
+                "Upstream,api.example.test,api,0,127.0.0.1:{}",
+                e0["PORT_HTTP"]
+            ),
+            format!(
+                "Upstream,api.example.test,api,1,127.0.0.1:{}",
+                e1["PORT_HTTP"]
+            ),
             "Ok".to_string()
         ]
     );
@@ -459,7 +468,7 @@ fn the_registry_lists_running_instances_and_an_instance_drains_before_its_stop()
         json,
         format!(
             "{{\"api.example.test\":[\"127.0.0.1:{0}\",\"127.0.0.1:{1}\"],\"www.example.test\":[\"127.0.0.1:{0}\",\"127.0.0.1:{1}\"]}}\n",
-            e0["PORT"], e1["PORT"]
+            e0["PORT_HTTP"], e1["PORT_HTTP"]
         )
     );
     let traefik = http_get(metrics, "/registry/traefik");
@@ -468,11 +477,17 @@ fn the_registry_lists_running_instances_and_an_instance_drains_before_its_stop()
         "{traefik}"
     );
     assert!(
-        traefik.contains(&format!("{{\"url\":\"http://127.0.0.1:{}\"}}", e0["PORT"])),
+        traefik.contains(&format!(
+            "{{\"url\":\"http://127.0.0.1:{}\"}}",
+            e0["PORT_HTTP"]
+        )),
         "{traefik}"
     );
     assert_eq!(
-        agent(metrics, &format!("agent api.example.test {}\n", e0["PORT"])),
+        agent(
+            metrics,
+            &format!("agent api.example.test {}\n", e0["PORT_HTTP"])
+        ),
         "up ready 100%\n"
     );
     assert_eq!(agent(metrics, "agent api.example.test 1\n"), "down\n");
@@ -482,14 +497,20 @@ fn the_registry_lists_running_instances_and_an_instance_drains_before_its_stop()
     assert_eq!(last(&d.ask("Stop,api.0")), "Ok");
     let rows = d.ask("Lookup,api.example.test");
     assert_eq!(rows.len(), 2, "{rows:?}");
-    assert!(rows[0].ends_with(&format!(":{}", e1["PORT"])), "{rows:?}");
+    assert!(
+        rows[0].ends_with(&format!(":{}", e1["PORT_HTTP"])),
+        "{rows:?}"
+    );
     assert_eq!(
-        agent(metrics, &format!("agent api.example.test {}\n", e0["PORT"])),
+        agent(
+            metrics,
+            &format!("agent api.example.test {}\n", e0["PORT_HTTP"])
+        ),
         "drain\n"
     );
     assert!(pid_alive(e0["pid"].parse().unwrap()));
     assert_eq!(
-        curl(&format!("http://127.0.0.1:{}/", e0["PORT"])),
+        curl(&format!("http://127.0.0.1:{}/", e0["PORT_HTTP"])),
         format!("name=http instance=0 pid={}\n", e0["pid"])
     );
     assert!(d.ask("Status,api.0")[0].contains(",stopping,"));

@@ -14,7 +14,8 @@ use std::collections::BTreeMap;
 pub(super) struct Upstream {
     pub service: String,
     pub index: u32,
-    /// `host:port` of its first port (127.0.0.1 for a wildcard address).
+    /// `host:port` of the port it serves on (`served_port`; 127.0.0.1 for
+    /// a wildcard address).
     pub addr: String,
     pub port: u16,
 }
@@ -71,8 +72,8 @@ impl EventLoop {
                 if !live {
                     continue;
                 }
-                let Some(&(_, address, port)) = self.endpoints.ports_of(name, inst.index).first()
-                else {
+                let ports = self.endpoints.ports_of(name, inst.index);
+                let Some(&(_, address, port)) = served_port(spec, &ports) else {
                     continue;
                 };
                 let host = match address {
@@ -186,15 +187,11 @@ impl EventLoop {
             .iter()
             .any(|(n, i)| {
                 i.entry.is_some_and(|e| self.drains.is_draining(e))
-                    && self
-                        .services
-                        .spec(n)
-                        .is_some_and(|s| s.hostnames.contains(&h))
-                    && self
-                        .endpoints
-                        .ports_of(n, i.index)
-                        .first()
-                        .is_some_and(|p| p.2 == port)
+                    && self.services.spec(n).is_some_and(|s| {
+                        s.hostnames.contains(&h)
+                            && served_port(s, &self.endpoints.ports_of(n, i.index))
+                                .is_some_and(|p| p.2 == port)
+                    })
             });
         if draining {
             "drain\n".into()
@@ -257,4 +254,26 @@ impl EventLoop {
     pub(super) fn drain_gone(&mut self, entry: u64) {
         self.drains.held.remove(&entry);
     }
+}
+
+/// The port of an instance's that proxies are sent to, among its ports
+/// (sorted by name): the one its readiness probe checks, else the one
+/// named `http`, else the first.
+fn served_port<'a>(
+    spec: &crate::services::spec::ServiceSpec,
+    ports: &'a [(&str, &str, u16)],
+) -> Option<&'a (&'a str, &'a str, u16)> {
+    use crate::services::probe::{PortRef, ProbeKind};
+    let probed = spec.readiness.as_ref().and_then(|p| match &p.kind {
+        ProbeKind::Http { port, .. } | ProbeKind::Tcp { port, .. } => Some(port),
+        ProbeKind::Exec(_) => None,
+    });
+    let by = |want: &str| ports.iter().find(|p| p.0 == want);
+    match probed {
+        Some(PortRef::Named(n)) => by(n),
+        Some(PortRef::Number(n)) => ports.iter().find(|p| p.2 == *n),
+        None => None,
+    }
+    .or_else(|| by("http"))
+    .or_else(|| ports.first())
 }
