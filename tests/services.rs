@@ -555,6 +555,52 @@ fn command_readiness_and_health_checks() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// A check command that hangs is killed with what it started once it has
+/// run for its interval (at least a second) and counts as failed: a hung
+/// health check makes the service unhealthy, a hung readiness command is
+/// tried again rather than waited on for ever.
+#[test]
+fn a_hung_check_is_killed_at_its_time_and_counts_as_failed() {
+    let dir = temp_dir("hungcheck");
+    let log = |n: &str| dir.join(n);
+    let hang_sh = |file: &std::path::Path| {
+        format!(
+            r#"{{ "sh", "-c", "sleep 1000 & echo $$ $! >> {}; wait" }}"#,
+            file.display()
+        )
+    };
+    let lua = format!(
+        r#"
+        service "sick" {{ cmd = {hang}, health = {{ command = {h}, interval = 0.2 }} }}
+        service "stuck" {{ cmd = {hang}, ready = {{ command = {r}, interval = 0.1, timeout = 600 }} }}
+        "#,
+        hang = helper("hang"),
+        h = hang_sh(&log("health")),
+        r = hang_sh(&log("ready")),
+    );
+    let d = with_config("hungcheck", &lua, &[]);
+    wait_for("sick to be unhealthy", || {
+        state(&d, "sick", 0) == "unhealthy"
+    });
+    let pids = |n: &str| -> Vec<Vec<i32>> {
+        std::fs::read_to_string(log(n))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.split(' ').filter_map(|p| p.parse().ok()).collect())
+            .collect()
+    };
+    for n in ["health", "ready"] {
+        wait_for("a second run of the check", || pids(n).len() >= 2);
+        // The first run, shell and its child, was killed.
+        for p in &pids(n)[0] {
+            wait_for("the first run's processes to go", || pid_gone(*p));
+        }
+    }
+    assert_eq!(state(&d, "stuck", 0), "starting");
+    assert!(d.log().contains("check ran past its time"), "{}", d.log());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// A service that writes faster than archon's stdout drains is throttled
 /// by its own pipe: archon stays responsive, its memory stays bounded, and
 /// once the reader catches up every line arrives, in order.

@@ -124,6 +124,8 @@ pub struct EventLoop {
     /// kind); and those due: (when, service entry, kind).
     checks: HashMap<u64, (u64, svc::CheckKind)>,
     check_due: std::collections::BTreeSet<(u64, u64, svc::CheckKind)>,
+    /// Running checks' timeouts: (when, check entry).
+    check_deadlines: std::collections::BTreeSet<(u64, u64)>,
     /// The Lua worker (config evaluation and hooks) and its state.
     lua: worker::Lua,
     /// Commands hooks run: their exits fire no hook.
@@ -384,6 +386,7 @@ impl EventLoop {
             hook_runs: HashMap::new(),
             checks: HashMap::new(),
             check_due: std::collections::BTreeSet::new(),
+            check_deadlines: std::collections::BTreeSet::new(),
         })
     }
 
@@ -436,6 +439,7 @@ impl EventLoop {
                 self.sweep.as_ref().map(|sw| sw.deadline),
                 self.services.next_deadline(),
                 self.check_due.first().map(|c| c.0),
+                self.check_deadlines.first().map(|c| c.0),
                 self.monitoring.next_due(),
                 self.probes.next_due(),
                 self.drains.next_due(),
@@ -826,6 +830,7 @@ impl EventLoop {
         self.apply(fx);
         self.hook_run_done(id, &exit);
         if let Some((svc_entry, kind)) = self.checks.remove(&id) {
+            self.check_deadlines.retain(|d| d.1 != id);
             self.check_ended(svc_entry, kind, exit == Exit::Code(0));
         }
         self.probe_exec_exited(id, exit == Exit::Code(0));

@@ -429,11 +429,33 @@ impl EventLoop {
             );
         }
     }
+}
 
+/// The least time a readiness or health check command gets before it is
+/// killed (Kubernetes' smallest probe timeout): an interval of 0.1 s must
+/// not kill a shell that a busy machine starts slowly.
+const CHECK_TIME_MIN_MS: u64 = 1000;
+
+impl EventLoop {
     /// Runs the readiness and health checks that are due. A check is
     /// skipped while the previous one of the same service still runs.
     pub(super) fn run_due_checks(&mut self) {
         let now = self.now();
+        // A check past its time is killed with its group and has failed.
+        while let Some(&(deadline, id)) = self.check_deadlines.first() {
+            if deadline > now.mono {
+                break;
+            }
+            self.check_deadlines.pop_first();
+            let Some((entry, kind)) = self.checks.remove(&id) else {
+                continue;
+            };
+            log::warn!("id={entry}: its {kind:?} check ran past its time; killing it");
+            if let Ok(fx) = self.sup.stop_with(id, sig::KILL, 0, None, now) {
+                self.apply(fx);
+            }
+            self.check_ended(entry, kind, false);
+        }
         while let Some(&(due, entry, kind)) = self.check_due.first() {
             if due > now.mono {
                 break;
@@ -470,7 +492,12 @@ impl EventLoop {
             let index = self.services.owner(entry).map_or(0, |o| o.1);
             match self.spawn_check(&spec, index, &argv) {
                 Ok(id) => {
+                    // Its own group: the kill at its time reaches what it
+                    // started. Its time: its interval, at least a second.
+                    self.sup.set_group(id, true);
                     self.checks.insert(id, (entry, kind));
+                    self.check_deadlines
+                        .insert((now.mono + interval.max(CHECK_TIME_MIN_MS), id));
                 }
                 Err(()) => {
                     log::warn!("service {name}: cannot run its {kind:?} check");
