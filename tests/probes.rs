@@ -381,9 +381,10 @@ fn http_probes_against_misbehaving_servers_fail_and_leak_nothing() {
     wait_for("many more probes to fail", || {
         talkers.iter().all(|m| accepted(&out, m) >= 20) && failed() >= f0 + 100
     });
-    // What is in flight at most: one connection per bad instance.
+    // What may be in flight: a connection per instance that accepts (a
+    // leak would be one per probe: hundreds).
     let now = d.fd_count();
-    assert!(now <= fds + talkers.len() + 1, "fds {fds} -> {now}");
+    assert!(now <= fds + talkers.len() + 3, "fds {fds} -> {now}");
     for m in modes {
         let want = if m == "good" { "running" } else { "starting" };
         assert_eq!(state(&d, m), want, "{m}");
