@@ -574,6 +574,48 @@ fn a_thousand_connections_at_once() {
     }
 }
 
+/// A flood of connects from several threads (each connecting and hanging
+/// up at once, as fast as it can) does not hold the loop: a client already
+/// connected keeps getting answers, and a command's exit is still seen.
+#[test]
+fn a_flood_of_connects_does_not_starve_other_clients() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let d = Daemon::start("connflood");
+    let mut c = d.conn();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooders: Vec<_> = (0..4)
+        .map(|_| {
+            let (sock, stop) = (d.sock.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    if UnixStream::connect(&sock).is_ok() {
+                        n += 1;
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    // Stop the flood whatever happens below.
+    struct Stop(Arc<AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let guard = Stop(stop.clone());
+    for _ in 0..50 {
+        assert!(c.request("Version")[0].starts_with("Ok,archon"));
+        assert_eq!(c.request("Run,true")[0], "ExitStatus,0");
+    }
+    drop(guard);
+    let connects: u64 = flooders.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(connects > 0);
+    assert!(c.request("Version")[0].starts_with("Ok,archon"));
+}
+
 #[test]
 fn fd_exhaustion_does_not_stop_service() {
     let d = Daemon::start_with("emfile", &[], |cmd| unsafe {

@@ -14,11 +14,17 @@ use super::*;
 const ADMIN_RESERVE: usize = 256;
 /// Connections one uid that is not an admin may hold at once.
 const PER_UID: usize = 256;
+/// Connections accepted in one pass at most: a flood of connects waits in
+/// the listen backlog instead of holding the loop.
+const ACCEPTS_PER_PASS: usize = 64;
 
 impl EventLoop {
     pub(super) fn accept_all(&mut self) {
         let accept = |me: &Self| me.listener.as_ref().map(|l| l.accept());
-        while let Some(res) = accept(self) {
+        for _ in 0..ACCEPTS_PER_PASS {
+            let Some(res) = accept(self) else {
+                return;
+            };
             match res {
                 Ok((stream, _)) => self.add_client(stream),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -53,6 +59,9 @@ impl EventLoop {
                 }
             }
         }
+        // The budget is spent and the listener (edge-triggered) may hold
+        // more: the next pass goes on without waiting for a new edge.
+        self.accept_again = true;
     }
 
     fn add_client(&mut self, mut stream: mio::net::UnixStream) {

@@ -178,6 +178,8 @@ pub struct EventLoop {
     /// than a pass's budget.
     metrics: Option<metrics::Server>,
     metrics_again: bool,
+    /// The control listener's accept budget ran out with more waiting.
+    accept_again: bool,
     /// Passes of the loop so far, and the `Tree` rows of the pass that
     /// made them: however many ask in one pass, /proc is walked once.
     pass: u64,
@@ -370,6 +372,7 @@ impl EventLoop {
             activation: Default::default(),
             metrics,
             metrics_again: false,
+            accept_again: false,
             tree_cache: None,
             programs: Default::default(),
             chld_pending: false,
@@ -454,6 +457,7 @@ impl EventLoop {
                     || self.notify_again
                     || self.exits_again
                     || self.metrics_again
+                    || self.accept_again
                     || !self.pipes_again.is_empty()
                     || self.lua.unread)
                     .then_some(0),
@@ -540,6 +544,9 @@ impl EventLoop {
             }
             if std::mem::take(&mut self.metrics_again) {
                 self.metrics_accept();
+            }
+            if std::mem::take(&mut self.accept_again) {
+                self.accept_all();
             }
             if self.metrics.is_some() {
                 self.metrics_expire();
