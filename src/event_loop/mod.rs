@@ -459,7 +459,8 @@ impl EventLoop {
                     || self.metrics_again
                     || self.accept_again
                     || !self.pipes_again.is_empty()
-                    || self.lua.unread)
+                    || self.lua.unread
+                    || self.lua.read_again)
                     .then_some(0),
             ]
             .into_iter()
@@ -530,6 +531,9 @@ impl EventLoop {
             // After the hooks' actions: a limit's stop waits for what its
             // hook started (evidence) to be spawned first.
             self.sample_due();
+            if self.lua.read_again {
+                self.worker_ready();
+            }
             if self.lua.unread {
                 self.worker_replies();
             }

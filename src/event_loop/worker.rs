@@ -28,6 +28,9 @@ const MAX_PENDING_LOADS: usize = 4;
 const MAX_QUEUED_ACTIONS: usize = 10_000;
 /// Replies handled per pass of the loop.
 const FRAMES_PER_PASS: usize = 64;
+/// Bytes of the worker's replies read ahead of their handling at most
+/// (besides the rest of a frame begun).
+const READ_AHEAD: usize = 1 << 20;
 /// Deaths within `DEATH_WINDOW_MS` after which the worker is given up on.
 const MAX_DEATHS: usize = 5;
 const DEATH_WINDOW_MS: u64 = 60_000;
@@ -87,6 +90,8 @@ pub(super) struct Lua {
     pub(super) dropped: u64,
     /// Replies left in the reader for the next pass.
     pub(super) unread: bool,
+    /// The socket was left with bytes unread (its read-ahead was full).
+    pub(super) read_again: bool,
 }
 
 impl Worker {
@@ -212,10 +217,17 @@ impl EventLoop {
     /// per pass).
     pub(super) fn worker_ready(&mut self) {
         self.worker_flush();
+        self.lua.read_again = false;
         loop {
             let Some(w) = self.lua.worker.as_mut() else {
                 return;
             };
+            if !w.reader.wants_more(READ_AHEAD) {
+                // Bounded: the rest waits in the socket (the worker's
+                // writes block) until the replies read are handled.
+                self.lua.read_again = true;
+                break;
+            }
             match w.sock.read(&mut w.rbuf) {
                 Ok(0) => {
                     self.worker_died("it closed its socket");

@@ -237,6 +237,17 @@ impl FrameReader {
     pub fn buffered(&self) -> usize {
         self.buf.len()
     }
+
+    /// Whether reading on is worth it within a read-ahead of `ahead`
+    /// bytes: less than that is buffered, or the first frame is not
+    /// whole yet (it needs its bytes, and its length is bounded).
+    pub fn wants_more(&self, ahead: usize) -> bool {
+        if self.buf.len() < ahead.max(4) {
+            return true;
+        }
+        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        self.buf.len() < 4 + len.min(MAX_FRAME)
+    }
 }
 
 fn text(f: &[u8]) -> Result<String, String> {
@@ -608,6 +619,26 @@ mod tests {
             .map(|f| FromWorker::decode(f).unwrap_or_else(|e| panic!("{e}")))
             .collect();
         assert_eq!(got, from);
+    }
+
+    #[test]
+    fn the_reader_wants_more_only_within_its_read_ahead_or_for_a_whole_frame() {
+        let mut r = FrameReader::default();
+        assert!(r.wants_more(16));
+        // A frame of 100 bytes, 20 of them here: its bytes are wanted,
+        // whatever the read-ahead.
+        r.push(&100u32.to_be_bytes());
+        r.push(&[0; 20]);
+        assert!(r.wants_more(8));
+        r.push(&[0; 80]);
+        // Whole: past the read-ahead, nothing more is wanted.
+        assert!(!r.wants_more(8));
+        assert!(r.wants_more(1000));
+        // A length over the limit does not make it want without bound.
+        let mut big = FrameReader::default();
+        big.push(&u32::MAX.to_be_bytes());
+        big.push(&vec![0; MAX_FRAME + 4]);
+        assert!(!big.wants_more(8));
     }
 
     #[test]
