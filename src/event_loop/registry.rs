@@ -24,16 +24,32 @@ pub(super) struct Upstream {
 /// grace).
 #[derive(Default)]
 pub(super) struct Drains {
+    /// entry -> (when its stop is due, the signal, the grace).
     held: HashMap<u64, (u64, i32, u64)>,
+    /// (when, entry) of `held`, so a pass looks only at what is due.
+    due: std::collections::BTreeSet<(u64, u64)>,
 }
 
 impl Drains {
     pub(super) fn next_due(&self) -> Option<u64> {
-        self.held.values().map(|h| h.0).min()
+        self.due.first().map(|d| d.0)
     }
 
     pub(super) fn is_draining(&self, entry: u64) -> bool {
         self.held.contains_key(&entry)
+    }
+
+    fn hold(&mut self, entry: u64, due: u64, signal: i32, grace_ms: u64) {
+        if let Some(old) = self.held.insert(entry, (due, signal, grace_ms)) {
+            self.due.remove(&(old.0, entry));
+        }
+        self.due.insert((due, entry));
+    }
+
+    fn release(&mut self, entry: u64) -> Option<(u64, i32, u64)> {
+        let h = self.held.remove(&entry)?;
+        self.due.remove(&(h.0, entry));
+        Some(h)
     }
 }
 
@@ -225,7 +241,7 @@ impl EventLoop {
             "service {name}: id={entry} leaves the registry; its stop signal in {}s",
             spec.drain_ms as f64 / 1000.0
         );
-        self.drains.held.insert(entry, (due, signal, grace_ms));
+        self.drains.hold(entry, due, signal, grace_ms);
         true
     }
 
@@ -233,15 +249,14 @@ impl EventLoop {
     pub(super) fn drains_due(&mut self) {
         let now = self.now();
         let all = self.shutting_down;
-        let due: Vec<(u64, i32, u64)> = self
-            .drains
-            .held
-            .iter()
-            .filter(|(_, h)| all || h.0 <= now.mono)
-            .map(|(e, h)| (*e, h.1, h.2))
-            .collect();
-        for (entry, signal, grace) in due {
-            self.drains.held.remove(&entry);
+        while let Some(&(when, entry)) = self.drains.due.first() {
+            if !all && when > now.mono {
+                break;
+            }
+            let Some((_, signal, grace)) = self.drains.release(entry) else {
+                self.drains.due.pop_first();
+                continue;
+            };
             let fx = self
                 .sup
                 .stop_with(entry, signal, grace, None, now)
@@ -252,7 +267,7 @@ impl EventLoop {
 
     /// A process ended: a drain of it is over.
     pub(super) fn drain_gone(&mut self, entry: u64) {
-        self.drains.held.remove(&entry);
+        self.drains.release(entry);
     }
 }
 
