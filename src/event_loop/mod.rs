@@ -7,6 +7,7 @@
 //! on a client or a child.
 
 mod activation;
+mod checks;
 mod client;
 mod clients;
 mod hook;
@@ -122,8 +123,8 @@ pub struct EventLoop {
     file_logs: HashMap<String, output::FileLog>,
     /// Readiness and health checks running: check entry -> (service entry,
     /// kind); and those due: (when, service entry, kind).
-    checks: HashMap<u64, (u64, svc::CheckKind)>,
-    check_due: std::collections::BTreeSet<(u64, u64, svc::CheckKind)>,
+    checks: HashMap<u64, (u64, checks::CheckKind)>,
+    check_due: std::collections::BTreeSet<(u64, u64, checks::CheckKind)>,
     /// Running checks' timeouts: (when, check entry).
     check_deadlines: std::collections::BTreeSet<(u64, u64)>,
     /// The Lua worker (config evaluation and hooks) and its state.
