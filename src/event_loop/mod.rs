@@ -19,6 +19,7 @@ mod metrics;
 mod monitor;
 mod notify;
 mod output;
+mod pages;
 mod ports;
 mod probes;
 mod registry;
@@ -184,6 +185,9 @@ pub struct EventLoop {
     /// Passes of the loop so far, and the `Tree` rows of the pass that
     /// made them: however many ask in one pass, /proc is walked once.
     pass: u64,
+    /// When to give back the pages start-up (or a reload) touched
+    /// (`pages.rs`).
+    release_at: Option<u64>,
     tree_cache: Option<(u64, std::rc::Rc<str>)>,
 }
 
@@ -366,6 +370,7 @@ impl EventLoop {
             exits_again: false,
             reading_notify: false,
             pass: 0,
+            release_at: None,
             monitoring: Default::default(),
             endpoints: ports::Endpoints::new(port_range),
             probes: Default::default(),
@@ -424,6 +429,7 @@ impl EventLoop {
         if !self.opts.command.is_empty() && !self.shutting_down {
             self.start_main();
         }
+        self.release_later();
         let mut events = Events::with_capacity(1024);
         let mut poll_failures = 0u32;
         loop {
@@ -467,10 +473,8 @@ impl EventLoop {
             .into_iter()
             .flatten()
             .min();
-            let timeout = deadline.map(|d| {
-                let now = self.now().mono;
-                Duration::from_millis(d.saturating_sub(now))
-            });
+            let now = self.now().mono;
+            let timeout = self.release_due(now, deadline.map(|d| d.saturating_sub(now)));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     // Should not happen; if it keeps happening, keep reaping

@@ -322,6 +322,7 @@ impl EventLoop {
                         Ok(config) => {
                             self.lua.good = Some((name, text));
                             self.lua.has_hooks = !wants.is_empty();
+                            self.release_later();
                             self.apply_reload(config)
                         }
                         Err(e) => Reply::error(ErrorKind::BadConfig, e),

@@ -82,6 +82,17 @@
 //! `procctl(PROC_REAP_ACQUIRE)`: a jail's reaper), [`has_children`],
 //! [`reap_blocking`].
 //!
+//! # Memory
+//!
+//! [`trim_heap`] gives free heap pages back where the allocator can.
+//! [`release_read_only`] unmaps this process's pages of every loaded
+//! object's read-only segments (text, constants), never a writable one,
+//! so nothing is lost: a page used again is mapped again from the page
+//! cache. Returns the bytes released. Linux: `dl_iterate_phdr` and
+//! `MADV_DONTNEED`. FreeBSD has no call that unmaps a file's pages while
+//! keeping the mapping (its `MADV_DONTNEED` only lowers their priority):
+//! nothing is done there, and 0 returned.
+//!
 //! # Writing a backend
 //!
 //! A new backend is a directory `platform/<os>/` whose `mod.rs` provides
@@ -123,8 +134,8 @@ pub use sys::{
     ctrl_alt_del_to_sigint, die_with_parent, handled_signals, ignored_signals, is_forwarded,
     is_system_init, notify_socket, other_live_pids, own_usage, parent_death_signal,
     peer_credentials, peer_groups, prioritise, proc_children, proc_cmdline, proc_node, process_uid,
-    reboot, recv_notify, reopen_nonblocking, rlimit_resource, self_exe, set_child_subreaper,
-    set_process_name, spawn, trim_heap, ExitWatch, ProcStats, SignalSource,
+    reboot, recv_notify, release_read_only, reopen_nonblocking, rlimit_resource, self_exe,
+    set_child_subreaper, set_process_name, spawn, trim_heap, ExitWatch, ProcStats, SignalSource,
 };
 pub use types::{
     BindSpec, ExecError, HandleExit, OwnUsage, ProcHandle, ProcNode, RawExit, RawSample, RebootCmd,

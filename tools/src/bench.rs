@@ -105,6 +105,11 @@ impl Conn {
             r: BufReader::new(UnixStream::connect(sock).unwrap()),
         }
     }
+    fn try_new(sock: &Path) -> Option<Conn> {
+        Some(Conn {
+            r: BufReader::new(UnixStream::connect(sock).ok()?),
+        })
+    }
     fn ask(&mut self, line: &str) -> String {
         self.r.get_mut().write_all(line.as_bytes()).unwrap();
         let mut last = String::new();

@@ -21,6 +21,6 @@ pub use stats::{own_usage, ProcStats};
 pub use system::{
     ctrl_alt_del_to_sigint, die_with_parent, handled_signals, is_forwarded, is_system_init,
     notify_socket, parent_death_signal, peer_credentials, peer_groups, prioritise, reboot,
-    recv_notify, reopen_nonblocking, self_exe, set_child_subreaper, set_process_name, trim_heap,
-    SignalSource,
+    recv_notify, release_read_only, reopen_nonblocking, self_exe, set_child_subreaper,
+    set_process_name, trim_heap, SignalSource,
 };

@@ -122,6 +122,11 @@ pub fn recv_notify(_fd: &OwnedFd) -> Option<(i32, String)> {
 /// jemalloc returns memory by itself.
 pub fn trim_heap() {}
 
+/// Nothing on FreeBSD (see the contract in `platform/mod.rs`).
+pub fn release_read_only() -> usize {
+    0
+}
+
 pub fn die_with_parent() {
     parent_death_signal(libc::SIGKILL);
 }

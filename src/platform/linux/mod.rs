@@ -3,6 +3,7 @@
 //! `platform/mod.rs`'s.
 
 mod process;
+mod release;
 mod spawn;
 mod stats;
 mod system;
@@ -10,6 +11,7 @@ mod system;
 pub use process::{
     other_live_pids, proc_children, proc_cmdline, proc_node, process_uid, ExitWatch,
 };
+pub use release::release_read_only;
 pub use spawn::{ignored_signals, rlimit_resource, spawn};
 pub use stats::{own_usage, ProcStats};
 pub use system::{
