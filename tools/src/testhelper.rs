@@ -332,8 +332,32 @@ pub fn main() {
                     "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
                     body.len()
                 );
-                for c in l.incoming() {
-                    let Ok(mut c) = c else { continue };
+                // A graceful server: SIGTERM ends it between connections,
+                // never in the middle of one (blocked, except inside the
+                // ppoll that waits for the next), so a restart's stop
+                // loses no request it has accepted.
+                // SAFETY: plain signal-mask calls on local sets.
+                let waiting = unsafe {
+                    let mut term: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut term);
+                    libc::sigaddset(&mut term, libc::SIGTERM);
+                    let mut old: libc::sigset_t = std::mem::zeroed();
+                    libc::sigprocmask(libc::SIG_BLOCK, &term, &mut old);
+                    libc::sigdelset(&mut old, libc::SIGTERM);
+                    old
+                };
+                loop {
+                    let mut pfd = libc::pollfd {
+                        fd: 3,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd; SIGTERM's default action
+                    // ends the process inside the call if it is pending.
+                    if unsafe { libc::ppoll(&mut pfd, 1, std::ptr::null(), &waiting) } < 1 {
+                        continue;
+                    }
+                    let Ok((mut c, _)) = l.accept() else { continue };
                     let mut req = Vec::new();
                     let mut buf = [0u8; 1024];
                     while !req.windows(4).any(|w| w == b"\r\n\r\n") {
