@@ -345,6 +345,9 @@ impl EventLoop {
     /// Disconnects the clients whose output made no progress for the
     /// client timeout.
     pub(super) fn expire_stalled(&mut self) {
+        if self.stalls.is_empty() {
+            return;
+        }
         let now = self.now().mono;
         while let Some(&(deadline, cid)) = self.stalls.first() {
             if deadline > now {

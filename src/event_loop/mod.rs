@@ -473,8 +473,7 @@ impl EventLoop {
             .into_iter()
             .flatten()
             .min();
-            let now = self.now().mono;
-            let timeout = self.release_due(now, deadline.map(|d| d.saturating_sub(now)));
+            let timeout = self.release_due(deadline);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     // Should not happen; if it keeps happening, keep reaping

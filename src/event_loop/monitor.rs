@@ -277,6 +277,9 @@ impl EventLoop {
     /// The samples due now, at most `SAMPLES_PER_PASS`; and the limit
     /// stops whose hooks had their time.
     pub(super) fn sample_due(&mut self) {
+        if self.monitoring.pending_stops.is_empty() && self.monitoring.due.is_empty() {
+            return;
+        }
         let now = self.now();
         if !self.monitoring.pending_stops.is_empty() {
             let due: Vec<u64> = self

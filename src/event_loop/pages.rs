@@ -26,10 +26,16 @@ impl EventLoop {
         self.release_at = Some(self.now().mono + RELEASE_AFTER_MS);
     }
 
-    /// Called just before the loop blocks for `wait` ms (None: until an
+    /// Called just before the loop blocks until `deadline` (None: until an
     /// event): releases the pages if that is due, and returns how long to
-    /// wait, no longer than until the release.
-    pub(super) fn release_due(&mut self, now: u64, wait: Option<u64>) -> Option<Duration> {
+    /// wait, no longer than until the release. Reads the clock only when
+    /// there is a deadline of either kind.
+    pub(super) fn release_due(&mut self, deadline: Option<u64>) -> Option<Duration> {
+        if deadline.is_none() && self.release_at.is_none() {
+            return None;
+        }
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let wait = deadline.map(|d| d.saturating_sub(now));
         let wait = match self.release_at {
             Some(at) if at <= now && wait != Some(0) => {
                 self.release_at = None;

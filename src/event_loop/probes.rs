@@ -279,6 +279,9 @@ impl EventLoop {
 
     /// Starts the probes that are due, and fails those past their timeout.
     pub(super) fn run_due_probes(&mut self) {
+        if self.probes.deadlines.is_empty() && self.probes.due.is_empty() {
+            return;
+        }
         let now = self.now().mono;
         while let Some(&(deadline, id)) = self.probes.deadlines.first() {
             if deadline > now {

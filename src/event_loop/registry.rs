@@ -247,6 +247,9 @@ impl EventLoop {
 
     /// The stops whose drain is over (all of them once archon shuts down).
     pub(super) fn drains_due(&mut self) {
+        if self.drains.due.is_empty() {
+            return;
+        }
         let now = self.now();
         let all = self.shutting_down;
         while let Some(&(when, entry)) = self.drains.due.first() {

@@ -398,8 +398,10 @@ impl EventLoop {
 
     /// The head call missed its deadline.
     pub(super) fn worker_check_deadline(&mut self) {
-        let now = self.now().mono;
-        if self.worker_deadline().is_some_and(|d| d <= now) {
+        let Some(deadline) = self.worker_deadline() else {
+            return;
+        };
+        if deadline <= self.now().mono {
             self.worker_died("a call missed its deadline");
         }
     }
