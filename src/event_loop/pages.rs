@@ -39,6 +39,8 @@ impl EventLoop {
         let wait = match self.release_at {
             Some(at) if at <= now && wait != Some(0) => {
                 self.release_at = None;
+                // And the heap pages the first second freed.
+                crate::platform::trim_heap();
                 let n = crate::platform::release_read_only();
                 log::debug!("released start-up pages bytes={n}");
                 wait
