@@ -48,6 +48,14 @@ fn archon_works_on_every_path_after_giving_back_its_pages() {
         hang = lua_helper("hang"),
     );
     let mut d = with_config("pages", &lua, &["--monitor", "standard"]);
+    let up = |d: &Daemon| {
+        d.ask("Status,web")
+            .iter()
+            .any(|l| l.contains(",running,") || l.contains(",ready,"))
+    };
+    // Start-up done (the config applied, its service spawned), then the
+    // resident set, then whether the release came first after all.
+    wait_for("web up", || up(&d));
     let before = rss(d.pid());
     let early = releases(&d).is_empty();
     wait_for("the first release", || !releases(&d).is_empty());
@@ -63,11 +71,6 @@ fn archon_works_on_every_path_after_giving_back_its_pages() {
     // the file; a release that had dropped a relocated page (vtables,
     // string tables) would crash archon here.
     assert!(d.ask("Version")[0].starts_with("Ok,archon"));
-    wait_for("web ready", || {
-        d.ask("Status,web")
-            .iter()
-            .any(|l| l.contains(",running,") || l.contains(",ready,"))
-    });
     assert_eq!(
         last(&d.ask(&format!("Run,{}", h("exit 42")))),
         "ExitStatus,42"
