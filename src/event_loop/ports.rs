@@ -9,7 +9,7 @@
 use crate::platform::{self, BindSpec};
 use crate::services::net::{port_var, PortBind, PortRange, PortSpec, SocketKind, SocketSpec};
 use crate::services::spec::ServiceSpec;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 /// One instance's port: its number, and the listening socket archon holds
@@ -25,8 +25,9 @@ pub(super) struct Endpoints {
     range: PortRange,
     /// The last port given out: the next "auto" one is sought after it.
     cursor: Option<u16>,
-    /// (service, instance, port name) -> the port.
-    ports: HashMap<(String, u32, String), Held>,
+    /// (service, instance, port name) -> the port. Ordered, so that one
+    /// instance's ports are a range (`exited` runs on every exit).
+    ports: BTreeMap<(String, u32, String), Held>,
     /// (service, socket name) -> the socket.
     sockets: HashMap<(String, String), Bound>,
 }
@@ -201,8 +202,12 @@ impl Endpoints {
     /// held again until its next spawn (best effort: a port another
     /// process took meanwhile is tried again at that spawn).
     pub(super) fn exited(&mut self, service: &str, index: u32) {
-        for ((s, i, _), h) in self.ports.iter_mut() {
-            if s == service && *i == index && h.fd.is_none() {
+        let from = (service.to_string(), index, String::new());
+        for ((s, i, _), h) in self.ports.range_mut(from..) {
+            if s != service || *i != index {
+                break;
+            }
+            if h.fd.is_none() {
                 h.fd = bind_port(&h.spec.address, h.port).ok();
             }
         }
