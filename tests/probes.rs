@@ -141,6 +141,44 @@ fn a_probe_command_past_its_timeout_is_killed_and_counts_as_a_failure() {
     drop(d);
 }
 
+/// A probe command still running when its instance stops is killed with
+/// it, long before its own timeout, and no probe of it runs after.
+#[test]
+fn a_probe_in_flight_ends_with_its_instance() {
+    let out = out_dir("probe-inflight");
+    let marker = out.join("probe.pids");
+    let lua = format!(
+        r#"service "h" {{ cmd = {{ "sleep", "1000" }}, grace = 1,
+              liveness = {{ exec = {{ "sh", "-c", "echo $$ >> {} && exec sleep 1000" }},
+                            interval = 0.1, timeout = 120 }} }}"#,
+        marker.display()
+    );
+    let d = with_config("probe-inflight", &lua, &[]);
+    let mut probe = 0;
+    wait_for("the probe to run", || {
+        probe = std::fs::read_to_string(&marker)
+            .ok()
+            .and_then(|s| s.lines().next()?.trim().parse().ok())
+            .unwrap_or(0);
+        probe > 0
+    });
+    assert!(last(&d.ask("Stop,h")).starts_with("Ok"));
+    wait_state(&d, "h", "stopped");
+    // Its 120 s timeout is far past the test's deadline.
+    wait_for(&format!("probe process {probe} to be killed"), || {
+        pid_gone(probe)
+    });
+    let runs = std::fs::read_to_string(&marker).unwrap().lines().count();
+    // One more pass of the loop at least, then no new probe of it.
+    assert!(d.ask("Version")[0].starts_with("Ok"));
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap().lines().count(),
+        runs
+    );
+    assert_eq!(runs, 1, "only the first probe ran: it was in flight");
+    drop(d);
+}
+
 #[test]
 fn a_startup_probe_gates_readiness_and_liveness() {
     let out = out_dir("probe-start");

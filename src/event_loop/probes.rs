@@ -35,6 +35,12 @@ pub(super) struct Probing {
     /// probe's request, made once.
     ports: Vec<(String, u16)>,
     requests: [Option<std::rc::Rc<[u8]>>; 3],
+    /// Each kind's probe queued, (latest, earliest), and in flight (its
+    /// id), at most one of each: the process's end finds them without a
+    /// walk of every instance's. Stale values are harmless (ids are not
+    /// reused; a key no longer queued is not there to remove).
+    queued: [Option<(u64, u64)>; 3],
+    running: [Option<u64>; 3],
     /// Its probes as spawned (a changed probe restarts the instance on a
     /// reload, so these stay true for the process's life): shared, so a
     /// probe costs no copy of its settings.
@@ -97,6 +103,15 @@ impl Probes {
                 connected,
             } => Some((stream, http, connected)),
             Running::Exec(_) => None,
+        }
+    }
+
+    /// Queues instance `entry`'s probe `which`, due by `latest` and not
+    /// before `earliest`, remembered by the instance (`probes_gone`).
+    fn queue(&mut self, latest: u64, entry: u64, which: Which, earliest: u64) {
+        self.due.insert((latest, entry, which, earliest));
+        if let Some(p) = self.by_entry.get_mut(&entry) {
+            p.queued[idx(which)] = Some((latest, earliest));
         }
     }
 
@@ -182,15 +197,15 @@ impl EventLoop {
                 seq: 0,
                 ports,
                 requests,
+                queued: [None; 3],
+                running: [None; 3],
                 probes: Which::ALL.map(|w| spec.probe(w).cloned().map(std::rc::Rc::new)),
             },
         );
         match &spec.startup {
             Some(p) => {
                 let first = now + p.initial_delay_ms;
-                self.probes
-                    .due
-                    .insert((first, entry, Which::Startup, first));
+                self.probes.queue(first, entry, Which::Startup, first);
             }
             None => self.schedule_after_startup(entry, spec, now),
         }
@@ -199,18 +214,14 @@ impl EventLoop {
     fn schedule_after_startup(&mut self, entry: u64, spec: &ServiceSpec, now: u64) {
         if let Some(p) = &spec.readiness {
             let first = now + p.initial_delay_ms;
-            self.probes
-                .due
-                .insert((first, entry, Which::Readiness, first));
+            self.probes.queue(first, entry, Which::Readiness, first);
         }
         if let Some(p) = &spec.liveness {
             // Spread over the first interval: liveness gates nothing.
             let delay = now + p.initial_delay_ms;
             let first = delay + jittered(p.interval_ms, entry, 0) / 2;
             let early = first.saturating_sub(slack(p.interval_ms)).max(delay);
-            self.probes
-                .due
-                .insert((first, entry, Which::Liveness, early));
+            self.probes.queue(first, entry, Which::Liveness, early);
         }
     }
 
@@ -242,18 +253,15 @@ impl EventLoop {
     /// The process is gone: its probes end, what is in flight is dropped
     /// (a probe command is killed).
     pub(super) fn probes_gone(&mut self, entry: u64) {
-        if self.probes.by_entry.remove(&entry).is_none() {
+        let Some(p) = self.probes.by_entry.remove(&entry) else {
             return;
+        };
+        for w in Which::ALL {
+            if let Some((latest, earliest)) = p.queued[idx(w)] {
+                self.probes.due.remove(&(latest, entry, w, earliest));
+            }
         }
-        self.probes.due.retain(|d| d.1 != entry);
-        let ids: Vec<u64> = self
-            .probes
-            .inflight
-            .iter()
-            .filter(|(_, f)| f.entry == entry)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
+        for id in p.running.into_iter().flatten() {
             self.probe_drop(id);
         }
     }
@@ -389,6 +397,9 @@ impl EventLoop {
         };
         let net = matches!(run, Running::Net { .. });
         let deadline = now + probe.timeout_ms;
+        if let Some(p) = self.probes.by_entry.get_mut(&entry) {
+            p.running[idx(which)] = Some(id);
+        }
         self.probes.deadlines.insert((deadline, id));
         self.probes.inflight.insert(
             id,
@@ -456,7 +467,7 @@ impl EventLoop {
         }
         // Startup stops once passed; the others go on.
         if !(which == Which::Startup && verdict == Some(true)) {
-            self.probes.due.insert((next, entry, which, early));
+            self.probes.queue(next, entry, which, early);
         }
         match (which, verdict) {
             (Which::Startup, Some(true)) => {
